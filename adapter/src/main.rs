@@ -1,0 +1,2 @@
+//! derm-adapter (being written).
+fn main() {}

@@ -1,0 +1,18 @@
+//! derm-core: Derm's model of a microservice application, with no Kubernetes and no async.
+//!
+//! Module map (data flows top to bottom):
+//! - [`trace`]: decoders (Jaeger JSON, OTLP JSON/protobuf, Alibaba v2021 CSV) into spans, and
+//!   call trees per request ([`trace::Request`]).
+//! - [`graph`]: canonical call-graph form and ids, the catalog, per-window load / graph mix /
+//!   argument mix and latency samples ([`graph::Windows`]).
+//! - [`profile`]: per-service shifted-exponential fits, `rate = a * w + b` by regression.
+//! - [`latency`]: E2E latency distribution of a call graph, `P(Z <= SLA)` and its gradient.
+//! - [`generate`]: synthetic traces with known parameters, for tests, benches and demos.
+//!
+//! Units everywhere: milliseconds for latency, 1/ms for rates, requests/s for load.
+
+pub mod generate;
+pub mod graph;
+pub mod latency;
+pub mod profile;
+pub mod trace;

@@ -1,0 +1,4 @@
+//! `derm`: the offline command line.
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}

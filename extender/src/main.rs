@@ -1,0 +1,2 @@
+//! derm-extender (being written).
+fn main() {}
