@@ -8,6 +8,9 @@
 pub mod catalog;
 pub mod window;
 
+pub use catalog::Catalog;
+pub use window::{Window, Windows};
+
 
 
 

@@ -11,8 +11,10 @@
 //!
 //! Units everywhere: milliseconds for latency, 1/ms for rates, requests/s for load.
 
+pub mod cli;
 pub mod generate;
 pub mod graph;
 pub mod latency;
+pub mod pipeline;
 pub mod profile;
 pub mod trace;

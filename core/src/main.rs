@@ -1,4 +1,5 @@
-//! `derm`: the offline command line.
-fn main() -> anyhow::Result<()> {
-    Ok(())
+//! `derm`: Derm's offline command line (see `derm --help`).
+
+fn main() -> std::process::ExitCode {
+    derm_core::cli::main()
 }

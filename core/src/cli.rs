@@ -1,0 +1,70 @@
+//! The `derm` command line: one module per subcommand, each with its own clap `Args`.
+
+mod generate;
+mod latency;
+mod profile;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Derm: SLA-aware resource management for dynamic microservices (offline tools).
+#[derive(Debug, Parser)]
+#[command(name = "derm", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "DERM_LOG", default_value = "warn", global = true)]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Traces -> profiles.json, graphs.json, windows.json.
+    Profile(profile::Args),
+    /// P(E2E latency <= SLA) per graph for given per-container loads.
+    Latency(latency::Args),
+    /// Write synthetic traces with known parameters (tests, benchmarks, demos).
+    Generate(generate::Args),
+}
+
+/// Entry point of the `derm` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Profile(args) => profile::run(args),
+        Command::Latency(args) => latency::run(args),
+        Command::Generate(args) => generate::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Read and parse a JSON file, naming it in errors.
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    serde_json::from_reader(std::io::BufReader::new(file)).with_context(|| format!("{}: invalid JSON", path.display()))
+}
+
+/// Write a JSON file atomically (temporary file, then rename).
+pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut w, value)?;
+    std::io::Write::flush(&mut w)?;
+    drop(w);
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
+}

@@ -1,0 +1,72 @@
+//! `derm generate`: synthetic traces with known parameters.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::generate::Scenario;
+use crate::trace;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Built-in scenario.
+    #[arg(long, default_value = "acceptance", value_parser = ["acceptance"])]
+    scenario: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Output format.
+    #[arg(long, default_value = "jaeger", value_parser = ["jaeger", "otlp"])]
+    format: String,
+    /// Multiply every load level by this factor (bigger files).
+    #[arg(long, default_value_t = 1.0)]
+    load_scale: f64,
+    /// Sampling probability of the emitted traces, in (0, 1].
+    #[arg(long)]
+    sampling: Option<f64>,
+    /// Output file.
+    #[arg(long, short = 'o')]
+    out: PathBuf,
+    /// Also write the true parameters as JSON here.
+    #[arg(long)]
+    truth: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if !(args.load_scale.is_finite() && args.load_scale > 0.0) {
+        anyhow::bail!("--load-scale must be > 0, got {}", args.load_scale);
+    }
+    let mut scenario = Scenario::acceptance(args.seed);
+    if let Some(p) = args.sampling {
+        if !(p > 0.0 && p <= 1.0) {
+            anyhow::bail!("--sampling must be in (0, 1], got {p}");
+        }
+        scenario.sampling = p;
+    }
+    for w in &mut scenario.levels_rps {
+        *w *= args.load_scale;
+    }
+    for s in &mut scenario.services {
+        // Keep every service below capacity at the scaled load.
+        s.a /= args.load_scale;
+    }
+    let traces = scenario.traces(1_700_000_000);
+    let file = std::fs::File::create(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let mut w = std::io::BufWriter::new(file);
+    match args.format.as_str() {
+        "otlp" => trace::otlp::write_json(&mut w, &traces)?,
+        _ => trace::jaeger::write(&mut w, &traces)?,
+    }
+    w.flush()?;
+    if let Some(path) = &args.truth {
+        let services: serde_json::Map<String, serde_json::Value> = scenario
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), serde_json::json!({"l0_ms": s.l0_ms, "a": s.a, "b": s.b, "containers": s.containers})))
+            .collect();
+        super::write_json(path, &serde_json::json!({ "services": services }))?;
+    }
+    let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
+    eprintln!("wrote {} traces, {spans} spans to {}", traces.len(), args.out.display());
+    Ok(())
+}
