@@ -82,18 +82,20 @@ build_etcd() {
     || die "module go.etcd.io/etcd/server/v3@$ETCD_VERSION is not available"
   gomod="$(sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p' <<<"$modjson")"
   godirective="$(awk '$1=="go"{print $2; exit}' "$gomod")"
-  cat >"$wd/go.mod" <<EOF
-module derm.local/etcd-build
-
-go ${godirective:-1.26.0}
-
-require go.etcd.io/etcd/server/v3 $ETCD_VERSION
-EOF
-  rm -f "$wd/go.sum"
-  t0=$SECONDS
-  (cd "$wd" && nice -n "$NICE" go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION") \
-    || die "resolving go.etcd.io/etcd/server/v3@$ETCD_VERSION failed (see messages above)"
-  record_time etcd-resolve "$ETCD_VERSION" $((SECONDS - t0))
+  local newmod
+  newmod="$(printf 'module derm.local/etcd-build\n\ngo %s\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+    "${godirective:-1.26.0}" "$ETCD_VERSION")"
+  # Regenerate and resolve only when the wrapper changed (keeps go.sum cached).
+  if [[ ! -f "$wd/.resolved" ]] || [[ "$(cat "$wd/go.mod.gen" 2>/dev/null)" != "$newmod" ]]; then
+    printf '%s\n' "$newmod" >"$wd/go.mod"
+    printf '%s\n' "$newmod" >"$wd/go.mod.gen"
+    rm -f "$wd/go.sum" "$wd/.resolved"
+    t0=$SECONDS
+    (cd "$wd" && nice -n "$NICE" go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION") \
+      || die "resolving go.etcd.io/etcd/server/v3@$ETCD_VERSION failed (see messages above)"
+    touch "$wd/.resolved"
+    record_time etcd-resolve "$ETCD_VERSION" $((SECONDS - t0))
+  fi
   t0=$SECONDS
   (cd "$wd" && nice -n "$NICE" go build -trimpath -ldflags "-s -w" -o "$out.tmp" go.etcd.io/etcd/server/v3) \
     || die "building etcd $ETCD_VERSION failed"
@@ -221,6 +223,7 @@ main() {
     # A child process so that set -e applies inside the attempt.
     if ! DERM_NO_FALLBACK=1 DERM_BUILD_CHILD=1 "$0" "$v" >/dev/null; then
       log "kubernetes $v could not be built (reason above); falling back to $FALLBACK_VERSION"
+      rmdir "$CACHE/bin/$v" 2>/dev/null || true
       v="$FALLBACK_VERSION"
       build_one "$v"
     fi

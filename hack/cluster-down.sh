@@ -24,18 +24,22 @@ running() { # pid: alive and not a zombie (a zombie is waiting for its parent to
 }
 
 # Reverse start order: clients first, etcd last.
-for name in kube-scheduler kube-controller-manager kube-apiserver etcd; do
+for name in pod-reaper kube-scheduler kube-controller-manager kube-apiserver etcd; do
   f="$RUN/pids/$name.pid"
   [[ -f "$f" ]] || continue
   pid="$(cat "$f")"
   # Only signal the pid if it is still the process we started (pids get reused).
   if running "$pid" && grep -qa -- "$name" "/proc/$pid/cmdline" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
+    # Each component was started with setsid: signal its whole process group (the
+    # reaper's kubectl children included) when it leads one.
+    target="$pid"
+    if [[ "$(ps -o pgid= -p "$pid" | tr -d ' ')" == "$pid" ]]; then target="-$pid"; fi
+    kill -TERM -- "$target" 2>/dev/null || true
     deadline=$((SECONDS + STOP_TIMEOUT))
     while running "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
     if running "$pid"; then
       log "$name (pid $pid) ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
+      kill -KILL -- "$target" 2>/dev/null || true
     fi
     log "stopped $name (pid $pid)"
   fi
