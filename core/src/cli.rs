@@ -3,6 +3,8 @@
 mod generate;
 mod latency;
 mod profile;
+mod simulate;
+mod solve;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -27,6 +29,10 @@ enum Command {
     Profile(profile::Args),
     /// P(E2E latency <= SLA) per graph for given per-container loads.
     Latency(latency::Args),
+    /// Fewest containers meeting the SLA: profiles + graph mix + load -> plan.json.
+    Solve(solve::Args),
+    /// Simulate an application under scaling policies: results table, JSON and plots.
+    Simulate(simulate::Args),
     /// Write synthetic traces with known parameters (tests, benchmarks, demos).
     Generate(generate::Args),
 }
@@ -42,6 +48,8 @@ pub fn main() -> ExitCode {
         Command::Profile(args) => profile::run(args),
         Command::Latency(args) => latency::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Solve(args) => solve::run(args),
+        Command::Simulate(args) => simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

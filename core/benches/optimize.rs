@@ -1,0 +1,47 @@
+//! Optimizer benchmarks on generated instances (seeded): 50 services / 5 graphs, one
+//! 400-service graph, and an Alibaba-scale app of 2,500 services and 40 graph types.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use derm_core::generate::instance::{Instance, Spec};
+use derm_core::optimize::{self, Input, Policy, Problem, Start};
+
+fn problem(inst: &Instance, load: f64) -> Problem {
+    let input = Input {
+        profiles: &inst.profiles,
+        graphs: &inst.graphs,
+        load_rps: load,
+        sla_ms: inst.sla_ms,
+        percentile: 0.95,
+        rare_threshold: 0.02,
+        bounds: BTreeMap::new(),
+        max_utilization: 0.9,
+    };
+    Problem::new(&input).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn cases() -> Vec<(&'static str, Spec, f64)> {
+    vec![
+        ("50svc_5graphs", Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0),
+        ("400svc_1graph", Spec { services: 400, graphs: 1, graph_size: (400, 400), parallel: 0.3, seed: 2 }, 1_000.0),
+        ("2500svc_40graphs", Spec { services: 2_500, graphs: 40, graph_size: (20, 400), parallel: 0.3, seed: 3 }, 20_000.0),
+    ]
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("solve");
+    group.sample_size(10);
+    for (name, spec, load) in cases() {
+        let inst = spec.generate();
+        let p = problem(&inst, load);
+        let plan = optimize::solve(&p, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("{name}: {} replicas, {} iterations", plan.total_replicas, plan.iterations);
+        group.bench_function(name, |b| b.iter(|| optimize::solve(black_box(&p), Policy::Derm, Start::Paired)));
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,272 @@
+//! The continuous problem in rate form and its KKT solution.
+//!
+//! With `rate_i = a_i * w_i + b_i`, containers are `R_i(rate) = W_i |a_i| / (b_i - rate)`:
+//! convex and increasing. Minimise `sum R_i` subject to `G(rate) >= p`, `G` increasing in
+//! every rate. Stationarity: `R_i'(rate_i) = mu * dG/drate_i`, i.e.
+//! `rate_i = b_i - sqrt(W_i |a_i| / (mu * g_i))`, and the constraint is tight at the optimum.
+//!
+//! Each iteration evaluates `G` and its gradient `g` once (all graphs in parallel), then
+//! chooses `mu` so that the *linearised* constraint `G + g . (rate(mu) - rate) = p` holds
+//! (a monotone 1-D equation, solved by bisection in log mu; O(n) per step), and moves to
+//! `rate(mu)`. This is sequential quadratic programming with the exact separable objective;
+//! a fixed point is a KKT point. The step ignores the constraint's curvature, so convergence
+//! is linear; the step is halved while the constraint error grows. Iterations stop at a
+//! rate step below [`TOLERANCE`] (relative to `b`): the objective's error is second order
+//! in that step, far below one container.
+//!
+//! Starting points ([`Start`]): `Erms` (the deterministic square-root split of Erms: with a
+//! budget on the mean path latency, `rate_i = b_i / (1 + s sqrt|a_i|)`, scaled by `s` until
+//! `G = p`), `Paired` (Derm's observation that optimal rates pair up: services sorted by load
+//! sensitivity `a_i` are paired and each pair shares the pair's Erms rate), and `Flat` (every
+//! container at the same utilisation, as a CPU HPA would leave it).
+
+use super::Error;
+use super::eval::{self, Kind};
+use super::problem::Problem;
+
+/// Starting point of the KKT iteration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Start {
+    Paired,
+    Erms,
+    Flat,
+}
+
+/// Step in rates (relative to `b`) and constraint error at which the iteration stops.
+pub const TOLERANCE: f64 = 1e-6;
+/// Iteration cap; the best feasible point is kept if it is reached.
+pub const MAX_ITERATIONS: u32 = 200;
+/// Fraction of `b` kept as the upper end of a rate (infinitely many containers otherwise).
+const RATE_CEILING: f64 = 1.0 - 1e-9;
+
+/// The continuous optimum.
+#[derive(Debug, Clone)]
+pub struct Solution {
+    pub rates: Vec<f64>,
+    pub probability: f64,
+    pub iterations: u32,
+    /// Sum of continuous containers over optimised services.
+    pub objective: f64,
+}
+
+/// Which rates the solver chooses and their box.
+#[derive(Debug, Clone)]
+pub struct Space {
+    pub active: Vec<bool>,
+    pub lo: Vec<f64>,
+    pub hi: Vec<f64>,
+    /// Rates of services the solver does not choose (rare-only, load-insensitive).
+    pub fixed: Vec<f64>,
+}
+
+/// Utilisation for services seen only in rare graphs: a safe minimum with a wide margin.
+pub const RARE_UTILIZATION: f64 = 0.7;
+
+impl Space {
+    pub fn new(problem: &Problem) -> Self {
+        let n = problem.services.len();
+        let mut space = Space { active: vec![false; n], lo: vec![0.0; n], hi: vec![0.0; n], fixed: vec![0.0; n] };
+        for (i, s) in problem.services.iter().enumerate() {
+            if s.demand_rps <= 0.0 {
+                space.fixed[i] = s.b.max(f64::MIN_POSITIVE);
+            } else if !s.sensitive() {
+                // Load-insensitive by the profile: never load a container beyond what was seen.
+                let n_i = ((s.demand_rps / s.w_max_rps).ceil() as u32).max(s.bounds.min).min(s.bounds.max).max(1);
+                space.fixed[i] = s.rate_at(n_i);
+            } else if !s.frequent {
+                let cap = s.b / -s.a;
+                let n_i = ((s.demand_rps / (RARE_UTILIZATION * cap)).ceil() as u32).max(s.bounds.min).min(s.bounds.max).max(1);
+                space.fixed[i] = s.rate_at(n_i);
+            } else {
+                space.active[i] = true;
+                let hi = if s.bounds.max == u32::MAX { s.b * RATE_CEILING } else { s.rate_at(s.bounds.max).min(s.b * RATE_CEILING) };
+                let lo = s.rate_at(s.bounds.min.max(1)).max((1.0 - problem.max_utilization) * s.b);
+                space.hi[i] = hi;
+                space.lo[i] = lo.min(hi);
+            }
+        }
+        space
+    }
+
+    /// Rates with the fixed services filled in.
+    pub fn full(&self, active_rates: &[f64]) -> Vec<f64> {
+        active_rates.iter().zip(&self.active).zip(&self.fixed).map(|((r, a), f)| if *a { *r } else { *f }).collect()
+    }
+
+    pub fn clip(&self, i: usize, r: f64) -> f64 {
+        r.clamp(self.lo[i], self.hi[i])
+    }
+}
+
+/// Solve the continuous problem from `start`. `weights` are the graphs' constraint weights.
+pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
+    let space = Space::new(problem);
+    let target = problem.percentile;
+    let g_of = |rates: &[f64]| eval::value(problem, kind, weights, &problem.params(rates));
+    let best = g_of(&space.full(&space.hi));
+    if best < target {
+        return Err(infeasible(problem, kind, weights, &space));
+    }
+    let mut rates = start_point(problem, &space, start, &g_of);
+    let active: Vec<usize> = (0..rates.len()).filter(|i| space.active[*i]).collect();
+    let mut grad = vec![0.0; rates.len()];
+    let mut iterations = 0;
+    let mut step: f64 = 1.0;
+    let mut last_err = f64::INFINITY;
+    while iterations < MAX_ITERATIONS {
+        iterations += 1;
+        let value = eval::value_grad(problem, kind, weights, &problem.params(&rates), &mut grad);
+        let err = (value - target).abs();
+        // Halve the step while the constraint error grows (the step ignores curvature).
+        if err > last_err && iterations > 2 {
+            step = (step * 0.5).max(1.0 / 64.0);
+        }
+        last_err = err;
+        let next = stationary_point(problem, &space, &rates, &grad, target - value);
+        let mut change: f64 = 0.0;
+        for &i in &active {
+            let b = problem.services[i].b;
+            let r = rates[i] + step * (next[i] - rates[i]);
+            change = change.max((r - rates[i]).abs() / b);
+            rates[i] = r;
+        }
+        if change < TOLERANCE && err < TOLERANCE {
+            break;
+        }
+    }
+    // Make the point feasible (tight): raise the rates not held at their floor towards the
+    // box top, by bisection on the fraction of the way.
+    if g_of(&rates) < target {
+        let base = rates.clone();
+        let at = |t: f64, all: bool| -> Vec<f64> {
+            base.iter()
+                .zip(&space.hi)
+                .zip(&space.lo)
+                .map(|((r, h), l)| if all || *r > l * (1.0 + 1e-9) { r + t * (h - r) } else { *r })
+                .collect()
+        };
+        let all = g_of(&at(1.0, false)) < target;
+        let (mut lo, mut hi) = (0.0, 1.0);
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if g_of(&at(mid, all)) >= target { hi = mid } else { lo = mid }
+        }
+        rates = at(hi, all);
+    }
+    let probability = g_of(&rates);
+    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations })
+}
+
+/// Sum of continuous containers of the optimised services.
+pub fn objective(problem: &Problem, space: &Space, rates: &[f64]) -> f64 {
+    problem
+        .services
+        .iter()
+        .zip(rates)
+        .zip(&space.active)
+        .filter(|(_, a)| **a)
+        .map(|((s, r), _)| s.containers_for(*r))
+        .sum()
+}
+
+/// Rates solving stationarity for the multiplier that satisfies the linearised constraint
+/// `g . (rate(mu) - rate) = deficit`.
+fn stationary_point(problem: &Problem, space: &Space, rates: &[f64], grad: &[f64], deficit: f64) -> Vec<f64> {
+    let at = |mu: f64| -> Vec<f64> {
+        problem
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                if !space.active[i] {
+                    return space.fixed[i];
+                }
+                if grad[i] <= 0.0 {
+                    return space.lo[i];
+                }
+                space.clip(i, s.b - (s.demand_rps * -s.a / (mu * grad[i])).sqrt())
+            })
+            .collect()
+    };
+    let gain = |r: &[f64]| -> f64 {
+        r.iter().zip(rates).zip(grad).zip(&space.active).filter(|(_, a)| **a).map(|(((x, y), g), _)| g * (x - y)).sum()
+    };
+    let (mut lo, mut hi) = (-80.0f64, 80.0f64); // log10 of mu
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if gain(&at(10f64.powf(mid))) >= deficit { hi = mid } else { lo = mid }
+    }
+    at(10f64.powf(hi))
+}
+
+fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+    let n = problem.services.len();
+    let sens: Vec<f64> = problem.services.iter().map(|s| (-s.a).max(0.0).sqrt()).collect();
+    let q: Vec<f64> = match start {
+        Start::Erms | Start::Flat => sens.clone(),
+        Start::Paired => {
+            let mut order: Vec<usize> = (0..n).filter(|i| space.active[*i]).collect();
+            order.sort_by(|x, y| problem.services[*x].a.total_cmp(&problem.services[*y].a));
+            let mut q = sens.clone();
+            for pair in order.chunks(2) {
+                let mean = pair.iter().map(|i| sens[*i]).sum::<f64>() / pair.len() as f64;
+                pair.iter().for_each(|i| q[*i] = mean);
+            }
+            q
+        }
+    };
+    // One-parameter family from the box's top (s = 0) down; find the tight member.
+    let family = |s: f64| -> Vec<f64> {
+        (0..n)
+            .map(|i| {
+                if !space.active[i] {
+                    return space.fixed[i];
+                }
+                let b = problem.services[i].b;
+                let r = match start {
+                    Start::Flat => b * (1.0 - s / (1.0 + s)),
+                    _ => b / (1.0 + s * q[i]),
+                };
+                space.clip(i, r)
+            })
+            .collect()
+    };
+    let (mut lo, mut hi) = (0.0f64, 1.0f64);
+    while g_of(&family(hi)) >= problem.percentile && hi < 1e12 {
+        lo = hi;
+        hi *= 4.0;
+    }
+    for _ in 0..40 {
+        let mid = 0.5 * (lo + hi);
+        if g_of(&family(mid)) >= problem.percentile { lo = mid } else { hi = mid }
+    }
+    family(lo)
+}
+
+/// Explain why the target cannot be reached even with unlimited containers.
+fn infeasible(problem: &Problem, kind: Kind, weights: &[f64], space: &Space) -> Error {
+    let params = problem.params(&space.full(&space.hi));
+    for (g, w) in problem.graphs.iter().zip(weights) {
+        if *w > 0.0 {
+            let min = g.compiled.min_latency_ms(&params);
+            if min >= problem.sla_ms {
+                return Error::Infeasible { graph: g.id.clone(), min_latency_ms: min, sla_ms: problem.sla_ms };
+            }
+        }
+    }
+    let f = eval::per_graph(problem, &params);
+    let (worst, _) = problem
+        .graphs
+        .iter()
+        .zip(&f)
+        .zip(weights)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|((g, f), _)| (g.id.clone(), *f))
+        .fold((String::new(), f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+    Error::Unreachable {
+        best: eval::value(problem, kind, weights, &params),
+        percentile: problem.percentile,
+        worst_graph: worst,
+    }
+}
