@@ -2,10 +2,17 @@
 //! Graphs are evaluated in parallel (rayon) and summed in graph order, so results do not
 //! depend on the number of threads.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use super::problem::Problem;
-use crate::latency::Params;
+use crate::latency::{Params, Workspace};
+
+thread_local! {
+    /// Per-thread evaluator scratch (rayon's workers persist, so it is reused).
+    static SCRATCH: RefCell<(Workspace, Vec<f64>)> = RefCell::new((Workspace::new(), Vec::new()));
+}
 
 /// Which constraint to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +25,11 @@ pub enum Kind {
 
 /// Per-graph probabilities of meeting the SLA.
 pub fn per_graph(problem: &Problem, params: &[Params]) -> Vec<f64> {
-    problem.graphs.par_iter().map(|g| g.compiled.cdf(params, problem.sla_ms)).collect()
+    problem
+        .graphs
+        .par_iter()
+        .map(|g| SCRATCH.with_borrow_mut(|(ws, _)| g.compiled.cdf_with(ws, params, problem.sla_ms)))
+        .collect()
 }
 
 /// Constraint value (minus the target is the slack).
@@ -42,35 +53,55 @@ fn combine(kind: Kind, weights: &[f64], f: &[f64]) -> (f64, Option<usize>) {
 
 /// Constraint value and its gradient with respect to every service's rate (for
 /// [`Kind::EveryGraph`], the gradient of the binding graph).
-pub fn value_grad(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params], grad: &mut [f64]) -> f64 {
+pub fn value_grad(
+    problem: &Problem,
+    kind: Kind,
+    weights: &[f64],
+    params: &[Params],
+    grad: &mut [f64],
+) -> f64 {
     let n = params.len();
+    // Each graph returns its value and the partial derivatives of its own services only.
     let parts: Vec<(f64, Vec<f64>)> = problem
         .graphs
         .par_iter()
         .zip(weights.par_iter())
         .map(|(g, w)| {
-            let mut gr = vec![0.0; n];
-            if *w <= 0.0 {
-                return (g.compiled.cdf(params, problem.sla_ms), gr);
-            }
-            let f = g.compiled.cdf_grad(params, problem.sla_ms, &mut gr);
-            (f, gr)
+            SCRATCH.with_borrow_mut(|(ws, full)| {
+                if *w <= 0.0 {
+                    return (g.compiled.cdf_with(ws, params, problem.sla_ms), Vec::new());
+                }
+                full.clear();
+                full.resize(n, 0.0);
+                let f = g.compiled.cdf_grad_with(ws, params, problem.sla_ms, full);
+                (f, g.compiled.services().iter().map(|i| full[*i]).collect())
+            })
         })
         .collect();
     grad.iter_mut().for_each(|x| *x = 0.0);
     let f: Vec<f64> = parts.iter().map(|p| p.0).collect();
     let (value, binding) = combine(kind, weights, &f);
+    let mut add = |gi: usize, scale: f64| {
+        for (i, d) in problem.graphs[gi]
+            .compiled
+            .services()
+            .iter()
+            .zip(&parts[gi].1)
+        {
+            grad[*i] += scale * d;
+        }
+    };
     match kind {
         Kind::Weighted => {
-            for (w, (_, gr)) in weights.iter().zip(&parts) {
+            for (gi, w) in weights.iter().enumerate() {
                 if *w > 0.0 {
-                    grad.iter_mut().zip(gr).for_each(|(a, b)| *a += w * b);
+                    add(gi, *w);
                 }
             }
         }
         Kind::EveryGraph => {
-            if let Some(i) = binding {
-                grad.copy_from_slice(&parts[i].1);
+            if let Some(gi) = binding {
+                add(gi, 1.0);
             }
         }
     }

@@ -9,8 +9,9 @@
 //! chooses `mu` so that the *linearised* constraint `G + g . (rate(mu) - rate) = p` holds
 //! (a monotone 1-D equation, solved by bisection in log mu; O(n) per step), and moves to
 //! `rate(mu)`. This is sequential quadratic programming with the exact separable objective;
-//! a fixed point is a KKT point. The step ignores the constraint's curvature, so convergence
-//! is linear; the step is halved while the constraint error grows. Iterations stop at a
+//! a fixed point is a KKT point. The linearised multiplier is then corrected on the true
+//! constraint (regula falsi in log mu, a few evaluations without gradient), so every iterate
+//! is feasible and tight and only the shape of the gradient iterates. Iterations stop at a
 //! rate step below [`TOLERANCE`] (relative to `b`): the objective's error is second order
 //! in that step, far below one container.
 //!
@@ -34,7 +35,9 @@ pub enum Start {
 }
 
 /// Step in rates (relative to `b`) and constraint error at which the iteration stops.
-pub const TOLERANCE: f64 = 1e-6;
+pub const TOLERANCE: f64 = 1e-4;
+/// How far above the target the tight multiplier may leave the constraint.
+pub const CONSTRAINT_TOLERANCE: f64 = 1e-7;
 /// Iteration cap; the best feasible point is kept if it is reached.
 pub const MAX_ITERATIONS: u32 = 200;
 /// Fraction of `b` kept as the upper end of a rate (infinitely many containers otherwise).
@@ -66,22 +69,39 @@ pub const RARE_UTILIZATION: f64 = 0.7;
 impl Space {
     pub fn new(problem: &Problem) -> Self {
         let n = problem.services.len();
-        let mut space = Space { active: vec![false; n], lo: vec![0.0; n], hi: vec![0.0; n], fixed: vec![0.0; n] };
+        let mut space = Space {
+            active: vec![false; n],
+            lo: vec![0.0; n],
+            hi: vec![0.0; n],
+            fixed: vec![0.0; n],
+        };
         for (i, s) in problem.services.iter().enumerate() {
             if s.demand_rps <= 0.0 {
                 space.fixed[i] = s.b.max(f64::MIN_POSITIVE);
             } else if !s.sensitive() {
                 // Load-insensitive by the profile: never load a container beyond what was seen.
-                let n_i = ((s.demand_rps / s.w_max_rps).ceil() as u32).max(s.bounds.min).min(s.bounds.max).max(1);
+                let n_i = ((s.demand_rps / s.w_max_rps).ceil() as u32)
+                    .max(s.bounds.min)
+                    .min(s.bounds.max)
+                    .max(1);
                 space.fixed[i] = s.rate_at(n_i);
             } else if !s.frequent {
                 let cap = s.b / -s.a;
-                let n_i = ((s.demand_rps / (RARE_UTILIZATION * cap)).ceil() as u32).max(s.bounds.min).min(s.bounds.max).max(1);
+                let n_i = ((s.demand_rps / (RARE_UTILIZATION * cap)).ceil() as u32)
+                    .max(s.bounds.min)
+                    .min(s.bounds.max)
+                    .max(1);
                 space.fixed[i] = s.rate_at(n_i);
             } else {
                 space.active[i] = true;
-                let hi = if s.bounds.max == u32::MAX { s.b * RATE_CEILING } else { s.rate_at(s.bounds.max).min(s.b * RATE_CEILING) };
-                let lo = s.rate_at(s.bounds.min.max(1)).max((1.0 - problem.max_utilization) * s.b);
+                let hi = if s.bounds.max == u32::MAX {
+                    s.b * RATE_CEILING
+                } else {
+                    s.rate_at(s.bounds.max).min(s.b * RATE_CEILING)
+                };
+                let lo = s
+                    .rate_at(s.bounds.min.max(1))
+                    .max((1.0 - problem.max_utilization) * s.b);
                 space.hi[i] = hi;
                 space.lo[i] = lo.min(hi);
             }
@@ -91,7 +111,12 @@ impl Space {
 
     /// Rates with the fixed services filled in.
     pub fn full(&self, active_rates: &[f64]) -> Vec<f64> {
-        active_rates.iter().zip(&self.active).zip(&self.fixed).map(|((r, a), f)| if *a { *r } else { *f }).collect()
+        active_rates
+            .iter()
+            .zip(&self.active)
+            .zip(&self.fixed)
+            .map(|((r, a), f)| if *a { *r } else { *f })
+            .collect()
     }
 
     pub fn clip(&self, i: usize, r: f64) -> f64 {
@@ -100,7 +125,12 @@ impl Space {
 }
 
 /// Solve the continuous problem from `start`. `weights` are the graphs' constraint weights.
-pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
+pub fn solve(
+    problem: &Problem,
+    kind: Kind,
+    weights: &[f64],
+    start: Start,
+) -> Result<Solution, Error> {
     let space = Space::new(problem);
     let target = problem.percentile;
     let g_of = |rates: &[f64]| eval::value(problem, kind, weights, &problem.params(rates));
@@ -111,27 +141,60 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
     let mut rates = start_point(problem, &space, start, &g_of);
     let active: Vec<usize> = (0..rates.len()).filter(|i| space.active[*i]).collect();
     let mut grad = vec![0.0; rates.len()];
+    let mut kappa = vec![0.0; rates.len()];
+    let mut log_kappa = vec![0.0; rates.len()];
+    let mut alpha = vec![1.0f64; rates.len()];
+    let mut direction = vec![0.0f64; rates.len()];
     let mut iterations = 0;
-    let mut step: f64 = 1.0;
-    let mut last_err = f64::INFINITY;
     while iterations < MAX_ITERATIONS {
         iterations += 1;
         let value = eval::value_grad(problem, kind, weights, &problem.params(&rates), &mut grad);
-        let err = (value - target).abs();
-        // Halve the step while the constraint error grows (the step ignores curvature).
-        if err > last_err && iterations > 2 {
-            step = (step * 0.5).max(1.0 / 64.0);
+        // A phase's own rate dominates its partial derivative, roughly `kappa / rate^2`
+        // (dF/drate = f_{Z+Y}(t) / rate^2); the shape uses that local model.
+        // Services in parallel branches switch between critical (large derivative) and
+        // not (near zero) as their rate moves, which makes the shape alternate: each
+        // service's kappa moves in log space by its own factor, halved whenever its rate
+        // reverses direction and grown back while it does not (per-coordinate damping; the
+        // fixed point, kappa = g * rate^2, is unchanged).
+        let top = grad
+            .iter()
+            .zip(&rates)
+            .map(|(g, r)| g * r * r)
+            .fold(0.0, f64::max);
+        let floor = (top * 1e-30).max(f64::MIN_POSITIVE);
+        for i in 0..rates.len() {
+            let fresh = (grad[i] * rates[i] * rates[i]).max(floor).ln();
+            log_kappa[i] = if iterations == 1 {
+                fresh
+            } else {
+                log_kappa[i] + alpha[i] * (fresh - log_kappa[i])
+            };
+            kappa[i] = log_kappa[i].exp();
         }
-        last_err = err;
-        let next = stationary_point(problem, &space, &rates, &grad, target - value);
+        let shape = Shape {
+            problem,
+            space: &space,
+            kappa: &kappa,
+        };
+        // Multiplier from the linearised constraint, then corrected on the true constraint:
+        // every iterate is tight, so only the shape (the gradient's direction) iterates.
+        let log_mu = shape.linearised(&rates, target - value);
+        let log_mu = shape.tight(log_mu, target, &g_of);
+        let next = shape.rates(log_mu);
         let mut change: f64 = 0.0;
         for &i in &active {
-            let b = problem.services[i].b;
-            let r = rates[i] + step * (next[i] - rates[i]);
-            change = change.max((r - rates[i]).abs() / b);
-            rates[i] = r;
+            let d = next[i] - rates[i];
+            change = change.max(d.abs() / problem.services[i].b);
+            alpha[i] = if d * direction[i] < 0.0 {
+                alpha[i] * 0.5
+            } else {
+                (alpha[i] * 1.5).min(1.0)
+            };
+            direction[i] = d.signum();
         }
-        if change < TOLERANCE && err < TOLERANCE {
+        rates = next;
+        // Every iterate is tight, so the constraint needs no test of its own here.
+        if change < TOLERANCE {
             break;
         }
     }
@@ -143,19 +206,34 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
             base.iter()
                 .zip(&space.hi)
                 .zip(&space.lo)
-                .map(|((r, h), l)| if all || *r > l * (1.0 + 1e-9) { r + t * (h - r) } else { *r })
+                .map(|((r, h), l)| {
+                    if all || *r > l * (1.0 + 1e-9) {
+                        r + t * (h - r)
+                    } else {
+                        *r
+                    }
+                })
                 .collect()
         };
         let all = g_of(&at(1.0, false)) < target;
         let (mut lo, mut hi) = (0.0, 1.0);
         for _ in 0..60 {
             let mid = 0.5 * (lo + hi);
-            if g_of(&at(mid, all)) >= target { hi = mid } else { lo = mid }
+            if g_of(&at(mid, all)) >= target {
+                hi = mid
+            } else {
+                lo = mid
+            }
         }
         rates = at(hi, all);
     }
     let probability = g_of(&rates);
-    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations })
+    Ok(Solution {
+        objective: objective(problem, &space, &rates),
+        rates,
+        probability,
+        iterations,
+    })
 }
 
 /// Sum of continuous containers of the optimised services.
@@ -170,39 +248,134 @@ pub fn objective(problem: &Problem, space: &Space, rates: &[f64]) -> f64 {
         .sum()
 }
 
-/// Rates solving stationarity for the multiplier that satisfies the linearised constraint
-/// `g . (rate(mu) - rate) = deficit`.
-fn stationary_point(problem: &Problem, space: &Space, rates: &[f64], grad: &[f64], deficit: f64) -> Vec<f64> {
-    let at = |mu: f64| -> Vec<f64> {
-        problem
+/// Rates solving stationarity, `rate_i(mu) = b_i - sqrt(W_i |a_i| / (mu * g_i))` within the
+/// box, for a fixed gradient `g`; parametrised by `log10 mu`.
+struct Shape<'a> {
+    problem: &'a Problem,
+    space: &'a Space,
+    kappa: &'a [f64],
+}
+
+impl Shape<'_> {
+    fn rates(&self, log_mu: f64) -> Vec<f64> {
+        let mu = 10f64.powf(log_mu);
+        self.problem
             .services
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                if !space.active[i] {
-                    return space.fixed[i];
+                if !self.space.active[i] {
+                    return self.space.fixed[i];
                 }
-                if grad[i] <= 0.0 {
-                    return space.lo[i];
+                if self.kappa[i] <= 0.0 {
+                    return self.space.lo[i];
                 }
-                space.clip(i, s.b - (s.demand_rps * -s.a / (mu * grad[i])).sqrt())
+                // Stationarity with dG/drate_i = kappa_i / rate_i^2:
+                // W_i |a_i| / (b_i - rate)^2 = mu kappa_i / rate^2.
+                self.space.clip(
+                    i,
+                    s.b / (1.0 + (s.demand_rps * -s.a / (mu * self.kappa[i])).sqrt()),
+                )
             })
             .collect()
-    };
-    let gain = |r: &[f64]| -> f64 {
-        r.iter().zip(rates).zip(grad).zip(&space.active).filter(|(_, a)| **a).map(|(((x, y), g), _)| g * (x - y)).sum()
-    };
-    let (mut lo, mut hi) = (-80.0f64, 80.0f64); // log10 of mu
-    for _ in 0..100 {
-        let mid = 0.5 * (lo + hi);
-        if gain(&at(10f64.powf(mid))) >= deficit { hi = mid } else { lo = mid }
     }
-    at(10f64.powf(hi))
+
+    /// The multiplier satisfying the linearised constraint `g . (rate(mu) - rate) = deficit`
+    /// (monotone in mu: bisection in log mu, O(n) per step).
+    fn linearised(&self, rates: &[f64], deficit: f64) -> f64 {
+        let gain = |r: &[f64]| -> f64 {
+            r.iter()
+                .zip(rates)
+                .zip(self.kappa)
+                .zip(&self.space.active)
+                .filter(|(_, a)| **a)
+                .map(|(((x, y), k), _)| k / (y * y) * (x - y))
+                .sum()
+        };
+        let (mut lo, mut hi) = (-80.0f64, 80.0f64);
+        for _ in 0..100 {
+            let mid = 0.5 * (lo + hi);
+            if gain(&self.rates(mid)) >= deficit {
+                hi = mid
+            } else {
+                lo = mid
+            }
+        }
+        hi
+    }
+
+    /// The smallest multiplier (fewest containers) with `G(rate(mu)) >= target`: secant
+    /// steps in log mu from the linearised guess, then bisection on the bracket.
+    fn tight(&self, guess: f64, target: f64, g_of: &dyn Fn(&[f64]) -> f64) -> f64 {
+        let f = |m: f64| g_of(&self.rates(m)) - target;
+        // Bracket [lo, hi] with f(lo) < 0 <= f(hi), widening from the guess.
+        let mut hi = guess;
+        let mut f_hi = f(hi);
+        let mut width = 0.25;
+        let mut lo = hi;
+        let mut f_lo = f_hi;
+        if f_hi >= 0.0 {
+            while f_lo >= 0.0 && lo > -80.0 {
+                (hi, f_hi) = (lo, f_lo);
+                lo -= width;
+                width *= 2.0;
+                f_lo = f(lo);
+            }
+            if f_lo >= 0.0 {
+                return lo;
+            }
+        } else {
+            while f_hi < 0.0 && hi < 80.0 {
+                (lo, f_lo) = (hi, f_hi);
+                hi += width;
+                width *= 2.0;
+                f_hi = f(hi);
+            }
+        }
+        // Regula falsi (Illinois) on the bracket until the constraint is met within tolerance.
+        let (mut side, mut evals) = (0, 0);
+        while hi - lo > 1e-12 && evals < 60 {
+            evals += 1;
+            let m = if f_hi - f_lo > 0.0 {
+                hi - f_hi * (hi - lo) / (f_hi - f_lo)
+            } else {
+                0.5 * (lo + hi)
+            };
+            let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
+            let fm = f(m);
+            if fm >= 0.0 {
+                (hi, f_hi) = (m, fm);
+                if fm < CONSTRAINT_TOLERANCE {
+                    break;
+                }
+                if side == 1 {
+                    f_lo *= 0.5;
+                }
+                side = 1;
+            } else {
+                (lo, f_lo) = (m, fm);
+                if side == -1 {
+                    f_hi *= 0.5;
+                }
+                side = -1;
+            }
+        }
+        hi
+    }
 }
 
-fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+fn start_point(
+    problem: &Problem,
+    space: &Space,
+    start: Start,
+    g_of: &dyn Fn(&[f64]) -> f64,
+) -> Vec<f64> {
     let n = problem.services.len();
-    let sens: Vec<f64> = problem.services.iter().map(|s| (-s.a).max(0.0).sqrt()).collect();
+    let sens: Vec<f64> = problem
+        .services
+        .iter()
+        .map(|s| (-s.a).max(0.0).sqrt())
+        .collect();
     let q: Vec<f64> = match start {
         Start::Erms | Start::Flat => sens.clone(),
         Start::Paired => {
@@ -239,7 +412,11 @@ fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f
     }
     for _ in 0..40 {
         let mid = 0.5 * (lo + hi);
-        if g_of(&family(mid)) >= problem.percentile { lo = mid } else { hi = mid }
+        if g_of(&family(mid)) >= problem.percentile {
+            lo = mid
+        } else {
+            hi = mid
+        }
     }
     family(lo)
 }
@@ -251,7 +428,11 @@ fn infeasible(problem: &Problem, kind: Kind, weights: &[f64], space: &Space) -> 
         if *w > 0.0 {
             let min = g.compiled.min_latency_ms(&params);
             if min >= problem.sla_ms {
-                return Error::Infeasible { graph: g.id.clone(), min_latency_ms: min, sla_ms: problem.sla_ms };
+                return Error::Infeasible {
+                    graph: g.id.clone(),
+                    min_latency_ms: min,
+                    sla_ms: problem.sla_ms,
+                };
             }
         }
     }
@@ -263,7 +444,9 @@ fn infeasible(problem: &Problem, kind: Kind, weights: &[f64], space: &Space) -> 
         .zip(weights)
         .filter(|(_, w)| **w > 0.0)
         .map(|((g, f), _)| (g.id.clone(), *f))
-        .fold((String::new(), f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+        .fold((String::new(), f64::INFINITY), |acc, x| {
+            if x.1 < acc.1 { x } else { acc }
+        });
     Error::Unreachable {
         best: eval::value(problem, kind, weights, &params),
         percentile: problem.percentile,
