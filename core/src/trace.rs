@@ -4,11 +4,26 @@
 //! from their format; [`tree`] turns a trace into a [`Request`]: a call tree with exclusive
 //! times and sequential stages of parallel calls. Malformed records are never fatal: each is
 //! skipped and counted in [`Skips`] by [`Reason`].
+//!
+//! Module map:
+//! - [`input`]: [`read_path`] opens a file (gzip or not), detects its format and dispatches.
+//! - [`jaeger`]: Jaeger v1 query-API JSON, streamed trace by trace; a writer for tests/simulator.
+//! - [`otlp`]: OTLP JSON (plain, Jaeger api_v3 `result`, JSON lines) and protobuf; writers.
+//! - [`alibaba`]: Alibaba cluster-trace-microservices-v2021 `MSCallGraph` CSV.
+//! - [`assemble`]: groups spans that arrive spread over a stream into traces (OTLP, Alibaba).
+//! - [`tree`]: one [`Trace`] -> one [`Request`] (call tree, exclusive times, stages).
 
 pub mod alibaba;
+pub mod assemble;
+mod ids;
+pub mod input;
 pub mod jaeger;
+mod json;
 pub mod otlp;
 pub mod tree;
+
+pub use assemble::Assembler;
+pub use input::read_path;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -50,6 +65,8 @@ pub struct Span {
 /// The spans of one request, in any order.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Trace {
+    /// Jaeger and OTLP: lowercase hex, 16 digits when the id fits 64 bits, else 32 (the same
+    /// trace gets the same id from either). Alibaba: the dataset's `traceid`.
     pub id: String,
     pub spans: Vec<Span>,
 }
@@ -197,8 +214,19 @@ impl Config {
 
     /// True if a tag with this key is kept on spans.
     pub fn keeps(&self, key: &str) -> bool {
-        key == Self::SAMPLER_TYPE || key == Self::SAMPLER_PARAM || self.arg_tags.iter().any(|t| t == key)
+        key == Self::SAMPLER_TYPE
+            || key == Self::SAMPLER_PARAM
+            || self.arg_tags.iter().any(|t| t == key)
     }
+}
+
+/// Largest magnitude of a time or duration (microseconds) accepted from any input, about
+/// 73,000 years: sums and differences of two accepted values cannot overflow `i64`.
+pub(crate) const MAX_TIME_US: i64 = 1 << 61;
+
+/// True if a span's start and duration are usable: duration not negative, both in range.
+pub(crate) fn times_ok(start_us: i64, duration_us: i64) -> bool {
+    (-MAX_TIME_US..=MAX_TIME_US).contains(&start_us) && (0..=MAX_TIME_US).contains(&duration_us)
 }
 
 /// Input formats.
@@ -207,6 +235,23 @@ pub enum Format {
     Jaeger,
     Otlp,
     Alibaba,
+}
+
+impl Format {
+    /// Lowercase name, as `--format` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Jaeger => "jaeger",
+            Format::Otlp => "otlp",
+            Format::Alibaba => "alibaba",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Fatal decoding errors (the input cannot be read at all). Per-record problems are [`Skips`].
@@ -231,4 +276,29 @@ pub enum Error {
     /// The format could not be guessed from the content.
     #[error("{path}: cannot detect the trace format (use --format jaeger|otlp|alibaba)")]
     UnknownFormat { path: PathBuf },
+}
+
+impl Error {
+    pub(crate) fn io(origin: &str, source: std::io::Error) -> Self {
+        Error::Io {
+            path: PathBuf::from(origin),
+            source,
+        }
+    }
+
+    pub(crate) fn format(
+        origin: &str,
+        format: &'static str,
+        line: usize,
+        column: usize,
+        detail: impl Into<String>,
+    ) -> Self {
+        Error::Format {
+            path: PathBuf::from(origin),
+            format,
+            line,
+            column,
+            detail: detail.into(),
+        }
+    }
 }
