@@ -1,0 +1,731 @@
+//! Series-parallel evaluator: distributions as measures on a lattice of step `h`, with the
+//! gradient as the exact reverse-mode derivative of the computation.
+//!
+//! Operations, on node weights `w_j` (mass at `j h`) over an index window `[lo, hi]`:
+//! - `Point`: the summed shift of a sum, split between its two nodes (exact mean);
+//! - `Shift`: that split point mass convolved with a measure (two taps);
+//! - `Conv`: convolution of two measures, exact on the lattice (`O(n^2 / 2)`, `axpy` form);
+//! - `Exp`: convolution with [`Kernel`], the lattice stand-in for `Exp(rate)` with its exact
+//!   mean, variance (less what the shift's split added) and third cumulant: a first-order
+//!   recursion with one extra tap;
+//! - `Max`: the product of the children's cumulative weights, less the tie term [`TIE`];
+//! - the root's slowest phase, applied last and exactly to the piecewise-linear CDF through
+//!   the cumulative weights (at `j + 1/2`, with `t` placed on such a point), so reading the
+//!   value at `t` adds no lattice error (its 1/12 cell^2 of variance is absorbed too).
+//!
+//! Every window is exact: `lo` is the lattice index of the minimum latency, `hi` the last
+//! index that can still reach `t`. The only other truncation: a convolution skips the top
+//! tail of each operand that holds less than `TAIL` (1e-17) of its mass.
+
+use super::special::{chi, phi, psi};
+use super::{Compiled, Item, Params};
+
+/// The tie correction of a maximum. On the lattice, children that fall in the same cell tie;
+/// for smooth children (Euler-Maclaurin) the product of the lattice CDFs exceeds the lattice
+/// CDF of the maximum by `(1/12) sum_{c<c'} w_c w_c' prod_{others} W`, a bias of the maximum
+/// towards lower values that is second order per maximum but accumulates over many.
+const TIE: f64 = 1.0 / 12.0;
+
+/// The lattice may span at most this many times `cells` nodes (when `t` is close to the
+/// minimum latency, the step grows so that no window exceeds `SPAN * cells`).
+const SPAN: f64 = 8.0;
+
+#[derive(Debug, Clone, Copy)]
+struct Buf {
+    off: usize,
+    lo: i64,
+    hi: i64,
+}
+
+impl Buf {
+    fn len(self) -> usize {
+        (self.hi - self.lo + 1) as usize
+    }
+    fn range(self) -> std::ops::Range<usize> {
+        self.off..self.off + self.len()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Point {
+        pos: f64,
+        out: usize,
+    },
+    Shift {
+        pos: f64,
+        b: usize,
+        out: usize,
+    },
+    Conv {
+        a: usize,
+        b: usize,
+        out: usize,
+    },
+    Exp {
+        service: usize,
+        absorb: f64,
+        input: usize,
+        out: usize,
+    },
+    Max {
+        kids: (usize, usize),
+        out: usize,
+    },
+}
+
+/// Buffers reused across calls (the plan, the values and adjoints of every operation).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Scratch {
+    sum_lo: Vec<i64>,
+    sum_hi: Vec<i64>,
+    sum_pos: Vec<f64>,
+    sum_out: Vec<usize>,
+    max_lo: Vec<i64>,
+    max_hi: Vec<i64>,
+    max_out: Vec<usize>,
+    bufs: Vec<Buf>,
+    ops: Vec<Op>,
+    kids: Vec<usize>,
+    val: Vec<f64>,
+    adj: Vec<f64>,
+    tmp: Vec<f64>,
+}
+
+/// `P(Z <= t)` for `t > minlat`, all rates positive and finite; adds the gradient into `grad`.
+pub(super) fn eval(
+    c: &Compiled,
+    s: &mut Scratch,
+    params: &[Params],
+    t: f64,
+    minlat: f64,
+    grad: Option<&mut [f64]>,
+) -> f64 {
+    let cells = c.grid_cells as f64;
+    let h = ((t - minlat) / cells).max(t / (cells * SPAN));
+    let top = (t / h - 0.5).floor();
+    let off_root = t - (top + 0.5) * h;
+    let top = top as i64;
+    let root = c.sums.len() - 1;
+    let rate = |i: usize| params[i].rate_per_ms;
+    let root_services = c.sum_services(root);
+    let mut fin = 0;
+    for (n, &i) in root_services.iter().enumerate() {
+        if rate(i) < rate(root_services[fin]) {
+            fin = n;
+        }
+    }
+    s.plan(c, params, h, off_root, top, fin);
+    s.forward(params, h);
+
+    // The slowest root phase, applied exactly to the piecewise-linear CDF through the cell
+    // averages W_j (at j + 1/2, and t sits at top + 1/2):
+    // F = alpha W_top + gamma sum_{m>=0} q^m W_{top-1-m}.
+    let service = root_services[fin];
+    let x = rate(service) * h;
+    let (q, ph, ch) = ((-x).exp(), phi(x), chi(x));
+    let (alpha, gamma) = (psi(x), x * ph * ph);
+    let rb = s.bufs[s.sum_out[root]];
+    let w = &s.val[rb.range()];
+    let len = w.len();
+    s.tmp.clear();
+    let mut acc = 0.0;
+    s.tmp.extend(w.iter().map(|&v| {
+        acc += v;
+        acc
+    }));
+    let (mut s0, mut s1, mut qm, mut qm1) = (0.0, 0.0, 1.0, 0.0);
+    for (m, &cum) in s.tmp[..len - 1].iter().rev().enumerate() {
+        s0 += qm * cum;
+        s1 += m as f64 * qm1 * cum;
+        qm1 = qm;
+        qm *= q;
+    }
+    let f = alpha * s.tmp[len - 1] + gamma * s0;
+    let Some(grad) = grad else { return f };
+    grad[service] += h * (ch * s.tmp[len - 1] + ph * (ph - 2.0 * x * ch) * s0 - gamma * q * s1);
+
+    // Every buffer feeds exactly one operation, whose backward step assigns its adjoint:
+    // no zeroing needed.
+    s.adj.resize(s.val.len(), 0.0);
+    let adj = &mut s.adj[rb.range()];
+    let mut acc = alpha;
+    adj[len - 1] = acc;
+    let mut qm = 1.0;
+    for a in adj[..len - 1].iter_mut().rev() {
+        acc += gamma * qm;
+        qm *= q;
+        *a = acc;
+    }
+    s.backward(params, h, grad);
+    f
+}
+
+impl Scratch {
+    /// Windows bottom-up (`lo`) and top-down (`hi`), then the operation list and buffers.
+    fn plan(
+        &mut self,
+        c: &Compiled,
+        params: &[Params],
+        h: f64,
+        off_root: f64,
+        top: i64,
+        fin: usize,
+    ) {
+        let root = c.sums.len() - 1;
+        let (ns, nm) = (c.sums.len(), c.maxes.len());
+        self.sum_lo.resize(ns, 0);
+        self.sum_hi.resize(ns, 0);
+        self.sum_pos.resize(ns, 0.0);
+        self.sum_out.resize(ns, 0);
+        self.max_lo.resize(nm, 0);
+        self.max_hi.resize(nm, 0);
+        self.max_out.resize(nm, 0);
+        for item in &c.order {
+            match *item {
+                Item::Sum(i) => {
+                    let off = if i == root { off_root } else { 0.0 };
+                    let shift: f64 = c.sum_services(i).iter().map(|&k| params[k].l0_ms).sum();
+                    let pos = (shift - off) / h;
+                    self.sum_pos[i] = pos;
+                    let gens: i64 = c.sum_generals(i).iter().map(|&g| self.max_lo[g]).sum();
+                    self.sum_lo[i] = pos.floor() as i64 + gens;
+                }
+                Item::Max(m) => {
+                    self.max_lo[m] = c
+                        .max_children(m)
+                        .iter()
+                        .map(|&k| self.sum_lo[k])
+                        .max()
+                        .unwrap_or(0);
+                }
+            }
+        }
+        self.sum_hi[root] = top;
+        for item in c.order.iter().rev() {
+            match *item {
+                Item::Sum(i) => {
+                    for &g in c.sum_generals(i) {
+                        self.max_hi[g] = self.sum_hi[i] - (self.sum_lo[i] - self.max_lo[g]);
+                    }
+                }
+                Item::Max(m) => {
+                    for &k in c.max_children(m) {
+                        self.sum_hi[k] = self.max_hi[m];
+                    }
+                }
+            }
+        }
+
+        self.bufs.clear();
+        self.ops.clear();
+        self.kids.clear();
+        let mut total = 0;
+        for item in &c.order {
+            match *item {
+                Item::Sum(i) => {
+                    let (pos, lo, hi) = (self.sum_pos[i], self.sum_lo[i], self.sum_hi[i]);
+                    let services = c.sum_services(i);
+                    let skip = if i == root { fin } else { usize::MAX };
+                    // The slowest remaining phase absorbs the variance the lattice adds: the
+                    // binned shift's th (1 - th), and at the root the 1/12 of reading the CDF
+                    // piecewise-linearly.
+                    let th = pos - pos.floor();
+                    let absorb = th * (1.0 - th) + if i == root { 1.0 / 12.0 } else { 0.0 };
+                    let mut slowest = usize::MAX;
+                    for (n, &k) in services.iter().enumerate() {
+                        if n != skip
+                            && (slowest == usize::MAX
+                                || params[k].rate_per_ms < params[services[slowest]].rate_per_ms)
+                        {
+                            slowest = n;
+                        }
+                    }
+                    let gens = c.sum_generals(i);
+                    let mut cur = usize::MAX;
+                    if gens.is_empty() {
+                        cur = self.alloc(&mut total, lo, hi);
+                        self.ops.push(Op::Point { pos, out: cur });
+                    } else {
+                        // Partial sums: lo grows with each factor, hi leaves room for the rest.
+                        let mut plo = pos.floor() as i64;
+                        let mut rest: i64 = gens.iter().map(|&g| self.max_lo[g]).sum();
+                        for (n, &g) in gens.iter().enumerate() {
+                            plo += self.max_lo[g];
+                            rest -= self.max_lo[g];
+                            let out = self.alloc(&mut total, plo, hi - rest);
+                            let b = self.max_out[g];
+                            self.ops.push(if n == 0 {
+                                Op::Shift { pos, b, out }
+                            } else {
+                                Op::Conv { a: cur, b, out }
+                            });
+                            cur = out;
+                        }
+                    }
+                    for (n, &service) in services.iter().enumerate() {
+                        if n == skip {
+                            continue;
+                        }
+                        let out = self.alloc(&mut total, lo, hi);
+                        let absorb = if n == slowest { absorb } else { 0.0 };
+                        self.ops.push(Op::Exp {
+                            service,
+                            absorb,
+                            input: cur,
+                            out,
+                        });
+                        cur = out;
+                    }
+                    self.sum_out[i] = cur;
+                }
+                Item::Max(m) => {
+                    let start = self.kids.len();
+                    for &k in c.max_children(m) {
+                        self.kids.push(self.sum_out[k]);
+                    }
+                    let out = self.alloc(&mut total, self.max_lo[m], self.max_hi[m]);
+                    self.ops.push(Op::Max {
+                        kids: (start, self.kids.len()),
+                        out,
+                    });
+                    self.max_out[m] = out;
+                }
+            }
+        }
+        self.val.resize(total, 0.0);
+    }
+
+    fn alloc(&mut self, total: &mut usize, lo: i64, hi: i64) -> usize {
+        debug_assert!(hi >= lo, "empty window [{lo}, {hi}]");
+        let buf = Buf {
+            off: *total,
+            lo,
+            hi,
+        };
+        *total += buf.len();
+        self.bufs.push(buf);
+        self.bufs.len() - 1
+    }
+
+    fn forward(&mut self, params: &[Params], h: f64) {
+        for n in 0..self.ops.len() {
+            match self.ops[n] {
+                Op::Point { pos, out } => {
+                    let o = self.bufs[out];
+                    let th = pos - pos.floor();
+                    let ov = &mut self.val[o.range()];
+                    ov.fill(0.0);
+                    ov[0] = 1.0 - th;
+                    if let Some(v) = ov.get_mut(1) {
+                        *v = th;
+                    }
+                }
+                Op::Shift { pos, b, out } => {
+                    let (bb, o) = (self.bufs[b], self.bufs[out]);
+                    let th = pos - pos.floor();
+                    let (before, after) = self.val.split_at_mut(o.off);
+                    let (bv, ov) = (&before[bb.range()], &mut after[..o.len()]);
+                    // Equal lengths: hi_out - lo_out = hi_b - lo_b.
+                    for (o, &b) in ov.iter_mut().zip(bv) {
+                        *o = (1.0 - th) * b;
+                    }
+                    for (o, &b) in ov[1..].iter_mut().zip(bv) {
+                        *o += th * b;
+                    }
+                }
+                Op::Conv { a, b, out } => {
+                    let (ab, bb, o) = (self.bufs[a], self.bufs[b], self.bufs[out]);
+                    let (before, after) = self.val.split_at_mut(o.off);
+                    let (av, bv, ov) = (
+                        &before[ab.range()],
+                        &before[bb.range()],
+                        &mut after[..o.len()],
+                    );
+                    ov.fill(0.0);
+                    // Equal lengths; only the supports are multiplied out.
+                    let (av, bv) = (&av[..support(av)], &bv[..support(bv)]);
+                    for (ia, &x) in av.iter().enumerate() {
+                        for (o, &y) in ov[ia..].iter_mut().zip(bv) {
+                            *o += x * y;
+                        }
+                    }
+                }
+                Op::Exp {
+                    service,
+                    absorb,
+                    input,
+                    out,
+                } => {
+                    let (ib, o) = (self.bufs[input], self.bufs[out]);
+                    let k = Kernel::new(params[service].rate_per_ms * h, absorb);
+                    let (before, after) = self.val.split_at_mut(o.off);
+                    let (mut s, mut prev) = (0.0, 0.0);
+                    for (o, &i) in after[..o.len()].iter_mut().zip(&before[ib.range()]) {
+                        *o = k.a * i + k.c * prev + k.b * s;
+                        s = i + k.q * s;
+                        prev = i;
+                    }
+                }
+                Op::Max { kids, out } => {
+                    // CDF of the maximum at each node: the product of the children's, less the
+                    // tie term TIE * sum_{c<c'} w_c w_c' prod_{others} W (see `TIE`), by the
+                    // recursion (e0, e1, e2) <- (e0 W, e1 W + e0 w, e2 W + e1 w) over children.
+                    let o = self.bufs[out];
+                    let len = o.len();
+                    self.tmp.clear();
+                    self.tmp.resize(2 * len, 0.0);
+                    let (e1, e2) = self.tmp.split_at_mut(len);
+                    let (before, after) = self.val.split_at_mut(o.off);
+                    let e0 = &mut after[..len];
+                    e0.fill(1.0);
+                    for &k in &self.kids[kids.0..kids.1] {
+                        let kb = self.bufs[k];
+                        let kv = &before[kb.range()];
+                        let skip = (o.lo - kb.lo) as usize;
+                        let mut cum: f64 = kv[..skip].iter().sum();
+                        for (j, &w) in kv[skip..].iter().enumerate() {
+                            cum += w;
+                            e2[j] = e2[j] * cum + e1[j] * w;
+                            e1[j] = e1[j] * cum + e0[j] * w;
+                            e0[j] *= cum;
+                        }
+                    }
+                    for (c, &t) in e0.iter_mut().zip(&*e2) {
+                        *c -= TIE * t;
+                    }
+                    for i in (1..len).rev() {
+                        e0[i] -= e0[i - 1];
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reverse sweep: `adj` holds the root's adjoint; adds `dF/d rate` into `grad`.
+    fn backward(&mut self, params: &[Params], h: f64, grad: &mut [f64]) {
+        for n in (0..self.ops.len()).rev() {
+            match self.ops[n] {
+                Op::Point { .. } => {}
+                Op::Shift { pos, b, out } => {
+                    let (bb, o) = (self.bufs[b], self.bufs[out]);
+                    let th = pos - pos.floor();
+                    let (before, after) = self.adj.split_at_mut(o.off);
+                    let (bv, ov) = (&mut before[bb.range()], &after[..o.len()]);
+                    for (b, &o) in bv.iter_mut().zip(ov) {
+                        *b = (1.0 - th) * o;
+                    }
+                    for (b, &o) in bv.iter_mut().zip(&ov[1..]) {
+                        *b += th * o;
+                    }
+                }
+                Op::Conv { a, b, out } => {
+                    let (ab, bb, o) = (self.bufs[a], self.bufs[b], self.bufs[out]);
+                    let (before, after) = self.adj.split_at_mut(o.off);
+                    let ov = &after[..o.len()];
+                    let (aa, ba) = two_mut(before, ab.range(), bb.range());
+                    aa.fill(0.0);
+                    ba.fill(0.0);
+                    let (av, bv) = (&self.val[ab.range()], &self.val[bb.range()]);
+                    // The forward step used only the supports: the tails have no influence.
+                    let (av, bv) = (&av[..support(av)], &bv[..support(bv)]);
+                    let (na, nb) = (av.len(), bv.len());
+                    for (jb, &y) in bv.iter().enumerate() {
+                        for (a, &o) in aa[..na].iter_mut().zip(&ov[jb..]) {
+                            *a += y * o;
+                        }
+                    }
+                    for (ia, &x) in av.iter().enumerate() {
+                        for (b, &o) in ba[..nb].iter_mut().zip(&ov[ia..]) {
+                            *b += x * o;
+                        }
+                    }
+                }
+                Op::Exp {
+                    service,
+                    absorb,
+                    input,
+                    out,
+                } => {
+                    let (ib, o) = (self.bufs[input], self.bufs[out]);
+                    let k = Kernel::new(params[service].rate_per_ms * h, absorb);
+                    let (before, after) = self.adj.split_at_mut(o.off);
+                    let (ia, oa) = (&mut before[ib.range()], &after[..o.len()]);
+                    let iv = &self.val[ib.range()];
+                    // t_i = sum_{j>i} q^(j-i-1) oa_j and its q-derivative tp_i; next = oa_{i+1}.
+                    let (mut t, mut tp, mut next) = (0.0, 0.0, 0.0);
+                    let (mut so, mut sc, mut st, mut stp) = (0.0, 0.0, 0.0, 0.0);
+                    for ((a, &ob), &v) in ia.iter_mut().zip(oa).zip(iv).rev() {
+                        *a = k.a * ob + k.c * next + k.b * t;
+                        so += ob * v;
+                        sc += next * v;
+                        st += v * t;
+                        stp += v * tp;
+                        tp = t + k.q * tp;
+                        t = ob + k.q * t;
+                        next = ob;
+                    }
+                    grad[service] += h * (k.da * so + k.dc * sc + k.db * st + k.b * k.dq * stp);
+                }
+                Op::Max { kids, out } => self.max_backward(kids, out),
+            }
+        }
+    }
+
+    fn max_backward(&mut self, kids: (usize, usize), out: usize) {
+        let o = self.bufs[out];
+        let len = o.len();
+        let nk = kids.1 - kids.0;
+        // Every part is written before it is read.
+        let need = 4 * nk * len + 4 * len;
+        if self.tmp.len() < need {
+            self.tmp.resize(need, 0.0);
+        }
+        let (cum, rest) = self.tmp.split_at_mut(nk * len);
+        let (pre, rest) = rest.split_at_mut(3 * nk * len);
+        let (state, pbar) = rest.split_at_mut(3 * len);
+        let pbar = &mut pbar[..len];
+        // W^c on the Max's window, and the prefix states (e0, e1, e2) before each child.
+        for (c, &k) in self.kids[kids.0..kids.1].iter().enumerate() {
+            let kb = self.bufs[k];
+            let kv = &self.val[kb.range()];
+            let skip = (o.lo - kb.lo) as usize;
+            let mut acc: f64 = kv[..skip].iter().sum();
+            for (w, &v) in cum[c * len..(c + 1) * len].iter_mut().zip(&kv[skip..]) {
+                acc += v;
+                *w = acc;
+            }
+        }
+        let (s0, s12) = state.split_at_mut(len);
+        let (s1, s2) = s12.split_at_mut(len);
+        s0.fill(1.0);
+        s1.fill(0.0);
+        s2.fill(0.0);
+        for (c, &k) in self.kids[kids.0..kids.1].iter().enumerate() {
+            let kb = self.bufs[k];
+            let kw = &self.val[kb.range()][(o.lo - kb.lo) as usize..];
+            let p = &mut pre[3 * c * len..3 * (c + 1) * len];
+            p[..len].copy_from_slice(s0);
+            p[len..2 * len].copy_from_slice(s1);
+            p[2 * len..].copy_from_slice(s2);
+            for j in 0..len {
+                let (big, w) = (cum[c * len + j], kw[j]);
+                s2[j] = s2[j] * big + s1[j] * w;
+                s1[j] = s1[j] * big + s0[j] * w;
+                s0[j] *= big;
+            }
+        }
+        // Adjoint of the CDF (the weights were its differences).
+        let oa = &self.adj[o.range()];
+        for j in 0..len {
+            pbar[j] = oa[j] - oa.get(j + 1).copied().unwrap_or(0.0);
+        }
+        // Suffix states; the others' (E0, E1, E2) combine prefix and suffix.
+        s0.fill(1.0);
+        s1.fill(0.0);
+        s2.fill(0.0);
+        for c in (0..nk).rev() {
+            let k = self.kids[kids.0 + c];
+            let kb = self.bufs[k];
+            let skip = (o.lo - kb.lo) as usize;
+            let p = &pre[3 * c * len..3 * (c + 1) * len];
+            let (kv, ka) = (&self.val[kb.range()], &mut self.adj[kb.range()]);
+            let mut acc = 0.0;
+            for j in (0..len).rev() {
+                let (p0, p1, p2) = (p[j], p[len + j], p[2 * len + j]);
+                let big_e0 = p0 * s0[j];
+                let big_e1 = p1 * s0[j] + p0 * s1[j];
+                let big_e2 = p2 * s0[j] + p1 * s1[j] + p0 * s2[j];
+                acc += pbar[j] * (big_e0 - TIE * big_e2);
+                ka[skip + j] = acc - TIE * pbar[j] * big_e1;
+                let (big, w) = (cum[c * len + j], kv[skip + j]);
+                s2[j] = s2[j] * big + s1[j] * w;
+                s1[j] = s1[j] * big + s0[j] * w;
+                s0[j] *= big;
+            }
+            ka[..skip].fill(acc);
+        }
+    }
+}
+
+/// Mass a convolution may leave out at the top of a measure, beyond its support.
+const TAIL: f64 = 1e-17;
+
+/// The length of the prefix of `w` that holds all but `TAIL` of its mass: the tail of a
+/// latency measure decays exponentially, and a convolution need not multiply it out.
+fn support(w: &[f64]) -> usize {
+    let mut tail = 0.0;
+    for (i, &v) in w.iter().enumerate().rev() {
+        tail += v.abs();
+        if tail >= TAIL {
+            return i + 1;
+        }
+    }
+    0
+}
+
+/// Two disjoint mutable sub-slices.
+fn two_mut(
+    v: &mut [f64],
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+) -> (&mut [f64], &mut [f64]) {
+    if a.start < b.start {
+        let (x, y) = v.split_at_mut(b.start);
+        (&mut x[a], &mut y[..b.end - b.start])
+    } else {
+        let (x, y) = v.split_at_mut(a.start);
+        (&mut y[..a.end - a.start], &mut x[b])
+    }
+}
+
+/// The lattice stand-in for `Exp(rate)`, `x = rate h` (lengths in cells): weight `a` at 0,
+/// `c + b` at 1 and `b q^(j-1)` at `j >= 2`, chosen to have the exact mean `mu = 1/x`,
+/// variance `mu^2 - absorb` and third cumulant `2 mu^3` of the exponential (from its
+/// factorial moments `f2 = E[J(J-1)]`, `f3 = E[J(J-1)(J-2)]`: `q/(1-q) = f3 / (3 f2)`). All
+/// weights are non-negative whenever `f2 > 0` (checked over `x < 2`, `absorb <= 1/3`). When
+/// `f2 <= 0` (fast phases, `x >= 2`: the exponential sits inside one cell) the variance is
+/// clamped to its smallest value on the lattice, `mu (1 - mu)`: two points. `da`, ... are
+/// derivatives in `x`.
+#[derive(Debug, Clone, Copy)]
+struct Kernel {
+    a: f64,
+    c: f64,
+    b: f64,
+    q: f64,
+    da: f64,
+    dc: f64,
+    db: f64,
+    dq: f64,
+}
+
+impl Kernel {
+    fn new(x: f64, absorb: f64) -> Self {
+        let mu = 1.0 / x;
+        let dmu = -mu * mu;
+        let f2 = 2.0 * mu * mu - mu - absorb;
+        if f2 <= 0.0 {
+            return Kernel {
+                a: 1.0 - mu,
+                c: mu,
+                b: 0.0,
+                q: 0.0,
+                da: -dmu,
+                dc: dmu,
+                db: 0.0,
+                dq: 0.0,
+            };
+        }
+        let df2 = (4.0 * mu - 1.0) * dmu;
+        let f3 = 6.0 * mu * mu * mu - 6.0 * mu * mu + 2.0 * mu - 3.0 * mu * absorb + 3.0 * absorb;
+        let df3 = (18.0 * mu * mu - 12.0 * mu + 2.0 - 3.0 * absorb) * dmu;
+        let r = f3 / (3.0 * f2);
+        let dr = (df3 * f2 - f3 * df2) / (3.0 * f2 * f2);
+        let q = r / (1.0 + r);
+        let dq = dr / ((1.0 + r) * (1.0 + r));
+        let b = f2 / (2.0 * r * (1.0 + r) * (1.0 + r));
+        let db = b * (df2 / f2 - dr / r - 2.0 * dr / (1.0 + r));
+        // c = mu - 3 f2^2 / (2 f3), expanded so that nothing cancels.
+        let n = mu * mu * (1.0 + 6.0 * absorb) - 3.0 * absorb * absorb;
+        let dn = 2.0 * mu * (1.0 + 6.0 * absorb) * dmu;
+        let c = n / (2.0 * f3);
+        let dc = (dn * f3 - n * df3) / (2.0 * f3 * f3);
+        let a = 1.0 - c - b * (1.0 + r);
+        let da = -dc - db * (1.0 + r) - b * dr;
+        Kernel {
+            a,
+            c,
+            b,
+            q,
+            da,
+            dc,
+            db,
+            dq,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mass, mean, variance and third cumulant of the kernel, in cells.
+    fn moments(k: &Kernel) -> [f64; 4] {
+        let mut m = [0.0; 4];
+        let mut w = |j: f64, p: f64| {
+            for (i, v) in m.iter_mut().enumerate() {
+                *v += p * j.powi(i as i32);
+            }
+        };
+        w(0.0, k.a);
+        w(1.0, k.c);
+        let mut p = k.b;
+        for j in 1..200_000 {
+            w(f64::from(j), p);
+            p *= k.q;
+            if p < 1e-300 {
+                break;
+            }
+        }
+        let mean = m[1];
+        let var = m[2] - mean * mean;
+        let k3 = m[3] - 3.0 * mean * m[2] + 2.0 * mean.powi(3);
+        [m[0], mean, var, k3]
+    }
+
+    #[test]
+    fn kernel_matches_three_moments_with_non_negative_weights() {
+        for x in [1e-3, 0.01, 0.3, 1.0, 1.7, 1.99] {
+            for absorb in [0.0, 0.1, 1.0 / 3.0] {
+                let k = Kernel::new(x, absorb);
+                assert!(
+                    k.a >= 0.0 && k.c + k.b >= 0.0 && k.b >= 0.0 && (0.0..1.0).contains(&k.q),
+                    "{x} {absorb}: {k:?}"
+                );
+                let mu = 1.0 / x;
+                let [mass, mean, var, k3] = moments(&k);
+                let want = [
+                    1.0,
+                    mu,
+                    (mu * mu - absorb).max(mu * (1.0 - mu)),
+                    2.0 * mu.powi(3),
+                ];
+                for (got, want) in [mass, mean, var].iter().zip(&want) {
+                    assert!(
+                        (got - want).abs() <= 1e-9 * want.max(1.0),
+                        "{x} {absorb}: {got} vs {want}"
+                    );
+                }
+                if 2.0 * mu * mu - mu - absorb > 0.0 {
+                    assert!(
+                        (k3 - want[3]).abs() <= 1e-8 * want[3].max(1.0),
+                        "{x} {absorb}: k3 {k3} vs {}",
+                        want[3]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn kernel_derivatives_match_finite_differences() {
+        for x in [0.01, 0.3, 1.0, 1.7, 2.5] {
+            for absorb in [0.0, 0.2] {
+                let (k, e) = (Kernel::new(x, absorb), 1e-6 * x);
+                let (p, m) = (Kernel::new(x + e, absorb), Kernel::new(x - e, absorb));
+                for (d, hi, lo) in [
+                    (k.da, p.a, m.a),
+                    (k.dc, p.c, m.c),
+                    (k.db, p.b, m.b),
+                    (k.dq, p.q, m.q),
+                ] {
+                    let fd = (hi - lo) / (2.0 * e);
+                    assert!(
+                        (d - fd).abs() <= 1e-6 * fd.abs().max(1e-3),
+                        "x {x} absorb {absorb}: {d} vs {fd}"
+                    );
+                }
+            }
+        }
+    }
+}
