@@ -106,6 +106,19 @@ fn decode(c: &mut Criterion) {
             assert_eq!(requests, TRACES);
         })
     });
+    // The whole ingest path of `derm profile` and the adapter: decode, call trees, and
+    // window statistics (graph catalog, mixes, containers, latency reservoirs).
+    group.bench_function(BenchmarkId::new("read+tree+windows", spans), |b| {
+        b.iter(|| {
+            let mut ingest = derm_core::pipeline::Ingest::new(derm_core::graph::window::Config::default());
+            let decode = ingest.decode_config().clone();
+            let mut skips = Skips::default();
+            trace::jaeger::read(black_box(&doc[..]), "bench", &decode, &mut skips, &mut |t| ingest.add(t))
+                .expect("decodes");
+            let out = ingest.finish();
+            assert_eq!(out.requests as usize, TRACES);
+        })
+    });
     group.bench_function(BenchmarkId::new("tree", spans), |b| {
         b.iter_batched(
             || traces.clone(),

@@ -36,6 +36,10 @@ pub enum Start {
 
 /// Step in rates (relative to `b`) and constraint error at which the iteration stops.
 pub const TOLERANCE: f64 = 1e-4;
+/// Relative objective progress over [`STALL_WINDOW`] iterations below which the iteration stops.
+pub const OBJECTIVE_TOLERANCE: f64 = 1e-5;
+/// Iterations over which progress is measured.
+pub const STALL_WINDOW: usize = 3;
 /// How far above the target the tight multiplier may leave the constraint.
 pub const CONSTRAINT_TOLERANCE: f64 = 1e-7;
 /// Iteration cap; the best feasible point is kept if it is reached.
@@ -145,6 +149,8 @@ pub fn solve(
     let mut log_kappa = vec![0.0; rates.len()];
     let mut alpha = vec![1.0f64; rates.len()];
     let mut direction = vec![0.0f64; rates.len()];
+    let mut history: Vec<f64> = Vec::new();
+    let mut best: Option<(f64, Vec<f64>)> = None;
     let mut iterations = 0;
     while iterations < MAX_ITERATIONS {
         iterations += 1;
@@ -193,10 +199,25 @@ pub fn solve(
             direction[i] = d.signum();
         }
         rates = next;
-        // Every iterate is tight, so the constraint needs no test of its own here.
-        if change < TOLERANCE {
+        // Every iterate is tight (feasible), so the best one so far is a valid answer and the
+        // objective's progress is a stopping test of its own: large instances always have some
+        // service still moving by more than TOLERANCE while the total no longer changes.
+        let obj = objective(problem, &space, &rates);
+        history.push(obj);
+        if best.as_ref().is_none_or(|(o, _)| obj < *o) {
+            best = Some((obj, rates.clone()));
+        }
+        let stalled = history.len() > STALL_WINDOW && {
+            let old = history[history.len() - 1 - STALL_WINDOW];
+            let recent = history[history.len() - STALL_WINDOW..].iter().copied().fold(f64::INFINITY, f64::min);
+            (old - recent) <= OBJECTIVE_TOLERANCE * recent.abs()
+        };
+        if change < TOLERANCE || stalled {
             break;
         }
+    }
+    if let Some((_, r)) = best {
+        rates = r;
     }
     // Make the point feasible (tight): raise the rates not held at their floor towards the
     // box top, by bisection on the fraction of the way.
