@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit bench demo fuzz help
+.PHONY: all build lint fmt test unit e2e bench demo help cluster-build cluster-up cluster-down
 
 all: build
 
@@ -20,10 +20,22 @@ lint: ## fmt check and clippy -D warnings
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: ## Fast unit and integration tests (the inner loop)
+unit: ## Unit and integration tests, release (the Monte Carlo checks run in release only)
 	$(CARGO) test --workspace --release
 
-test: lint unit ## Every test (what CI runs)
+cluster-build: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd from Go modules (cached)
+	./hack/build-control-plane.sh
+
+cluster-up: ## Start a loopback control plane (env file: /tmp/derm-cluster/env)
+	./hack/cluster-up.sh
+
+cluster-down: ## Stop it
+	./hack/cluster-down.sh
+
+e2e: cluster-build ## End-to-end checks against a real local control plane (builds or reuses it)
+	./hack/probe-all.sh
+
+test: lint unit e2e ## Every test (what CI runs)
 
 bench: ## Criterion benchmarks (figures in the README)
 	$(CARGO) bench -p derm-core

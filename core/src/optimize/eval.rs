@@ -53,13 +53,7 @@ fn combine(kind: Kind, weights: &[f64], f: &[f64]) -> (f64, Option<usize>) {
 
 /// Constraint value and its gradient with respect to every service's rate (for
 /// [`Kind::EveryGraph`], the gradient of the binding graph).
-pub fn value_grad(
-    problem: &Problem,
-    kind: Kind,
-    weights: &[f64],
-    params: &[Params],
-    grad: &mut [f64],
-) -> f64 {
+pub fn value_grad(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params], grad: &mut [f64]) -> f64 {
     let n = params.len();
     // Each graph returns its value and the partial derivatives of its own services only.
     let parts: Vec<(f64, Vec<f64>)> = problem
@@ -82,12 +76,7 @@ pub fn value_grad(
     let f: Vec<f64> = parts.iter().map(|p| p.0).collect();
     let (value, binding) = combine(kind, weights, &f);
     let mut add = |gi: usize, scale: f64| {
-        for (i, d) in problem.graphs[gi]
-            .compiled
-            .services()
-            .iter()
-            .zip(&parts[gi].1)
-        {
+        for (i, d) in problem.graphs[gi].compiled.services().iter().zip(&parts[gi].1) {
             grad[*i] += scale * d;
         }
     };

@@ -48,24 +48,12 @@ fn rates_of(problem: &Problem, space: &Space, replicas: &[u32]) -> Vec<f64> {
         .iter()
         .zip(replicas)
         .enumerate()
-        .map(|(i, (s, n))| {
-            if space.active[i] {
-                s.rate_at(*n)
-            } else {
-                space.fixed[i]
-            }
-        })
+        .map(|(i, (s, n))| if space.active[i] { s.rate_at(*n) } else { space.fixed[i] })
         .collect()
 }
 
 /// Round `rates` up to replicas and repair against the constraint.
-pub fn plan(
-    problem: &Problem,
-    kind: Kind,
-    weights: &[f64],
-    space: &Space,
-    rates: &[f64],
-) -> Integer {
+pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates: &[f64]) -> Integer {
     let target = problem.percentile;
     let mut replicas = round_up(problem, space, rates);
     let mut evaluations = 0;
@@ -83,10 +71,7 @@ pub fn plan(
             .filter(|i| space.active[*i] && replicas[*i] < problem.services[*i].bounds.max)
             .map(|i| {
                 let s = &problem.services[i];
-                (
-                    i,
-                    grad[i] * (s.rate_at(replicas[i] + 1) - s.rate_at(replicas[i])),
-                )
+                (i, grad[i] * (s.rate_at(replicas[i] + 1) - s.rate_at(replicas[i])))
             })
             .max_by(|x, y| x.1.total_cmp(&y.1));
         let Some((i, _)) = best else { break };
@@ -100,16 +85,11 @@ pub fn plan(
         let mut candidates: Vec<(usize, f64)> = (0..n)
             .filter(|i| {
                 let s = &problem.services[*i];
-                space.active[*i]
-                    && replicas[*i] > s.bounds.min.max(1)
-                    && s.rate_at(replicas[*i] - 1) >= space.lo[*i]
+                space.active[*i] && replicas[*i] > s.bounds.min.max(1) && s.rate_at(replicas[*i] - 1) >= space.lo[*i]
             })
             .map(|i| {
                 let s = &problem.services[i];
-                (
-                    i,
-                    grad[i] * (s.rate_at(replicas[i]) - s.rate_at(replicas[i] - 1)),
-                )
+                (i, grad[i] * (s.rate_at(replicas[i]) - s.rate_at(replicas[i] - 1)))
             })
             .collect();
         if candidates.is_empty() || slack < 0.0 {
@@ -145,27 +125,12 @@ pub fn plan(
             break;
         }
     }
-    Integer {
-        replicas,
-        probability: value,
-        evaluations,
-    }
+    Integer { replicas, probability: value, evaluations }
 }
 
 /// Constraint value of given replicas (exact evaluator).
-pub fn verify(
-    problem: &Problem,
-    kind: Kind,
-    weights: &[f64],
-    space: &Space,
-    replicas: &[u32],
-) -> f64 {
-    eval::value(
-        problem,
-        kind,
-        weights,
-        &problem.params(&rates_of(problem, space, replicas)),
-    )
+pub fn verify(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, replicas: &[u32]) -> f64 {
+    eval::value(problem, kind, weights, &problem.params(&rates_of(problem, space, replicas)))
 }
 
 /// Rates at given replicas.

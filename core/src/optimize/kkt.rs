@@ -73,21 +73,13 @@ pub const RARE_UTILIZATION: f64 = 0.7;
 impl Space {
     pub fn new(problem: &Problem) -> Self {
         let n = problem.services.len();
-        let mut space = Space {
-            active: vec![false; n],
-            lo: vec![0.0; n],
-            hi: vec![0.0; n],
-            fixed: vec![0.0; n],
-        };
+        let mut space = Space { active: vec![false; n], lo: vec![0.0; n], hi: vec![0.0; n], fixed: vec![0.0; n] };
         for (i, s) in problem.services.iter().enumerate() {
             if s.demand_rps <= 0.0 {
                 space.fixed[i] = s.b.max(f64::MIN_POSITIVE);
             } else if !s.sensitive() {
                 // Load-insensitive by the profile: never load a container beyond what was seen.
-                let n_i = ((s.demand_rps / s.w_max_rps).ceil() as u32)
-                    .max(s.bounds.min)
-                    .min(s.bounds.max)
-                    .max(1);
+                let n_i = ((s.demand_rps / s.w_max_rps).ceil() as u32).max(s.bounds.min).min(s.bounds.max).max(1);
                 space.fixed[i] = s.rate_at(n_i);
             } else if !s.frequent {
                 let cap = s.b / -s.a;
@@ -103,9 +95,7 @@ impl Space {
                 } else {
                     s.rate_at(s.bounds.max).min(s.b * RATE_CEILING)
                 };
-                let lo = s
-                    .rate_at(s.bounds.min.max(1))
-                    .max((1.0 - problem.max_utilization) * s.b);
+                let lo = s.rate_at(s.bounds.min.max(1)).max((1.0 - problem.max_utilization) * s.b);
                 space.hi[i] = hi;
                 space.lo[i] = lo.min(hi);
             }
@@ -115,12 +105,7 @@ impl Space {
 
     /// Rates with the fixed services filled in.
     pub fn full(&self, active_rates: &[f64]) -> Vec<f64> {
-        active_rates
-            .iter()
-            .zip(&self.active)
-            .zip(&self.fixed)
-            .map(|((r, a), f)| if *a { *r } else { *f })
-            .collect()
+        active_rates.iter().zip(&self.active).zip(&self.fixed).map(|((r, a), f)| if *a { *r } else { *f }).collect()
     }
 
     pub fn clip(&self, i: usize, r: f64) -> f64 {
@@ -129,12 +114,7 @@ impl Space {
 }
 
 /// Solve the continuous problem from `start`. `weights` are the graphs' constraint weights.
-pub fn solve(
-    problem: &Problem,
-    kind: Kind,
-    weights: &[f64],
-    start: Start,
-) -> Result<Solution, Error> {
+pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
     let space = Space::new(problem);
     let target = problem.percentile;
     let g_of = |rates: &[f64]| eval::value(problem, kind, weights, &problem.params(rates));
@@ -162,26 +142,14 @@ pub fn solve(
         // service's kappa moves in log space by its own factor, halved whenever its rate
         // reverses direction and grown back while it does not (per-coordinate damping; the
         // fixed point, kappa = g * rate^2, is unchanged).
-        let top = grad
-            .iter()
-            .zip(&rates)
-            .map(|(g, r)| g * r * r)
-            .fold(0.0, f64::max);
+        let top = grad.iter().zip(&rates).map(|(g, r)| g * r * r).fold(0.0, f64::max);
         let floor = (top * 1e-30).max(f64::MIN_POSITIVE);
         for i in 0..rates.len() {
             let fresh = (grad[i] * rates[i] * rates[i]).max(floor).ln();
-            log_kappa[i] = if iterations == 1 {
-                fresh
-            } else {
-                log_kappa[i] + alpha[i] * (fresh - log_kappa[i])
-            };
+            log_kappa[i] = if iterations == 1 { fresh } else { log_kappa[i] + alpha[i] * (fresh - log_kappa[i]) };
             kappa[i] = log_kappa[i].exp();
         }
-        let shape = Shape {
-            problem,
-            space: &space,
-            kappa: &kappa,
-        };
+        let shape = Shape { problem, space: &space, kappa: &kappa };
         // Multiplier from the linearised constraint, then corrected on the true constraint:
         // every iterate is tight, so only the shape (the gradient's direction) iterates.
         let log_mu = shape.linearised(&rates, target - value);
@@ -191,11 +159,7 @@ pub fn solve(
         for &i in &active {
             let d = next[i] - rates[i];
             change = change.max(d.abs() / problem.services[i].b);
-            alpha[i] = if d * direction[i] < 0.0 {
-                alpha[i] * 0.5
-            } else {
-                (alpha[i] * 1.5).min(1.0)
-            };
+            alpha[i] = if d * direction[i] < 0.0 { alpha[i] * 0.5 } else { (alpha[i] * 1.5).min(1.0) };
             direction[i] = d.signum();
         }
         rates = next;
@@ -227,34 +191,19 @@ pub fn solve(
             base.iter()
                 .zip(&space.hi)
                 .zip(&space.lo)
-                .map(|((r, h), l)| {
-                    if all || *r > l * (1.0 + 1e-9) {
-                        r + t * (h - r)
-                    } else {
-                        *r
-                    }
-                })
+                .map(|((r, h), l)| if all || *r > l * (1.0 + 1e-9) { r + t * (h - r) } else { *r })
                 .collect()
         };
         let all = g_of(&at(1.0, false)) < target;
         let (mut lo, mut hi) = (0.0, 1.0);
         for _ in 0..60 {
             let mid = 0.5 * (lo + hi);
-            if g_of(&at(mid, all)) >= target {
-                hi = mid
-            } else {
-                lo = mid
-            }
+            if g_of(&at(mid, all)) >= target { hi = mid } else { lo = mid }
         }
         rates = at(hi, all);
     }
     let probability = g_of(&rates);
-    Ok(Solution {
-        objective: objective(problem, &space, &rates),
-        rates,
-        probability,
-        iterations,
-    })
+    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations })
 }
 
 /// Sum of continuous containers of the optimised services.
@@ -293,10 +242,7 @@ impl Shape<'_> {
                 }
                 // Stationarity with dG/drate_i = kappa_i / rate_i^2:
                 // W_i |a_i| / (b_i - rate)^2 = mu kappa_i / rate^2.
-                self.space.clip(
-                    i,
-                    s.b / (1.0 + (s.demand_rps * -s.a / (mu * self.kappa[i])).sqrt()),
-                )
+                self.space.clip(i, s.b / (1.0 + (s.demand_rps * -s.a / (mu * self.kappa[i])).sqrt()))
             })
             .collect()
     }
@@ -316,11 +262,7 @@ impl Shape<'_> {
         let (mut lo, mut hi) = (-80.0f64, 80.0f64);
         for _ in 0..100 {
             let mid = 0.5 * (lo + hi);
-            if gain(&self.rates(mid)) >= deficit {
-                hi = mid
-            } else {
-                lo = mid
-            }
+            if gain(&self.rates(mid)) >= deficit { hi = mid } else { lo = mid }
         }
         hi
     }
@@ -353,50 +295,43 @@ impl Shape<'_> {
                 f_hi = f(hi);
             }
         }
-        // Regula falsi (Illinois) on the bracket until the constraint is met within tolerance.
-        let (mut side, mut evals) = (0, 0);
-        while hi - lo > 1e-12 && evals < 60 {
-            evals += 1;
-            let m = if f_hi - f_lo > 0.0 {
-                hi - f_hi * (hi - lo) / (f_hi - f_lo)
-            } else {
-                0.5 * (lo + hi)
-            };
-            let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
-            let fm = f(m);
-            if fm >= 0.0 {
-                (hi, f_hi) = (m, fm);
-                if fm < CONSTRAINT_TOLERANCE {
-                    break;
-                }
-                if side == 1 {
-                    f_lo *= 0.5;
-                }
-                side = 1;
-            } else {
-                (lo, f_lo) = (m, fm);
-                if side == -1 {
-                    f_hi *= 0.5;
-                }
-                side = -1;
-            }
-        }
-        hi
+        boundary(&f, (lo, f_lo), (hi, f_hi))
     }
 }
 
-fn start_point(
-    problem: &Problem,
-    space: &Space,
-    start: Start,
-    g_of: &dyn Fn(&[f64]) -> f64,
-) -> Vec<f64> {
+/// For `f` increasing with `f(lo) < 0 <= f(hi)`: a point `x` in the bracket with
+/// `0 <= f(x) < CONSTRAINT_TOLERANCE` (or the bracket's top once it is tiny), by regula
+/// falsi with the Illinois modification (a few evaluations).
+fn boundary(f: &dyn Fn(f64) -> f64, (mut lo, mut f_lo): (f64, f64), (mut hi, mut f_hi): (f64, f64)) -> f64 {
+    let (mut side, mut evals) = (0, 0);
+    while hi - lo > 1e-12 * (1.0 + hi.abs()) && evals < 60 {
+        evals += 1;
+        let m = if f_hi - f_lo > 0.0 { hi - f_hi * (hi - lo) / (f_hi - f_lo) } else { 0.5 * (lo + hi) };
+        let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
+        let fm = f(m);
+        if fm >= 0.0 {
+            (hi, f_hi) = (m, fm);
+            if fm < CONSTRAINT_TOLERANCE {
+                break;
+            }
+            if side == 1 {
+                f_lo *= 0.5;
+            }
+            side = 1;
+        } else {
+            (lo, f_lo) = (m, fm);
+            if side == -1 {
+                f_hi *= 0.5;
+            }
+            side = -1;
+        }
+    }
+    hi
+}
+
+fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
     let n = problem.services.len();
-    let sens: Vec<f64> = problem
-        .services
-        .iter()
-        .map(|s| (-s.a).max(0.0).sqrt())
-        .collect();
+    let sens: Vec<f64> = problem.services.iter().map(|s| (-s.a).max(0.0).sqrt()).collect();
     let q: Vec<f64> = match start {
         Start::Erms | Start::Flat => sens.clone(),
         Start::Paired => {
@@ -426,20 +361,25 @@ fn start_point(
             })
             .collect()
     };
-    let (mut lo, mut hi) = (0.0f64, 1.0f64);
-    while g_of(&family(hi)) >= problem.percentile && hi < 1e12 {
-        lo = hi;
-        hi *= 4.0;
+    // In x = -ln s the constraint increases; bracket around s = 1, then the boundary.
+    let f = |x: f64| g_of(&family((-x).exp())) - problem.percentile;
+    let (mut lo, mut hi) = (0.0f64, 0.0f64);
+    let f0 = f(0.0);
+    let (mut f_lo, mut f_hi) = (f0, f0);
+    while f_lo >= 0.0 && lo > -30.0 {
+        (hi, f_hi) = (lo, f_lo);
+        lo -= 2.0;
+        f_lo = f(lo);
     }
-    for _ in 0..40 {
-        let mid = 0.5 * (lo + hi);
-        if g_of(&family(mid)) >= problem.percentile {
-            lo = mid
-        } else {
-            hi = mid
-        }
+    while f_hi < 0.0 && hi < 30.0 {
+        (lo, f_lo) = (hi, f_hi);
+        hi += 2.0;
+        f_hi = f(hi);
     }
-    family(lo)
+    if f_lo >= 0.0 {
+        return family((-lo).exp());
+    }
+    family((-boundary(&f, (lo, f_lo), (hi, f_hi))).exp())
 }
 
 /// Explain why the target cannot be reached even with unlimited containers.
@@ -449,11 +389,7 @@ fn infeasible(problem: &Problem, kind: Kind, weights: &[f64], space: &Space) -> 
         if *w > 0.0 {
             let min = g.compiled.min_latency_ms(&params);
             if min >= problem.sla_ms {
-                return Error::Infeasible {
-                    graph: g.id.clone(),
-                    min_latency_ms: min,
-                    sla_ms: problem.sla_ms,
-                };
+                return Error::Infeasible { graph: g.id.clone(), min_latency_ms: min, sla_ms: problem.sla_ms };
             }
         }
     }
@@ -465,9 +401,7 @@ fn infeasible(problem: &Problem, kind: Kind, weights: &[f64], space: &Space) -> 
         .zip(weights)
         .filter(|(_, w)| **w > 0.0)
         .map(|((g, f), _)| (g.id.clone(), *f))
-        .fold((String::new(), f64::INFINITY), |acc, x| {
-            if x.1 < acc.1 { x } else { acc }
-        });
+        .fold((String::new(), f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
     Error::Unreachable {
         best: eval::value(problem, kind, weights, &params),
         percentile: problem.percentile,

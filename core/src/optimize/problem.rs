@@ -29,10 +29,7 @@ fn unbounded() -> u32 {
 
 impl Default for Bounds {
     fn default() -> Self {
-        Bounds {
-            min: 1,
-            max: u32::MAX,
-        }
+        Bounds { min: 1, max: u32::MAX }
     }
 }
 
@@ -120,29 +117,15 @@ fn check(field: &str, value: f64, ok: bool, expected: &'static str) -> Result<()
     if value.is_finite() && ok {
         Ok(())
     } else {
-        Err(Error::Invalid {
-            field: field.to_owned(),
-            value: value.to_string(),
-            expected,
-        })
+        Err(Error::Invalid { field: field.to_owned(), value: value.to_string(), expected })
     }
 }
 
 impl Problem {
     pub fn new(input: &Input<'_>) -> Result<Self, Error> {
-        check(
-            "load_rps",
-            input.load_rps,
-            input.load_rps > 0.0,
-            "a number > 0",
-        )?;
+        check("load_rps", input.load_rps, input.load_rps > 0.0, "a number > 0")?;
         check("sla_ms", input.sla_ms, input.sla_ms > 0.0, "a number > 0")?;
-        check(
-            "percentile",
-            input.percentile,
-            input.percentile > 0.0 && input.percentile < 1.0,
-            "a number in (0, 1)",
-        )?;
+        check("percentile", input.percentile, input.percentile > 0.0 && input.percentile < 1.0, "a number in (0, 1)")?;
         check(
             "rare_threshold",
             input.rare_threshold,
@@ -160,12 +143,7 @@ impl Problem {
         }
         let mut warnings = Vec::new();
         for g in input.graphs {
-            check(
-                &format!("graphs.{}.share", g.id),
-                g.share,
-                g.share >= 0.0,
-                "a number >= 0",
-            )?;
+            check(&format!("graphs.{}.share", g.id), g.share, g.share >= 0.0, "a number >= 0")?;
         }
         let total: f64 = input.graphs.iter().map(|g| g.share).sum();
         if total <= 0.0 {
@@ -189,10 +167,7 @@ impl Problem {
                 names.push(n.service.as_str());
             });
             if let Some(service) = missing {
-                return Err(Error::UnknownService {
-                    graph: g.id.clone(),
-                    service,
-                });
+                return Err(Error::UnknownService { graph: g.id.clone(), service });
             }
         }
         names.sort_unstable();
@@ -210,19 +185,9 @@ impl Problem {
         let mut services = Vec::with_capacity(names.len());
         for name in &names {
             let p = &input.profiles.services[*name];
-            check(
-                &format!("profiles.{name}.l0_ms"),
-                p.l0_ms,
-                p.l0_ms >= 0.0,
-                "a number >= 0",
-            )?;
+            check(&format!("profiles.{name}.l0_ms"), p.l0_ms, p.l0_ms >= 0.0, "a number >= 0")?;
             check(&format!("profiles.{name}.a"), p.a, true, "a finite number")?;
-            check(
-                &format!("profiles.{name}.b"),
-                p.b,
-                p.b > 0.0,
-                "a number > 0",
-            )?;
+            check(&format!("profiles.{name}.b"), p.b, p.b > 0.0, "a number > 0")?;
             let bounds = input.bounds.get(*name).copied().unwrap_or_default();
             if bounds.min > bounds.max {
                 return Err(Error::Invalid {
@@ -239,19 +204,11 @@ impl Problem {
                 demand_rps: 0.0,
                 bounds,
                 frequent: false,
-                w_max_rps: if p.w_max_rps.is_finite() && p.w_max_rps > 0.0 {
-                    p.w_max_rps
-                } else {
-                    1.0
-                },
+                w_max_rps: if p.w_max_rps.is_finite() && p.w_max_rps > 0.0 { p.w_max_rps } else { 1.0 },
             });
         }
-        let frequent_total: f64 = input
-            .graphs
-            .iter()
-            .map(|g| g.share / total)
-            .filter(|s| *s >= input.rare_threshold)
-            .sum();
+        let frequent_total: f64 =
+            input.graphs.iter().map(|g| g.share / total).filter(|s| *s >= input.rare_threshold).sum();
         if frequent_total <= 0.0 {
             return Err(Error::Invalid {
                 field: "rare_threshold".into(),
@@ -263,10 +220,8 @@ impl Problem {
         for g in input.graphs {
             let share = g.share / total;
             let frequent = share >= input.rare_threshold;
-            let compiled = Compiled::new(&g.root, index).map_err(|_| Error::UnknownService {
-                graph: g.id.clone(),
-                service: String::new(),
-            })?;
+            let compiled = Compiled::new(&g.root, index)
+                .map_err(|_| Error::UnknownService { graph: g.id.clone(), service: String::new() })?;
             for (svc, calls) in g.root.calls() {
                 if let Some(i) = index(svc) {
                     services[i].demand_rps += input.load_rps * share * f64::from(calls);
@@ -276,11 +231,7 @@ impl Problem {
             graphs.push(Graph {
                 id: g.id.clone(),
                 share,
-                weight: if frequent {
-                    share / frequent_total
-                } else {
-                    0.0
-                },
+                weight: if frequent { share / frequent_total } else { 0.0 },
                 compiled,
             });
         }
@@ -297,13 +248,6 @@ impl Problem {
 
     /// Latency parameters for a vector of rates.
     pub fn params(&self, rates: &[f64]) -> Vec<Params> {
-        self.services
-            .iter()
-            .zip(rates)
-            .map(|(s, r)| Params {
-                l0_ms: s.l0_ms,
-                rate_per_ms: *r,
-            })
-            .collect()
+        self.services.iter().zip(rates).map(|(s, r)| Params { l0_ms: s.l0_ms, rate_per_ms: *r }).collect()
     }
 }

@@ -11,12 +11,7 @@ use super::problem::Problem;
 /// Exhaustive integer search (branch and bound over active services, each within
 /// `[fewest allowed, fewest + span]` replicas): the fewest total replicas meeting the
 /// constraint. Returns (replicas, total) or None when nothing in range is feasible.
-pub fn exhaustive(
-    problem: &Problem,
-    kind: Kind,
-    weights: &[f64],
-    span: u32,
-) -> Option<(Vec<u32>, u64)> {
+pub fn exhaustive(problem: &Problem, kind: Kind, weights: &[f64], span: u32) -> Option<(Vec<u32>, u64)> {
     let space = Space::new(problem);
     let n = problem.services.len();
     let mut lo = vec![1u32; n];
@@ -43,13 +38,7 @@ pub fn exhaustive(
             .iter()
             .zip(r)
             .enumerate()
-            .map(|(i, (s, k))| {
-                if space.active[i] {
-                    s.rate_at(*k)
-                } else {
-                    space.fixed[i]
-                }
-            })
+            .map(|(i, (s, k))| if space.active[i] { s.rate_at(*k) } else { space.fixed[i] })
             .collect();
         eval::value(problem, kind, weights, &problem.params(&rates)) >= problem.percentile
     };
@@ -98,17 +87,9 @@ fn search(
 /// Continuous reference: Nelder-Mead over all active rates but the last (mapped into their
 /// box), the last one found by bisection so the constraint is tight; best of several seeded
 /// restarts. Returns the objective (continuous containers).
-pub fn continuous(
-    problem: &Problem,
-    kind: Kind,
-    weights: &[f64],
-    restarts: u32,
-    seed: u64,
-) -> Option<f64> {
+pub fn continuous(problem: &Problem, kind: Kind, weights: &[f64], restarts: u32, seed: u64) -> Option<f64> {
     let space = Space::new(problem);
-    let active: Vec<usize> = (0..problem.services.len())
-        .filter(|i| space.active[*i])
-        .collect();
+    let active: Vec<usize> = (0..problem.services.len()).filter(|i| space.active[*i]).collect();
     let (&last, free) = active.split_last()?;
     let g = |rates: &[f64]| eval::value(problem, kind, weights, &problem.params(rates));
     let target = problem.percentile;
@@ -128,11 +109,7 @@ pub fn continuous(
             for _ in 0..80 {
                 let mid = 0.5 * (lo + hi);
                 rates[last] = mid;
-                if g(&rates) >= target {
-                    hi = mid
-                } else {
-                    lo = mid
-                }
+                if g(&rates) >= target { hi = mid } else { lo = mid }
             }
             rates[last] = hi;
         }
@@ -165,19 +142,12 @@ fn nelder_mead(f: &dyn Fn(&[f64]) -> f64, start: Vec<f64>, max_evals: usize) -> 
     let mut evals = n + 1;
     while evals < max_evals {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
-        if (simplex[n].1 - simplex[0].1).abs() < 1e-12 * simplex[0].1.abs().max(1.0)
-            && simplex[0].1.is_finite()
-        {
+        if (simplex[n].1 - simplex[0].1).abs() < 1e-12 * simplex[0].1.abs().max(1.0) && simplex[0].1.is_finite() {
             break;
         }
-        let centroid: Vec<f64> = (0..n)
-            .map(|j| simplex[..n].iter().map(|p| p.0[j]).sum::<f64>() / n as f64)
-            .collect();
-        let along = |t: f64| -> Vec<f64> {
-            (0..n)
-                .map(|j| centroid[j] + t * (simplex[n].0[j] - centroid[j]))
-                .collect()
-        };
+        let centroid: Vec<f64> = (0..n).map(|j| simplex[..n].iter().map(|p| p.0[j]).sum::<f64>() / n as f64).collect();
+        let along =
+            |t: f64| -> Vec<f64> { (0..n).map(|j| centroid[j] + t * (simplex[n].0[j] - centroid[j])).collect() };
         let r = along(-1.0);
         let fr = f(&r);
         evals += 1;
