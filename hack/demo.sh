@@ -19,4 +19,8 @@ json.dump(loads, open(f"{out}/mid-load.json", "w"), indent=1)
 PY
 "$derm" latency --profiles "$out/profiles.json" --graphs "$out/graphs.json" \
   --per-container-rps "$out/mid-load.json" --sla-ms 60
-echo "outputs in $out: profiles.json graphs.json windows.json (truth.json has the true parameters)"
+load=$(python3 -c "import json;w=json.load(open('$out/windows.json'))['windows'];print(round(w[len(w)//2]['load_rps'],1))")
+echo "== derm solve: fewest containers for P(E2E <= 25 ms) >= 0.95 at $load req/s"
+"$derm" solve --profiles "$out/profiles.json" --graphs "$out/graphs.json" --load-rps "$load" \
+  --sla-ms 25 -o "$out/plan.json"
+echo "outputs in $out: profiles.json graphs.json windows.json plan.json (truth.json: the true parameters)"

@@ -50,8 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Keep every service below capacity at the scaled load.
         s.a /= args.load_scale;
     }
-    let traces = scenario.traces(1_700_000_000);
-    let file = std::fs::File::create(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    // A window-aligned origin (a multiple of 60 s), so windows never straddle two load levels.
+    let traces = scenario.traces(1_699_999_980);
+    let file = std::fs::File::create(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     match args.format.as_str() {
         "otlp" => trace::otlp::write_json(&mut w, &traces)?,
@@ -67,6 +69,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         super::write_json(path, &serde_json::json!({ "services": services }))?;
     }
     let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
-    eprintln!("wrote {} traces, {spans} spans to {}", traces.len(), args.out.display());
+    eprintln!(
+        "wrote {} traces, {spans} spans to {}",
+        traces.len(),
+        args.out.display()
+    );
     Ok(())
 }
