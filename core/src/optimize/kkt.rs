@@ -41,7 +41,7 @@ pub const OBJECTIVE_TOLERANCE: f64 = 1e-5;
 /// Iterations over which progress is measured.
 pub const STALL_WINDOW: usize = 3;
 /// How far above the target the tight multiplier may leave the constraint.
-pub const CONSTRAINT_TOLERANCE: f64 = 1e-7;
+pub const CONSTRAINT_TOLERANCE: f64 = 1e-6;
 /// Iteration cap; the best feasible point is kept if it is reached.
 pub const MAX_ITERATIONS: u32 = 200;
 /// Fraction of `b` kept as the upper end of a rate (infinitely many containers otherwise).
@@ -130,6 +130,7 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
     let mut alpha = vec![1.0f64; rates.len()];
     let mut direction = vec![0.0f64; rates.len()];
     let mut history: Vec<f64> = Vec::new();
+    let mut last_log_mu: Option<f64> = None;
     let mut best: Option<(f64, Vec<f64>)> = None;
     let mut iterations = 0;
     while iterations < MAX_ITERATIONS {
@@ -152,8 +153,9 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
         let shape = Shape { problem, space: &space, kappa: &kappa };
         // Multiplier from the linearised constraint, then corrected on the true constraint:
         // every iterate is tight, so only the shape (the gradient's direction) iterates.
-        let log_mu = shape.linearised(&rates, target - value);
-        let log_mu = shape.tight(log_mu, target, &g_of);
+        let guess = last_log_mu.unwrap_or_else(|| shape.linearised(&rates, target - value));
+        let log_mu = shape.tight(guess, target, &g_of);
+        last_log_mu = Some(log_mu);
         let next = shape.rates(log_mu);
         let mut change: f64 = 0.0;
         for &i in &active {
@@ -267,34 +269,51 @@ impl Shape<'_> {
         hi
     }
 
-    /// The smallest multiplier (fewest containers) with `G(rate(mu)) >= target`: secant
-    /// steps in log mu from the linearised guess, then bisection on the bracket.
+    /// Model slope `dG / dlog10(mu)` of the shape at `log_mu` (clipped rates do not move).
+    fn slope(&self, log_mu: f64) -> f64 {
+        let u_scale = 10f64.powf(-0.5 * log_mu);
+        let mut d = 0.0;
+        for (i, s) in self.problem.services.iter().enumerate() {
+            if !self.space.active[i] || self.kappa[i] <= 0.0 {
+                continue;
+            }
+            let u = (s.demand_rps * -s.a / self.kappa[i]).sqrt() * u_scale;
+            let r = s.b / (1.0 + u);
+            if r <= self.space.lo[i] || r >= self.space.hi[i] {
+                continue;
+            }
+            // d rate / d ln mu = b u / (2 (1 + u)^2); dG/d rate = kappa / rate^2.
+            d += self.kappa[i] / (r * r) * s.b * u / (2.0 * (1.0 + u).powi(2)) * std::f64::consts::LN_10;
+        }
+        d
+    }
+
+    /// The smallest multiplier (fewest containers) with `G(rate(mu)) >= target`. `G` is a
+    /// monotone, sigmoid-like function of log mu: a Newton step on the model slope (at most
+    /// half a decade) from the guess finds a bracket, widening if it must, and regula falsi
+    /// closes it (usually three to five evaluations in all).
     fn tight(&self, guess: f64, target: f64, g_of: &dyn Fn(&[f64]) -> f64) -> f64 {
         let f = |m: f64| g_of(&self.rates(m)) - target;
-        // Bracket [lo, hi] with f(lo) < 0 <= f(hi), widening from the guess.
-        let mut hi = guess;
-        let mut f_hi = f(hi);
-        let mut width = 0.25;
-        let mut lo = hi;
-        let mut f_lo = f_hi;
-        if f_hi >= 0.0 {
-            while f_lo >= 0.0 && lo > -80.0 {
-                (hi, f_hi) = (lo, f_lo);
-                lo -= width;
-                width *= 2.0;
-                f_lo = f(lo);
-            }
-            if f_lo >= 0.0 {
-                return lo;
-            }
-        } else {
-            while f_hi < 0.0 && hi < 80.0 {
-                (lo, f_lo) = (hi, f_hi);
-                hi += width;
-                width *= 2.0;
-                f_hi = f(hi);
-            }
+        let f0 = f(guess);
+        if (0.0..CONSTRAINT_TOLERANCE).contains(&f0) {
+            return guess;
         }
+        let slope = self.slope(guess);
+        let step = if slope > 0.0 { (-f0 / slope).clamp(-0.5, 0.5) } else { 0.5f64.copysign(-f0) };
+        let (mut a, mut fa) = (guess, f0);
+        let mut width = step;
+        let (mut b, mut fb) = (guess + width, f(guess + width));
+        // Widen in the direction of the root until the sign changes.
+        while (fa < 0.0) == (fb < 0.0) && b.abs() < 80.0 {
+            (a, fa) = (b, fb);
+            width *= 2.0;
+            b += width;
+            fb = f(b);
+        }
+        if (fa < 0.0) == (fb < 0.0) {
+            return if fb >= 0.0 { b } else { 80.0 };
+        }
+        let ((lo, f_lo), (hi, f_hi)) = if fa < 0.0 { ((a, fa), (b, fb)) } else { ((b, fb), (a, fa)) };
         boundary(&f, (lo, f_lo), (hi, f_hi))
     }
 }
