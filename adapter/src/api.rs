@@ -1,0 +1,292 @@
+//! The aggregated metrics API: an axum [`Router`] served by [`crate::server`].
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /apis/external.metrics.k8s.io/v1beta1` | APIResourceList with `derm_desired_replicas` (never empty) |
+//! | `GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/derm_desired_replicas?labelSelector=` | ExternalMetricValueList, one integer item per matching (app, service) |
+//! | `GET /apis/custom.metrics.k8s.io/v1beta2` | APIResourceList of object metrics on scale targets |
+//! | `GET /apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/{resource}/{name}/derm_desired_replicas` | MetricValueList with one item |
+//! | `GET /openapi/v2`, `/openapi/v3` | minimal documents |
+//! | `GET /healthz`, `/livez`, `/readyz` | `ok`, or 503 with the reason (unauthenticated) |
+//! | anything else, `/apis` included | 404 `Status` (kube-apiserver answers `/apis` itself) |
+//!
+//! Labels are `app` (DermApp name) and `service` (tracing name); selectors use the full
+//! Kubernetes grammar ([`crate::selector`]). Answers come from the in-memory snapshot only.
+//! A matching value older than its app's error threshold turns the whole answer into 503, so
+//! the HPA keeps its count instead of acting on old data.
+//!
+//! TODO(next slice): `--upstream URL` forwarding of metric names Derm does not own.
+
+mod error;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use http::StatusCode;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
+use serde::Deserialize;
+use tracing::Instrument;
+
+pub use self::error::Error;
+use self::wire::{ExternalMetricValue, ExternalMetricValueList, MetricIdentifier, MetricValue, MetricValueList};
+use crate::admin::{Health, Metrics, Route};
+use crate::auth::{Peer, Policy, Rejection};
+use crate::crd::{SCALE_TARGET_KINDS, ScaleTargetRef};
+use crate::metrics::{Freshness, Key, Store, Value};
+use crate::selector::Selector;
+
+/// The one metric Derm publishes.
+pub const METRIC: &str = "derm_desired_replicas";
+/// Group-version of external metrics.
+pub const EXTERNAL_GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+/// Group-version of custom (object) metrics.
+pub const CUSTOM_GROUP_VERSION: &str = "custom.metrics.k8s.io/v1beta2";
+
+/// What the handlers share; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Published values.
+    pub store: Arc<Store>,
+    /// Readiness.
+    pub health: Arc<Health>,
+    /// Who may call.
+    pub policy: Arc<Policy>,
+    /// Request metrics.
+    pub metrics: Metrics,
+}
+
+/// The API router.
+pub fn router(state: AppState) -> Router {
+    let protected = Router::new()
+        .route("/apis/external.metrics.k8s.io/v1beta1", get(external_discovery))
+        .route("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}", get(external_metric))
+        .route("/apis/custom.metrics.k8s.io/v1beta2", get(custom_discovery))
+        .route(
+            "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/{resource}/{name}/{metric}",
+            get(object_metric),
+        )
+        .route("/openapi/v2", get(openapi_v2))
+        .route("/openapi/v3", get(openapi_v3))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    Router::new()
+        .route("/healthz", get(livez))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .merge(protected)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+fn route_of(path: Option<&str>) -> Route {
+    match path {
+        Some("/apis/external.metrics.k8s.io/v1beta1") => Route::ExternalDiscovery,
+        Some("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}") => Route::ExternalMetric,
+        Some("/apis/custom.metrics.k8s.io/v1beta2") => Route::CustomDiscovery,
+        Some(p) if p.starts_with("/apis/custom.metrics.k8s.io/v1beta2/") => Route::ObjectMetric,
+        Some(p) if p.starts_with("/openapi/") => Route::OpenApi,
+        Some("/healthz" | "/livez" | "/readyz") => Route::Health,
+        _ => Route::Other,
+    }
+}
+
+/// Request span, latency and count by route and code.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = route_of(req.extensions().get::<MatchedPath>().map(MatchedPath::as_str));
+    let span =
+        tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), user = tracing::field::Empty);
+    let start = Instant::now();
+    let resp = next.run(req).instrument(span).await;
+    st.metrics.observe_request(route, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let result = st.policy.authenticate(req.extensions().get::<Peer>(), req.headers());
+    match result {
+        Ok(user) => {
+            tracing::Span::current().record("user", user.name.as_str());
+            req.extensions_mut().insert(user);
+            next.run(req).await
+        }
+        Err(r @ Rejection::NameNotAllowed { .. }) => Error::Forbidden(r.to_string()).into_response(),
+        Err(r) => Error::Unauthorized(r.to_string()).into_response(),
+    }
+}
+
+async fn livez() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(st): State<AppState>) -> Response {
+    match st.health.ready(SystemTime::now()) {
+        Ok(()) => "ok".into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
+    }
+}
+
+async fn not_found(req: Request) -> Error {
+    Error::NotFound(format!("the server could not find the requested resource {:?}", req.uri().path()))
+}
+
+async fn method_not_allowed(req: Request) -> Error {
+    Error::MethodNotAllowed(format!("method {} is not supported: the metrics API is read-only", req.method()))
+}
+
+fn resource(name: String, kind: &str) -> APIResource {
+    APIResource { name, kind: kind.into(), namespaced: true, verbs: vec!["get".into()], ..APIResource::default() }
+}
+
+async fn external_discovery() -> Json<APIResourceList> {
+    Json(APIResourceList {
+        group_version: EXTERNAL_GROUP_VERSION.into(),
+        resources: vec![resource(METRIC.into(), "ExternalMetricValueList")],
+    })
+}
+
+async fn custom_discovery() -> Json<APIResourceList> {
+    let resources = SCALE_TARGET_KINDS
+        .iter()
+        .filter_map(|kind| ScaleTargetRef { kind: (*kind).into(), name: String::new() }.resource())
+        .map(|r| resource(format!("{r}/{METRIC}"), "MetricValueList"))
+        .collect();
+    Json(APIResourceList { group_version: CUSTOM_GROUP_VERSION.into(), resources })
+}
+
+async fn openapi_v2() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "swagger": "2.0",
+        "info": {"title": "derm-adapter", "version": env!("CARGO_PKG_VERSION")},
+        "paths": {},
+    }))
+}
+
+async fn openapi_v3() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"paths": {}}))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(rename = "labelSelector", default)]
+    label_selector: Option<String>,
+    #[serde(rename = "metricLabelSelector", default)]
+    metric_label_selector: Option<String>,
+}
+
+fn selector(param: &str, text: Option<&str>) -> Result<Selector, Error> {
+    Selector::parse(text.unwrap_or_default()).map_err(|e| Error::BadRequest(format!("invalid {param}: {e}")))
+}
+
+fn labels<'a>(key: &'a Key, label: &str) -> Option<&'a str> {
+    match label {
+        "app" => Some(&key.app),
+        "service" => Some(&key.service),
+        _ => None,
+    }
+}
+
+fn expired(key: &Key, value: &Value, now: SystemTime) -> Error {
+    Error::Unavailable(format!(
+        "{METRIC} for app {:?} service {:?} in namespace {:?} is stale: computed {}s ago, limit {}s; \
+         the HPA keeps its current replica count",
+        key.app,
+        key.service,
+        key.namespace,
+        value.age(now).as_secs(),
+        value.staleness.error_after.as_secs()
+    ))
+}
+
+fn unknown_metric(metric: &str) -> Error {
+    Error::NotFound(format!("the server could not find the metric {metric:?}: derm-adapter serves only {METRIC}"))
+}
+
+async fn external_metric(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<ExternalMetricValueList>, Error> {
+    let Path((namespace, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if metric != METRIC {
+        return Err(unknown_metric(&metric));
+    }
+    let selector = selector("labelSelector", params.label_selector.as_deref())?;
+    let snapshot = st.store.load();
+    let now = SystemTime::now();
+    let mut items = Vec::new();
+    for (key, value) in snapshot.namespace(&namespace) {
+        if !selector.matches(|label| labels(key, label)) {
+            continue;
+        }
+        if value.freshness(now) == Freshness::Expired {
+            return Err(expired(key, value, now));
+        }
+        items.push(ExternalMetricValue {
+            metric_name: METRIC.into(),
+            metric_labels: [("app".into(), key.app.clone()), ("service".into(), key.service.clone())].into(),
+            timestamp: wire::time(value.timestamp),
+            window: None,
+            value: value.replicas.to_string(),
+        });
+    }
+    Ok(Json(ExternalMetricValueList::new(items)))
+}
+
+async fn object_metric(
+    State(st): State<AppState>,
+    path: Result<Path<(String, String, String, String)>, PathRejection>,
+    query: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<MetricValueList>, Error> {
+    let Path((namespace, resource, name, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
+    if metric != METRIC {
+        return Err(unknown_metric(&metric));
+    }
+    // `deployments` and `deployments.apps` name the same resource.
+    let resource = if resource.contains('.') { resource } else { format!("{resource}.apps") };
+    let selector = selector("metricLabelSelector", params.metric_label_selector.as_deref())?;
+    let snapshot = st.store.load();
+    let now = SystemTime::now();
+    // Two apps naming one workload is a misconfiguration; serve the larger count, never the smaller.
+    let mut found: Option<(&Key, &Value)> = None;
+    for (key, value) in snapshot.namespace(&namespace) {
+        let Some(target) = &value.scale_target else { continue };
+        if target.name != name || target.resource() != Some(resource.as_str()) || !selector.matches(|l| labels(key, l))
+        {
+            continue;
+        }
+        if value.freshness(now) == Freshness::Expired {
+            return Err(expired(key, value, now));
+        }
+        if found.is_none_or(|(_, v)| v.replicas < value.replicas) {
+            found = Some((key, value));
+        }
+    }
+    let Some((_, value)) = found else {
+        return Err(Error::NotFound(format!("{resource} {name:?} in namespace {namespace:?} has no {METRIC}")));
+    };
+    let kind = value.scale_target.as_ref().map(|t| t.kind.clone());
+    Ok(Json(MetricValueList::new(vec![MetricValue {
+        described_object: ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind,
+            name: Some(name),
+            namespace: Some(namespace.clone()),
+            ..ObjectReference::default()
+        },
+        metric: MetricIdentifier { name: METRIC.into(), selector: None },
+        timestamp: wire::time(value.timestamp),
+        window_seconds: None,
+        value: value.replicas.to_string(),
+    }])))
+}

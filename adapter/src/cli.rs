@@ -1,0 +1,168 @@
+//! Command-line arguments: one [`Args`] for the binary, flattened by concern. Every flag has a
+//! long form and an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// derm-adapter: Derm's aggregated metrics API server.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Args {
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve external.metrics.k8s.io and custom.metrics.k8s.io over TLS, plus the admin port.
+    Serve(ServeArgs),
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The metrics API server.
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Front-proxy authentication.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+    /// The admin port.
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// JSON file of values to publish: `[{"namespace","app","service","replicas"}]`.
+    #[arg(long, env = "DERM_STATIC_VALUES")]
+    pub static_values: Option<PathBuf>,
+}
+
+/// The TLS metrics API server.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address of the metrics API.
+    #[arg(long, env = "DERM_LISTEN", default_value = "0.0.0.0:6443")]
+    pub listen: SocketAddr,
+    /// Serving certificate chain (PEM); without it a self-signed certificate is generated.
+    #[arg(long, env = "DERM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serving private key (PEM).
+    #[arg(long, env = "DERM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Time allowed for a TLS handshake, e.g. `10s`.
+    #[arg(long, env = "DERM_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+    /// Time allowed to receive request headers, e.g. `10s`.
+    #[arg(long, env = "DERM_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Largest request head in bytes.
+    #[arg(long, env = "DERM_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+    /// Time allowed for in-flight requests after the first shutdown signal, e.g. `20s`.
+    #[arg(long, env = "DERM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+/// Front-proxy (request-header) authentication.
+#[derive(Debug, clap::Args)]
+pub struct AuthArgs {
+    /// CA bundle (PEM) that signs kube-apiserver's front-proxy client certificate. Without it
+    /// every request is served anonymously (local use only).
+    #[arg(long, env = "DERM_REQUESTHEADER_CLIENT_CA")]
+    pub requestheader_client_ca: Option<PathBuf>,
+    /// Common names allowed to assert identities; empty allows any certificate from the CA.
+    #[arg(long, env = "DERM_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
+    pub requestheader_allowed_names: Vec<String>,
+}
+
+/// The plain-HTTP admin port.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(long, env = "DERM_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+}
+
+/// Log output.
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// `plain` or `json`.
+    #[arg(long, env = "DERM_LOG_FORMAT", default_value = "plain", global = true)]
+    pub log_format: LogFormat,
+    /// Filter directives, e.g. `info,derm_adapter=debug`.
+    #[arg(long, env = "DERM_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// Log formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses `250ms`, `10s`, `5m`, `1h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 10s, 250ms, 5m"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit {unit:?} in {s:?}: use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn args_are_consistent() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_parse() {
+        let args = Args::try_parse_from([
+            "derm-adapter",
+            "serve",
+            "--listen",
+            "127.0.0.1:6443",
+            "--requestheader-allowed-names",
+            "front-proxy-client,aggregator",
+            "--admin-listen",
+            "127.0.0.1:8080",
+            "--drain-timeout",
+            "1500ms",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = args.command;
+        assert_eq!(serve.server.listen.port(), 6443);
+        assert_eq!(serve.auth.requestheader_allowed_names, ["front-proxy-client", "aggregator"]);
+        assert_eq!(serve.server.drain_timeout, Duration::from_millis(1500));
+        assert!(Args::try_parse_from(["derm-adapter", "serve", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}

@@ -1,0 +1,164 @@
+//! derm-adapter: Derm's aggregated metrics API server for Kubernetes.
+//!
+//! Stock HPAs scale on the external metric `derm_desired_replicas` (labels `app`, `service`;
+//! value = desired replicas), served on `external.metrics.k8s.io/v1beta1`, and as an object
+//! metric on each scale target on `custom.metrics.k8s.io/v1beta2`. Requests are answered from
+//! an in-memory snapshot; values too old answer 503 so the HPA keeps its count.
+//!
+//! ```text
+//! derm-adapter serve --listen 127.0.0.1:6443 [--tls-cert F --tls-key F]
+//!     [--requestheader-client-ca F] [--requestheader-allowed-names N,...]
+//!     [--static-values F] --admin-listen 127.0.0.1:8080
+//! kubectl --server https://127.0.0.1:6443 --insecure-skip-tls-verify get --raw \
+//!     /apis/external.metrics.k8s.io/v1beta1/namespaces/default/derm_desired_replicas
+//! ```
+//!
+//! # Module map
+//!
+//! | module | concept |
+//! |---|---|
+//! | [`cli`] | `Args` (clap derive): server, auth, admin and log flags, each with `--long` and env |
+//! | [`crd`] | the `DermApp` custom resource (derm.dev/v1alpha1) and its validation |
+//! | [`metrics`] | published values: immutable snapshots behind `ArcSwap`, freshness, `--static-values` |
+//! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
+//! | [`api`] | the axum router of the aggregated API; wire types; errors as `Status` objects |
+//! | [`auth`] | front-proxy client-certificate authentication and `X-Remote-*` identity |
+//! | [`server`] | the hyper serving loop: TLS, timeouts, limits, graceful drain; certificates |
+//! | [`admin`] | plain-HTTP `/livez`, `/readyz`, `/metrics` (prometheus-client) |
+//!
+//! # State of this crate
+//!
+//! Values come from `--static-values FILE` or from [`metrics::Store::publish`] in tests. Not yet
+//! written (next slices, noted as TODOs in the modules): the DermApp watch that publishes
+//! status values, the leader's online loop (trace sources, predict, solve), reading
+//! kube-system/extension-apiserver-authentication with reload, TokenReview and
+//! SubjectAccessReview, serving-certificate reload, `--upstream` forwarding, HPA audit, and
+//! `derm-adapter demo`.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod crd;
+pub mod metrics;
+pub mod selector;
+pub mod server;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use crate::admin::Health;
+use crate::auth::{ClientCa, Policy, RequestHeader};
+use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs};
+use crate::metrics::{StaticValue, Store};
+use crate::server::tls::{self, Identity};
+use crate::server::{Limits, Server};
+
+/// Runs the command in `args` until it finishes or the process is signalled.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    init_logging(&args.log)?;
+    match args.command {
+        Command::Serve(serve) => run_serve(serve).await,
+    }
+}
+
+fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).with_context(|| format!("--log {:?}", args.log))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let result = match args.log_format {
+        LogFormat::Plain => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+}
+
+async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+    // Everything that can fail on bad input happens before anything is spawned.
+    let store = Arc::new(Store::default());
+    if let Some(path) = &args.static_values {
+        store.publish(StaticValue::load(path, SystemTime::now())?);
+    }
+    let identity = match (&args.server.tls_cert, &args.server.tls_key) {
+        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+        _ => {
+            tracing::info!("no --tls-cert: serving a self-signed certificate");
+            Identity::self_signed(&["localhost", "127.0.0.1", "::1"])?
+        }
+    };
+    let (client_ca, policy) = match &args.auth.requestheader_client_ca {
+        Some(path) => (
+            Some(ClientCa::from_pem_file(path)?),
+            Policy::RequestHeader(RequestHeader::new(args.auth.requestheader_allowed_names.clone())),
+        ),
+        None => {
+            tracing::warn!("no --requestheader-client-ca: every request is served anonymously (local use only)");
+            (None, Policy::Open)
+        }
+    };
+    let limits = Limits {
+        handshake_timeout: args.server.handshake_timeout,
+        header_read_timeout: args.server.header_read_timeout,
+        max_header_bytes: args.server.max_header_bytes,
+        drain_timeout: args.server.drain_timeout,
+        ..Limits::default()
+    };
+    let api_server =
+        Server::bind(args.server.listen, Some(tls::server_config(identity, client_ca.as_ref())?), limits.clone())
+            .await?;
+    let admin_server = Server::bind(args.admin.admin_listen, None, limits).await?;
+
+    let mut registry = Registry::default();
+    let metrics = admin::Metrics::register(&mut registry);
+    let health = Arc::new(Health::new(store.clone()));
+    let api = api::router(api::AppState {
+        store: store.clone(),
+        health: health.clone(),
+        policy: Arc::new(policy),
+        metrics: metrics.clone(),
+    });
+    let admin = admin::router(Arc::new(registry), metrics, store, health.clone());
+
+    let (api_stop, api_stopped) = watch::channel(false);
+    let (admin_stop, admin_stopped) = watch::channel(false);
+    tracing::info!(listen = %api_server.local_addr()?, admin = %admin_server.local_addr()?, "serving");
+    let api_task = tokio::spawn(api_server.serve(api, stopped(api_stopped)).instrument(tracing::info_span!("api")));
+    let admin_task =
+        tokio::spawn(admin_server.serve(admin, stopped(admin_stopped)).instrument(tracing::info_span!("admin")));
+
+    signal().await.context("cannot listen for signals")?;
+    tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
+    health.shut_down();
+    api_stop.send_replace(true);
+    let drain = async {
+        api_task.await.context("API server task")?;
+        // The admin port outlives the API so probes see "not ready" rather than a refused connection.
+        admin_stop.send_replace(true);
+        admin_task.await.context("admin server task")
+    };
+    tokio::select! {
+        result = drain => result,
+        result = signal() => {
+            result.context("cannot listen for signals")?;
+            anyhow::bail!("second signal: aborting without draining")
+        }
+    }
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// Waits for SIGINT or SIGTERM.
+async fn signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result,
+        _ = term.recv() => Ok(()),
+    }
+}
