@@ -26,7 +26,11 @@ pub fn cases() -> Vec<(&'static str, Spec, f64)> {
     vec![
         ("50svc_5graphs", Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0),
         ("400svc_1graph", Spec { services: 400, graphs: 1, graph_size: (400, 400), parallel: 0.3, seed: 2 }, 1_000.0),
-        ("2500svc_40graphs", Spec { services: 2_500, graphs: 40, graph_size: (20, 400), parallel: 0.3, seed: 3 }, 20_000.0),
+        (
+            "2500svc_40graphs",
+            Spec { services: 2_500, graphs: 40, graph_size: (20, 400), parallel: 0.3, seed: 3 },
+            20_000.0,
+        ),
     ]
 }
 

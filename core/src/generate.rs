@@ -7,6 +7,8 @@
 //! load at that level. Only sampled requests are emitted (thinning the Poisson process), and
 //! their root spans carry `sampler.type=probabilistic` and `sampler.param`.
 
+pub mod instance;
+
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
@@ -92,9 +94,7 @@ impl Scenario {
             seed,
         };
         for i in 0..scenario.services.len() {
-            let w_max = (0..scenario.levels_rps.len())
-                .map(|k| scenario.per_container_rps(k)[i])
-                .fold(0.0, f64::max);
+            let w_max = (0..scenario.levels_rps.len()).map(|k| scenario.per_container_rps(k)[i]).fold(0.0, f64::max);
             let s = &mut scenario.services[i];
             s.a = -s.b / (1.6 * w_max);
         }
@@ -135,7 +135,8 @@ impl Scenario {
     /// Stream the sampled traces to `sink`.
     pub fn generate(&self, origin_s: i64, sink: &mut dyn FnMut(Trace)) {
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-        let index: BTreeMap<&str, usize> = self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
+        let index: BTreeMap<&str, usize> =
+            self.services.iter().enumerate().map(|(i, s)| (s.name.as_str(), i)).collect();
         let mut next_id: u64 = 1;
         for (k, &load) in self.levels_rps.iter().enumerate() {
             let mix = self.mix(k);
@@ -144,11 +145,20 @@ impl Scenario {
                 self.services.iter().zip(&w).map(|(s, w)| Exp::new(s.rate(*w)).ok()).collect();
             let level_start = (origin_s + k as i64 * i64::from(self.level_s)) as f64 * 1e6;
             let level_end = level_start + f64::from(self.level_s) * 1e6;
-            let Ok(gap) = Exp::new(load * self.sampling / 1e6) else { continue };
+            let Ok(gap) = Exp::new(load * self.sampling / 1e6) else {
+                continue;
+            };
             let mut t = level_start + gap.sample(&mut rng);
             while t < level_end {
                 let g = pick(&mix, rng.random::<f64>());
-                let mut b = TraceBuilder { spans: Vec::new(), next_id: &mut next_id, rng: &mut rng, scenario: self, index: &index, exps: &exps };
+                let mut b = TraceBuilder {
+                    spans: Vec::new(),
+                    next_id: &mut next_id,
+                    rng: &mut rng,
+                    scenario: self,
+                    index: &index,
+                    exps: &exps,
+                };
                 b.call(&self.graphs[g].root, t as i64, None);
                 let mut spans = b.spans;
                 if let Some(root) = spans.first_mut() {

@@ -11,9 +11,6 @@ pub mod window;
 pub use catalog::Catalog;
 pub use window::{Window, Windows};
 
-
-
-
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt::Write as _;

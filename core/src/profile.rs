@@ -151,7 +151,9 @@ pub fn fit_service(service: &str, windows: &[Samples], config: &Config) -> Resul
     let l0 = (num / den).max(0.0);
     let mut fits = Vec::new();
     for (w, xs) in &levels {
-        let Some(rate) = fit::rate_given_shift(xs, l0) else { continue };
+        let Some(rate) = fit::rate_given_shift(xs, l0) else {
+            continue;
+        };
         let mut sorted: Vec<f64> = xs.iter().copied().filter(|x| x.is_finite()).collect();
         sorted.sort_by(f64::total_cmp);
         let ks = fit::ks(&sorted, &fit::ShiftedExp { l0_ms: l0, rate_per_ms: rate });
@@ -302,8 +304,7 @@ mod tests {
     #[test]
     fn one_level_falls_back_conservatively() {
         let ws = windows(&[50.0], 500, 2.0, -0.001, 0.5, 1);
-        let p = fit_service("s", &ws, &Config { max_levels: 1, ..Config::default() })
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = fit_service("s", &ws, &Config { max_levels: 1, ..Config::default() }).unwrap_or_else(|e| panic!("{e}"));
         assert!(p.fallback);
         assert_eq!(p.flags, vec![Flag::FewLevels]);
         // Observed rate kept at the observed load, zero at twice the highest load.

@@ -31,36 +31,16 @@ fn weights(p: &Problem) -> Vec<f64> {
 fn kkt_is_within_one_percent_of_the_reference_optimum() {
     for seed in 0..8u64 {
         let services = 3 + (seed as usize % 6); // 3..=8
-        let spec = Spec {
-            services,
-            graphs: 1 + (seed as usize % 4),
-            graph_size: (2, 6),
-            parallel: 0.4,
-            seed,
-        };
+        let spec = Spec { services, graphs: 1 + (seed as usize % 4), graph_size: (2, 6), parallel: 0.4, seed };
         let inst = spec.generate();
         let inp = input(&inst.profiles, &inst.graphs, 300.0, inst.sla_ms);
         let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         let w = weights(&problem);
-        let kkt = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert!(
-            kkt.probability >= 0.95 - 1e-9,
-            "seed {seed}: infeasible {}",
-            kkt.probability
-        );
-        let refv = reference::continuous(&problem, Kind::Weighted, &w, 6, seed)
-            .unwrap_or_else(|| panic!("ref"));
-        eprintln!(
-            "seed {seed}: kkt {:.4} reference {:.4} ({} iterations)",
-            kkt.objective, refv, kkt.iterations
-        );
-        assert!(
-            kkt.objective <= refv * 1.01,
-            "seed {seed}: kkt {} vs reference {}",
-            kkt.objective,
-            refv
-        );
+        let kkt = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+        assert!(kkt.probability >= 0.95 - 1e-9, "seed {seed}: infeasible {}", kkt.probability);
+        let refv = reference::continuous(&problem, Kind::Weighted, &w, 6, seed).unwrap_or_else(|| panic!("ref"));
+        eprintln!("seed {seed}: kkt {:.4} reference {:.4} ({} iterations)", kkt.objective, refv, kkt.iterations);
+        assert!(kkt.objective <= refv * 1.01, "seed {seed}: kkt {} vs reference {}", kkt.objective, refv);
     }
 }
 
@@ -77,19 +57,11 @@ fn integer_plan_is_within_one_container_of_exhaustive_search() {
         let inst = spec.generate();
         let inp = input(&inst.profiles, &inst.graphs, 120.0, inst.sla_ms);
         let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
-        let plan = optimize::solve(&problem, Policy::Derm, Start::Paired)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         let (_, best) = reference::exhaustive(&problem, Kind::Weighted, &weights(&problem), 8)
             .unwrap_or_else(|| panic!("seed {seed}: exhaustive found nothing"));
-        eprintln!(
-            "seed {seed}: plan {} exhaustive {best}",
-            plan.total_replicas
-        );
-        assert!(
-            plan.total_replicas <= best + 1,
-            "seed {seed}: {} vs {best}",
-            plan.total_replicas
-        );
+        eprintln!("seed {seed}: plan {} exhaustive {best}", plan.total_replicas);
+        assert!(plan.total_replicas <= best + 1, "seed {seed}: {} vs {best}", plan.total_replicas);
         assert!(plan.predicted_sla_probability >= 0.95);
     }
 }
@@ -97,19 +69,11 @@ fn integer_plan_is_within_one_container_of_exhaustive_search() {
 #[test]
 fn every_plan_meets_its_constraint_exactly() {
     for seed in 0..6u64 {
-        let inst = Spec {
-            services: 30,
-            graphs: 5,
-            graph_size: (5, 20),
-            parallel: 0.3,
-            seed,
-        }
-        .generate();
+        let inst = Spec { services: 30, graphs: 5, graph_size: (5, 20), parallel: 0.3, seed }.generate();
         let inp = input(&inst.profiles, &inst.graphs, 500.0, inst.sla_ms);
         let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
         for policy in [Policy::Derm, Policy::Uniform] {
-            let plan =
-                optimize::solve(&problem, policy, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+            let plan = optimize::solve(&problem, policy, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
             let freq: Vec<_> = plan.graphs.values().filter(|g| g.frequent).collect();
             match policy {
                 Policy::Derm => assert!(plan.predicted_sla_probability >= 0.95, "{plan:?}"),
@@ -123,35 +87,19 @@ fn every_plan_meets_its_constraint_exactly() {
 
 #[test]
 fn every_start_converges_to_the_same_optimum() {
-    let inst = Spec {
-        services: 50,
-        graphs: 5,
-        graph_size: (10, 30),
-        parallel: 0.3,
-        seed: 5,
-    }
-    .generate();
+    let inst = Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 5 }.generate();
     let inp = input(&inst.profiles, &inst.graphs, 1000.0, inst.sla_ms);
     let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
     let w = weights(&problem);
     let mut objectives = Vec::new();
     for start in [Start::Paired, Start::Erms, Start::Flat] {
         let sol = kkt::solve(&problem, Kind::Weighted, &w, start).unwrap_or_else(|e| panic!("{e}"));
-        eprintln!(
-            "start {start:?}: {} iterations, objective {:.4}",
-            sol.iterations, sol.objective
-        );
-        assert!(
-            sol.iterations < kkt::MAX_ITERATIONS,
-            "{start:?} did not converge"
-        );
+        eprintln!("start {start:?}: {} iterations, objective {:.4}", sol.iterations, sol.objective);
+        assert!(sol.iterations < kkt::MAX_ITERATIONS, "{start:?} did not converge");
         objectives.push(sol.objective);
     }
     let min = objectives.iter().copied().fold(f64::INFINITY, f64::min);
-    assert!(
-        objectives.iter().all(|o| (o - min) / min < 1e-3),
-        "{objectives:?}"
-    );
+    assert!(objectives.iter().all(|o| (o - min) / min < 1e-3), "{objectives:?}");
 }
 
 /// The paper's motivating example: a TrainTicket ticket query whose simple graph (9 in 10
@@ -165,9 +113,7 @@ fn motivating_example_trades_complex_for_simple() {
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(42);
     let names: Vec<String> = (0..30).map(|i| format!("ts-{i:02}")).collect();
     for n in &names {
-        profiles
-            .services
-            .insert(n.clone(), instance::profile(&mut rng));
+        profiles.services.insert(n.clone(), instance::profile(&mut rng));
     }
     let simple = Node::chain(names[..5].iter().cloned());
     // Complex: the simple chain's services, then five stages, each a fan-out of five calls.
@@ -177,30 +123,15 @@ fn motivating_example_trades_complex_for_simple() {
         complex = complex.with_parallel(stage.iter().map(|n| Node::leaf(n.clone())));
     }
     let graphs = vec![
-        Entry {
-            id: "simple".into(),
-            share: 0.9,
-            count: 0,
-            root: simple,
-        },
-        Entry {
-            id: "complex".into(),
-            share: 0.1,
-            count: 0,
-            root: complex.clone(),
-        },
+        Entry { id: "simple".into(), share: 0.9, count: 0, root: simple },
+        Entry { id: "complex".into(), share: 0.1, count: 0, root: complex.clone() },
     ];
     let sla = 2.0 * instance::critical_path_ms(&complex, &profiles);
     let inp = input(&profiles, &graphs, 1_000.0, sla);
     let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
-    let derm =
-        optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
-    let uniform =
-        optimize::solve(&problem, Policy::Uniform, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
-    let (ps, pc) = (
-        derm.graphs["simple"].sla_probability,
-        derm.graphs["complex"].sla_probability,
-    );
+    let derm = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    let uniform = optimize::solve(&problem, Policy::Uniform, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    let (ps, pc) = (derm.graphs["simple"].sla_probability, derm.graphs["complex"].sla_probability);
     let saving = 1.0 - derm.total_replicas as f64 / uniform.total_replicas as f64;
     eprintln!(
         "derm: p_simple {ps:.4} p_complex {pc:.4}, {} replicas (continuous {:.2}); uniform {} replicas (continuous {:.2}); saving {:.1}%",
@@ -218,40 +149,18 @@ fn motivating_example_trades_complex_for_simple() {
 fn load_only_change_scales_replicas_linearly() {
     // Every graph frequent: services kept at a safe minimum (rare-only ones) have rounded,
     // load-dependent rates that would shift the optimum slightly.
-    let inst = Spec {
-        services: 20,
-        graphs: 3,
-        graph_size: (5, 12),
-        parallel: 0.3,
-        seed: 9,
-    }
-    .generate();
-    let inp = Input {
-        rare_threshold: 0.0,
-        ..input(&inst.profiles, &inst.graphs, 5_000.0, inst.sla_ms)
-    };
+    let inst = Spec { services: 20, graphs: 3, graph_size: (5, 12), parallel: 0.3, seed: 9 }.generate();
+    let inp = Input { rare_threshold: 0.0, ..input(&inst.profiles, &inst.graphs, 5_000.0, inst.sla_ms) };
     let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
-    let plan =
-        optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
     let scaled = optimize::rescale(&plan, 10_000.0, &BTreeMap::new());
     // The re-solved plan at double load has the same per-container targets...
-    let inp2 = Input {
-        rare_threshold: 0.0,
-        ..input(&inst.profiles, &inst.graphs, 10_000.0, inst.sla_ms)
-    };
-    let again = optimize::solve(
-        &Problem::new(&inp2).unwrap_or_else(|e| panic!("{e}")),
-        Policy::Derm,
-        Start::Paired,
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let inp2 = Input { rare_threshold: 0.0, ..input(&inst.profiles, &inst.graphs, 10_000.0, inst.sla_ms) };
+    let again = optimize::solve(&Problem::new(&inp2).unwrap_or_else(|e| panic!("{e}")), Policy::Derm, Start::Paired)
+        .unwrap_or_else(|e| panic!("{e}"));
     for (name, s) in &plan.services {
         let t2 = again.services[name].target_load_rps;
-        assert!(
-            (s.target_load_rps - t2).abs() <= 1e-6 * t2.max(1.0),
-            "{name}: {} vs {t2}",
-            s.target_load_rps
-        );
+        assert!((s.target_load_rps - t2).abs() <= 1e-6 * t2.max(1.0), "{name}: {} vs {t2}", s.target_load_rps);
     }
     // ...and rescaling lands within rounding of re-solving (the repair may trim a few).
     let diff = scaled.total_replicas as i64 - again.total_replicas as i64;
@@ -266,109 +175,34 @@ fn load_only_change_scales_replicas_linearly() {
 
 #[test]
 fn bad_input_names_the_field() {
-    let inst = Spec {
-        services: 4,
-        graphs: 2,
-        graph_size: (2, 4),
-        parallel: 0.3,
-        seed: 1,
-    }
-    .generate();
+    let inst = Spec { services: 4, graphs: 2, graph_size: (2, 4), parallel: 0.3, seed: 1 }.generate();
     let base = input(&inst.profiles, &inst.graphs, 100.0, inst.sla_ms);
-    let err = |inp: Input<'_>| {
-        Problem::new(&inp)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
-    assert!(
-        err(Input {
-            load_rps: 0.0,
-            ..base.clone()
-        })
-        .contains("load_rps")
-    );
-    assert!(
-        err(Input {
-            load_rps: f64::NAN,
-            ..base.clone()
-        })
-        .contains("load_rps")
-    );
-    assert!(
-        err(Input {
-            percentile: 1.0,
-            ..base.clone()
-        })
-        .contains("percentile")
-    );
-    assert!(
-        err(Input {
-            sla_ms: -1.0,
-            ..base.clone()
-        })
-        .contains("sla_ms")
-    );
+    let err = |inp: Input<'_>| Problem::new(&inp).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(err(Input { load_rps: 0.0, ..base.clone() }).contains("load_rps"));
+    assert!(err(Input { load_rps: f64::NAN, ..base.clone() }).contains("load_rps"));
+    assert!(err(Input { percentile: 1.0, ..base.clone() }).contains("percentile"));
+    assert!(err(Input { sla_ms: -1.0, ..base.clone() }).contains("sla_ms"));
     let mut zero = inst.graphs.clone();
     zero.iter_mut().for_each(|g| g.share = 0.0);
-    assert!(
-        err(Input {
-            graphs: &zero,
-            ..base.clone()
-        })
-        .contains("share")
-    );
+    assert!(err(Input { graphs: &zero, ..base.clone() }).contains("share"));
     let mut missing = inst.profiles.clone();
     let first = inst.graphs[0].root.service.clone();
     missing.services.remove(&first);
-    assert!(
-        err(Input {
-            profiles: &missing,
-            ..base.clone()
-        })
-        .contains(&first)
-    );
+    assert!(err(Input { profiles: &missing, ..base.clone() }).contains(&first));
     let mut nan = inst.profiles.clone();
-    nan.services
-        .get_mut(&first)
-        .unwrap_or_else(|| panic!("svc"))
-        .b = f64::NAN;
-    assert!(
-        err(Input {
-            profiles: &nan,
-            ..base.clone()
-        })
-        .contains(&format!("profiles.{first}.b"))
-    );
+    nan.services.get_mut(&first).unwrap_or_else(|| panic!("svc")).b = f64::NAN;
+    assert!(err(Input { profiles: &nan, ..base.clone() }).contains(&format!("profiles.{first}.b")));
     let bounds = BTreeMap::from([("nope".to_string(), optimize::Bounds { min: 1, max: 2 })]);
-    assert!(
-        err(Input {
-            bounds,
-            ..base.clone()
-        })
-        .contains("bounds.nope")
-    );
+    assert!(err(Input { bounds, ..base.clone() }).contains("bounds.nope"));
     // Shares not summing to one are normalised with a warning.
     let mut half = inst.graphs.clone();
     half.iter_mut().for_each(|g| g.share *= 0.5);
-    let p = Problem::new(&Input {
-        graphs: &half,
-        ..base.clone()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let p = Problem::new(&Input { graphs: &half, ..base.clone() }).unwrap_or_else(|e| panic!("{e}"));
     assert!(p.warnings.iter().any(|w| w.contains("normalised")));
     // An SLA below a frequent graph's minimum latency names the graph.
-    let tight = Problem::new(&Input {
-        sla_ms: 0.01,
-        ..base.clone()
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
+    let tight = Problem::new(&Input { sla_ms: 0.01, ..base.clone() }).unwrap_or_else(|e| panic!("{e}"));
     match optimize::solve(&tight, Policy::Derm, Start::Paired) {
-        Err(Error::Infeasible {
-            graph,
-            min_latency_ms,
-            ..
-        }) => {
+        Err(Error::Infeasible { graph, min_latency_ms, .. }) => {
             assert!(inst.graphs.iter().any(|g| g.id == graph));
             assert!(min_latency_ms > 0.01);
         }

@@ -52,8 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // A window-aligned origin (a multiple of 60 s), so windows never straddle two load levels.
     let traces = scenario.traces(1_699_999_980);
-    let file = std::fs::File::create(&args.out)
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let file = std::fs::File::create(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     match args.format.as_str() {
         "otlp" => trace::otlp::write_json(&mut w, &traces)?,
@@ -64,15 +63,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let services: serde_json::Map<String, serde_json::Value> = scenario
             .services
             .iter()
-            .map(|s| (s.name.clone(), serde_json::json!({"l0_ms": s.l0_ms, "a": s.a, "b": s.b, "containers": s.containers})))
+            .map(|s| {
+                (s.name.clone(), serde_json::json!({"l0_ms": s.l0_ms, "a": s.a, "b": s.b, "containers": s.containers}))
+            })
             .collect();
         super::write_json(path, &serde_json::json!({ "services": services }))?;
     }
     let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
-    eprintln!(
-        "wrote {} traces, {spans} spans to {}",
-        traces.len(),
-        args.out.display()
-    );
+    eprintln!("wrote {} traces, {spans} spans to {}", traces.len(), args.out.display());
     Ok(())
 }

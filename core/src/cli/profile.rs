@@ -43,10 +43,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "alibaba" => Some(trace::Format::Alibaba),
         _ => None,
     };
-    let config = window::Config { window_s: args.window_s, sampling: args.sampling, args: args.arg_tags, ..Default::default() };
+    let config =
+        window::Config { window_s: args.window_s, sampling: args.sampling, args: args.arg_tags, ..Default::default() };
     let mut ingest = Ingest::new(config);
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     for path in &args.traces {
         ingest.read_path(path, format, &mut |n| {
             if n % 1024 == 0 {
@@ -61,7 +65,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (profiles, errors) = fit::fit_all(&out.windows.samples, &fit::Config::default());
     super::write_json(&args.out_dir.join("profiles.json"), &profiles)?;
     super::write_json(&args.out_dir.join("graphs.json"), &out.windows.graphs)?;
-    super::write_json(&args.out_dir.join("windows.json"), &pipeline::WindowsFile { windows: out.windows.windows.clone() })?;
+    super::write_json(
+        &args.out_dir.join("windows.json"),
+        &pipeline::WindowsFile { windows: out.windows.windows.clone() },
+    )?;
     print!("{}", pipeline::summary(&out, &profiles, &errors));
     Ok(())
 }

@@ -94,11 +94,7 @@ fn build(nodes: &[(String, Option<usize>, usize)], at: usize) -> Node {
 /// Critical path of zero-load means plus shifts: a yardstick for choosing SLAs.
 pub fn critical_path_ms(node: &Node, profiles: &Profiles) -> f64 {
     let own = profiles.services.get(&node.service).map(|p| p.l0_ms + 1.0 / p.b).unwrap_or(0.0);
-    own + node
-        .stages
-        .iter()
-        .map(|s| s.iter().map(|n| critical_path_ms(n, profiles)).fold(0.0, f64::max))
-        .sum::<f64>()
+    own + node.stages.iter().map(|s| s.iter().map(|n| critical_path_ms(n, profiles)).fold(0.0, f64::max)).sum::<f64>()
 }
 
 impl Spec {

@@ -134,14 +134,7 @@ mod tests {
     use super::*;
 
     fn call(service: &str, stages: Vec<Vec<Call>>) -> Call {
-        Call {
-            service: service.into(),
-            start_us: 0,
-            duration_us: 10,
-            exclusive_us: 1,
-            container: None,
-            stages,
-        }
+        Call { service: service.into(), start_us: 0, duration_us: 10, exclusive_us: 1, container: None, stages }
     }
 
     #[test]

@@ -36,15 +36,13 @@ impl ArgSpec {
                 let edges = list
                     .split(',')
                     .map(|e| {
-                        e.trim().parse::<f64>().map_err(|_| {
-                            format!("--arg-tag {text}: bucket edge `{e}` is not a number")
-                        })
+                        e.trim()
+                            .parse::<f64>()
+                            .map_err(|_| format!("--arg-tag {text}: bucket edge `{e}` is not a number"))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 if edges.windows(2).any(|w| w[0] >= w[1]) || edges.iter().any(|e| !e.is_finite()) {
-                    return Err(format!(
-                        "--arg-tag {text}: bucket edges must be finite and strictly ascending"
-                    ));
+                    return Err(format!("--arg-tag {text}: bucket edges must be finite and strictly ascending"));
                 }
                 (tag, edges)
             }
@@ -52,10 +50,7 @@ impl ArgSpec {
         if tag.is_empty() {
             return Err(format!("--arg-tag {text}: empty tag name"));
         }
-        Ok(ArgSpec {
-            tag: tag.to_owned(),
-            edges,
-        })
+        Ok(ArgSpec { tag: tag.to_owned(), edges })
     }
 
     fn class(&self, value: Option<&str>) -> String {
@@ -90,13 +85,7 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config {
-            window_s: 60,
-            sampling: None,
-            args: Vec::new(),
-            max_samples: DEFAULT_MAX_SAMPLES,
-            seed: 1,
-        }
+        Config { window_s: 60, sampling: None, args: Vec::new(), max_samples: DEFAULT_MAX_SAMPLES, seed: 1 }
     }
 }
 
@@ -182,22 +171,12 @@ pub struct Builder {
 impl Builder {
     pub fn new(config: Config) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(config.seed);
-        Builder {
-            config,
-            catalog: Catalog::default(),
-            windows: BTreeMap::new(),
-            rng,
-        }
+        Builder { config, catalog: Catalog::default(), windows: BTreeMap::new(), rng }
     }
 
     /// Add one request.
     pub fn add(&mut self, req: &Request) {
-        let p = self
-            .config
-            .sampling
-            .or(req.sampling)
-            .filter(|p| *p > 0.0 && *p <= 1.0)
-            .unwrap_or(1.0);
+        let p = self.config.sampling.or(req.sampling).filter(|p| *p > 0.0 && *p <= 1.0).unwrap_or(1.0);
         let weight = 1.0 / p;
         let start_s = req.root.start_us.div_euclid(1_000_000);
         let index = start_s.div_euclid(i64::from(self.config.window_s.max(1)));
@@ -211,14 +190,7 @@ impl Builder {
                 .config
                 .args
                 .iter()
-                .map(|spec| {
-                    spec.class(
-                        req.tags
-                            .iter()
-                            .find(|(k, _)| *k == spec.tag)
-                            .map(|(_, v)| v.as_str()),
-                    )
-                })
+                .map(|spec| spec.class(req.tags.iter().find(|(k, _)| *k == spec.tag).map(|(_, v)| v.as_str())))
                 .collect::<Vec<_>>()
                 .join("&");
             *acc.args.entry(class).or_insert(0.0) += weight;
@@ -255,14 +227,9 @@ impl Builder {
     pub fn finish(self) -> Windows {
         let window_s = self.config.window_s.max(1);
         let secs = f64::from(window_s);
-        let mut out = Windows {
-            graphs: self.catalog.graphs(),
-            ..Windows::default()
-        };
+        let mut out = Windows { graphs: self.catalog.graphs(), ..Windows::default() };
         for (index, acc) in self.windows {
-            let share = |m: BTreeMap<String, f64>| {
-                m.into_iter().map(|(k, v)| (k, v / acc.weight)).collect()
-            };
+            let share = |m: BTreeMap<String, f64>| m.into_iter().map(|(k, v)| (k, v / acc.weight)).collect();
             let mut containers = BTreeMap::new();
             let mut calls_rps = BTreeMap::new();
             let mut services: Vec<_> = acc.services.into_iter().collect();
@@ -338,10 +305,7 @@ mod tests {
 
     #[test]
     fn sampling_corrects_load_and_windows_split() {
-        let mut b = Builder::new(Config {
-            window_s: 10,
-            ..Config::default()
-        });
+        let mut b = Builder::new(Config { window_s: 10, ..Config::default() });
         for i in 0..20 {
             b.add(&req(i * 1_000_000, &["a", "b"], Some(0.5)));
         }
@@ -357,10 +321,7 @@ mod tests {
 
     #[test]
     fn reservoir_is_bounded() {
-        let mut b = Builder::new(Config {
-            max_samples: 5,
-            ..Config::default()
-        });
+        let mut b = Builder::new(Config { max_samples: 5, ..Config::default() });
         for i in 0..50 {
             b.add(&req(i, &["a"], None));
         }
