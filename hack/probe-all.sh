@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Build (cached), start a cluster in its own run dir, run hack/smoke-test.sh and
-# hack/probe-aggregation.sh, stop it. Keeps the run dir (logs) when something failed.
+# Build (cached), start a cluster in its own run dir, run hack/smoke-test.sh,
+# hack/probe-aggregation.sh and hack/e2e-adapter.sh (builds derm-adapter), stop it. Keeps
+# the run dir (logs) when something failed. Prints each step's wall time.
 #   DERM_CLUSTER_DIR  run dir (default /tmp/derm-probe-$$, so it never touches a running
 #                     /tmp/derm-cluster)
 set -euo pipefail
@@ -8,14 +9,22 @@ set -euo pipefail
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export DERM_CLUSTER_DIR="${DERM_CLUSTER_DIR:-/tmp/derm-probe-$$}"
 
-"$HACK_DIR/cluster-up.sh" >/dev/null
+timed() { # command...: runs it, prints its wall time, records a failure in rc
+  local t0=$SECONDS
+  "$@" || rc=1
+  echo "== ${1##*/}: $((SECONDS - t0))s"
+}
 rc=0
-"$HACK_DIR/smoke-test.sh" || rc=1
-"$HACK_DIR/probe-aggregation.sh" || rc=1
+t_up=$SECONDS
+"$HACK_DIR/cluster-up.sh" >/dev/null
+echo "== cluster-up.sh: $((SECONDS - t_up))s"
+timed "$HACK_DIR/smoke-test.sh"
+timed "$HACK_DIR/probe-aggregation.sh"
+timed "$HACK_DIR/e2e-adapter.sh"
 if [[ $rc == 0 ]]; then
   "$HACK_DIR/cluster-down.sh"
 else
   KEEP_LOGS=1 "$HACK_DIR/cluster-down.sh"
-  echo "probe failed; logs in $DERM_CLUSTER_DIR/logs" >&2
+  echo "probe failed; logs in $DERM_CLUSTER_DIR/logs (adapter: $DERM_CLUSTER_DIR/e2e-adapter)" >&2
 fi
 exit "$rc"

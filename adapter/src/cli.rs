@@ -41,6 +41,11 @@ pub struct ServeArgs {
     /// JSON file of values to publish: `[{"namespace","app","service","replicas"}]`.
     #[arg(long, env = "DERM_STATIC_VALUES")]
     pub static_values: Option<PathBuf>,
+    /// How often to check `--static-values` for changes (modification time and size), e.g. `1s`.
+    /// A changed file replaces the published values; a bad one is logged and the previous
+    /// values are kept.
+    #[arg(long, env = "DERM_STATIC_VALUES_POLL", default_value = "1s", value_parser = parse_duration)]
+    pub static_values_poll: Duration,
 }
 
 /// The TLS metrics API server.
@@ -154,6 +159,7 @@ mod tests {
         assert_eq!(serve.server.listen.port(), 6443);
         assert_eq!(serve.auth.requestheader_allowed_names, ["front-proxy-client", "aggregator"]);
         assert_eq!(serve.server.drain_timeout, Duration::from_millis(1500));
+        assert_eq!(serve.static_values_poll, Duration::from_secs(1));
         assert!(Args::try_parse_from(["derm-adapter", "serve", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
     }
 

@@ -28,7 +28,8 @@
 //!
 //! # State of this crate
 //!
-//! Values come from `--static-values FILE` or from [`metrics::Store::publish`] in tests. Not yet
+//! Values come from `--static-values FILE` (polled, reloaded when it changes) or from
+//! [`metrics::Store::publish`] in tests. Not yet
 //! written (next slices, noted as TODOs in the modules): the DermApp watch that publishes
 //! status values, the leader's online loop (trace sources, predict, solve), reading
 //! kube-system/extension-apiserver-authentication with reload, TokenReview and
@@ -45,7 +46,6 @@ pub mod selector;
 pub mod server;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
 use anyhow::Context;
 use prometheus_client::registry::Registry;
@@ -55,7 +55,7 @@ use tracing::Instrument;
 use crate::admin::Health;
 use crate::auth::{ClientCa, Policy, RequestHeader};
 use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs};
-use crate::metrics::{StaticValue, Store};
+use crate::metrics::{StaticWatcher, Store};
 use crate::server::tls::{self, Identity};
 use crate::server::{Limits, Server};
 
@@ -80,9 +80,10 @@ fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     // Everything that can fail on bad input happens before anything is spawned.
     let store = Arc::new(Store::default());
-    if let Some(path) = &args.static_values {
-        store.publish(StaticValue::load(path, SystemTime::now())?);
-    }
+    let static_values = match &args.static_values {
+        Some(path) => Some(StaticWatcher::start(path, store.clone())?),
+        None => None,
+    };
     let identity = match (&args.server.tls_cert, &args.server.tls_key) {
         (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
         _ => {
@@ -126,6 +127,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let (api_stop, api_stopped) = watch::channel(false);
     let (admin_stop, admin_stopped) = watch::channel(false);
     tracing::info!(listen = %api_server.local_addr()?, admin = %admin_server.local_addr()?, "serving");
+    // Dropping the handle detaches the task; it ends with the runtime.
+    let _static_reload = static_values.map(|watcher| watcher.spawn(args.static_values_poll));
     let api_task = tokio::spawn(api_server.serve(api, stopped(api_stopped)).instrument(tracing::info_span!("api")));
     let admin_task =
         tokio::spawn(admin_server.serve(admin, stopped(admin_stopped)).instrument(tracing::info_span!("admin")));

@@ -6,16 +6,19 @@
 //! app's [`Staleness`] limits, so a writer that stops publishing cannot leave old values
 //! looking fresh.
 //!
-//! Writers today: `--static-values FILE` ([`StaticValue`]) and tests. TODO(next slice): the
+//! Writers today: `--static-values FILE` ([`StaticValue`], kept current by [`StaticWatcher`])
+//! and tests. TODO(next slice): the
 //! DermApp status watch publishes here (every replica), fed by the leader's online loop.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 
 use crate::crd::ScaleTargetRef;
 
@@ -242,6 +245,100 @@ impl StaticValue {
     }
 }
 
+/// Keeps a `--static-values` file published: [`check`](Self::check) reloads it into the
+/// [`Store`] when its modification time or size changed since the last look. A file that cannot
+/// be used (unreadable, removed, bad JSON) is reported once and the previous values stay
+/// published; fixing the file changes its stamp again and is picked up.
+///
+/// Writers should replace the file atomically (write a temporary file, rename it): a reader may
+/// otherwise see a half-written file, which is reported and then superseded by the next change.
+#[derive(Debug)]
+pub struct StaticWatcher {
+    path: PathBuf,
+    store: Arc<Store>,
+    seen: Option<Stamp>,
+}
+
+/// What identifies one version of the file; `None` when it cannot be stat'ed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl Stamp {
+    fn of(path: &Path) -> Option<Self> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(Self { modified: meta.modified().ok(), len: meta.len() })
+    }
+}
+
+/// Outcome of one [`StaticWatcher::check`].
+#[derive(Debug)]
+pub enum Reload {
+    /// Same modification time and size as the last look: nothing read.
+    Unchanged,
+    /// The file changed and its values are now published.
+    Reloaded {
+        /// Number of series published.
+        series: usize,
+    },
+    /// The file changed but cannot be used; the previous values stay published.
+    Kept(StaticError),
+}
+
+impl StaticWatcher {
+    /// Loads `path` and publishes it into `store`. Fails when the file cannot be used, so a bad
+    /// file at startup stops the process rather than serving nothing.
+    pub fn start(path: impl Into<PathBuf>, store: Arc<Store>) -> Result<Self, StaticError> {
+        let path = path.into();
+        // Stamped before reading: a write racing the read changes the stamp and is read again.
+        let seen = Stamp::of(&path);
+        store.publish(StaticValue::load(&path, SystemTime::now())?);
+        Ok(Self { path, store, seen })
+    }
+
+    /// Looks at the file once and reloads it if it changed.
+    pub fn check(&mut self) -> Reload {
+        let stamp = Stamp::of(&self.path);
+        if stamp == self.seen {
+            return Reload::Unchanged;
+        }
+        self.seen = stamp;
+        match StaticValue::load(&self.path, SystemTime::now()) {
+            Ok(snapshot) => {
+                let series = snapshot.len();
+                self.store.publish(snapshot);
+                Reload::Reloaded { series }
+            }
+            Err(e) => Reload::Kept(e),
+        }
+    }
+
+    /// Checks every `every` in a spawned task (until it is aborted), logging reloads and
+    /// failures. The file is small and local, so it is read on the runtime thread.
+    pub fn spawn(mut self, every: Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            tick.tick().await; // the first tick is immediate; the file was just loaded
+            loop {
+                tick.tick().await;
+                match self.check() {
+                    Reload::Unchanged => {}
+                    Reload::Reloaded { series } => {
+                        tracing::info!(path = %self.path.display(), series, "static values reloaded");
+                    }
+                    Reload::Kept(e) => tracing::warn!(
+                        error = format!("{:#}", anyhow::Error::from(e)),
+                        "static values not reloaded; keeping the previous values"
+                    ),
+                }
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,5 +396,96 @@ mod tests {
         let (_, v) = snap.iter().next().unwrap();
         assert_eq!(v.replicas, 2);
         assert_eq!(v.scale_target.as_ref().map(|t| t.name.as_str()), Some("s"));
+    }
+
+    /// Writes `body` and sets the modification time to `t0 + k` seconds, so each version has a
+    /// distinct stamp whatever the file system's timestamp granularity.
+    fn write_version(path: &Path, body: &str, k: u64) {
+        std::fs::write(path, body).unwrap();
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        f.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + k)).unwrap();
+    }
+
+    fn replicas_of(store: &Store) -> Vec<u32> {
+        store.load().iter().map(|(_, v)| v.replicas).collect()
+    }
+
+    fn entry(replicas: u32) -> String {
+        format!(r#"[{{"namespace":"n","app":"a","service":"s","replicas":{replicas}}}]"#)
+    }
+
+    #[test]
+    fn static_watcher_reloads_changes_and_keeps_the_last_good_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.json");
+        write_version(&path, &entry(2), 0);
+        let store = Arc::new(Store::default());
+        let mut watcher = StaticWatcher::start(&path, store.clone()).unwrap();
+        assert_eq!(replicas_of(&store), [2]);
+        assert!(matches!(watcher.check(), Reload::Unchanged));
+
+        // Same size, new modification time: reloaded.
+        write_version(&path, &entry(5), 1);
+        assert!(matches!(watcher.check(), Reload::Reloaded { series: 1 }));
+        assert_eq!(replicas_of(&store), [5]);
+
+        // Bad JSON: reported once, previous values kept.
+        write_version(&path, "[{", 2);
+        assert!(matches!(watcher.check(), Reload::Kept(StaticError::Parse { .. })));
+        assert!(matches!(watcher.check(), Reload::Unchanged));
+        assert_eq!(replicas_of(&store), [5]);
+
+        // Removed: reported, kept.
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(watcher.check(), Reload::Kept(StaticError::Read { .. })));
+        assert_eq!(replicas_of(&store), [5]);
+
+        // Back and valid: reloaded.
+        write_version(&path, &entry(9), 3);
+        assert!(matches!(watcher.check(), Reload::Reloaded { series: 1 }));
+        assert_eq!(replicas_of(&store), [9]);
+    }
+
+    #[test]
+    fn static_watcher_refuses_a_bad_file_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.json");
+        write_version(&path, "{}", 0);
+        let store = Arc::new(Store::default());
+        assert!(matches!(StaticWatcher::start(&path, store.clone()), Err(StaticError::Parse { .. })));
+        assert!(store.load().is_empty());
+    }
+
+    #[tokio::test]
+    async fn spawned_static_watcher_follows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.json");
+        write_version(&path, &entry(1), 0);
+        let store = Arc::new(Store::default());
+        let task = StaticWatcher::start(&path, store.clone()).unwrap().spawn(Duration::from_millis(10));
+
+        // Polls the store until it holds `want`, with a deadline; the store must never be empty.
+        let eventually = |want: u32| {
+            let store = store.clone();
+            async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let got = replicas_of(&store);
+                    assert!(!got.is_empty(), "values were dropped");
+                    if got == [want] {
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "still {got:?}, want [{want}]");
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        };
+        write_version(&path, &entry(8), 1);
+        eventually(8).await;
+        // A bad version followed by a good one: the good one lands and nothing is dropped between.
+        write_version(&path, "not json", 2);
+        write_version(&path, &entry(19), 3);
+        eventually(19).await;
+        task.abort();
     }
 }

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# End to end test of the real adapter (target/release/derm-adapter) against a cluster started
+# by hack/cluster-up.sh: its own serving CA and certificate for derm-adapter.<ns>.svc, the
+# front-proxy CA from the cluster, --static-values rewritten while it runs, an ExternalName
+# Service + APIService v1beta1.external.metrics.k8s.io with caBundle (no insecureSkipTLSVerify).
+# Checks: Available; a GET through the aggregator with a label selector; a stock HPA (External
+# derm_desired_replicas, AverageValue 1, tolerance 0) landing exactly on the value 1 -> 8 -> 5
+# -> 20 -> 19; direct requests without the front-proxy certificate (401) or with one from
+# another CA (refused); the adapter killed (HPA keeps its replicas, FailedGetExternalMetric)
+# and restarted (served again). Deletes the APIService, then the namespace, and stops the
+# adapter, also on failure. Prints "N passed, N failed".
+#   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
+#   DERM_PROBE_TIMEOUT seconds per wait (default 90)
+#   DERM_ADAPTER_BIN   use this binary instead of building target/release/derm-adapter
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HACK_DIR/.." && pwd)"
+RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
+# shellcheck disable=SC1091
+. "$RUN/env"
+K="$DERM_KUBECTL"
+TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
+NS=derm-e2e-adapter
+SVC=derm-adapter
+APISERVICE=v1beta1.external.metrics.k8s.io
+WORK="$RUN/e2e-adapter"
+rm -rf "$WORK"
+mkdir -p "$WORK"
+pass=0 fail=0
+ok() { echo "PASS $*"; pass=$((pass + 1)); }
+ko() { echo "FAIL $*"; fail=$((fail + 1)); }
+eventually() {
+  local deadline=$((SECONDS + TIMEOUT))
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- the binary -------------------------------------------------------------------------------
+t0=$SECONDS
+if [[ -n "${DERM_ADAPTER_BIN:-}" ]]; then
+  BIN="$DERM_ADAPTER_BIN"
+else
+  if ! (cd "$ROOT" && cargo build --release -p derm-adapter) >"$WORK/build.log" 2>&1; then
+    tail -n 30 "$WORK/build.log" >&2
+    echo "cargo build --release -p derm-adapter failed; log in $WORK/build.log" >&2
+    exit 1
+  fi
+  BIN="$ROOT/target/release/derm-adapter"
+fi
+echo "derm-adapter built in $((SECONDS - t0))s"
+
+# --- PKI: our own serving CA, and a foreign client CA for the negative check -----------------
+(
+  cd "$WORK"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=derm-e2e-serving-ca" \
+    -keyout ca.key -out ca.crt 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$SVC.$NS.svc" -keyout serving.key -out serving.csr 2>/dev/null
+  printf 'subjectAltName=DNS:%s.%s.svc,DNS:%s.%s.svc.cluster.local\nextendedKeyUsage=serverAuth\n' \
+    "$SVC" "$NS" "$SVC" "$NS" >serving.ext
+  openssl x509 -req -in serving.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 \
+    -extfile serving.ext -out serving.crt 2>/dev/null
+  openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=derm-e2e-rogue-ca" \
+    -keyout rogue-ca.key -out rogue-ca.crt 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=system:auth-proxy" -keyout rogue.key -out rogue.csr 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\n' >client.ext
+  openssl x509 -req -in rogue.csr -CA rogue-ca.crt -CAkey rogue-ca.key -CAcreateserial -days 1 \
+    -extfile client.ext -out rogue.crt 2>/dev/null
+)
+
+# --- the adapter ------------------------------------------------------------------------------
+PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
+VALUES="$WORK/values.json"
+publish() { # cart replicas; another series in the same app shows the selector at work
+  printf '[{"namespace":"%s","app":"shop","service":"cart","replicas":%s},
+ {"namespace":"%s","app":"shop","service":"frontend","replicas":3}]\n' "$NS" "$1" "$NS" >"$VALUES.tmp"
+  mv "$VALUES.tmp" "$VALUES"
+}
+publish 1
+ADAPTER_PID=
+start_adapter() {
+  "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+    --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
+    --requestheader-client-ca "$DERM_FRONT_PROXY_CA_FILE" --requestheader-allowed-names system:auth-proxy \
+    --static-values "$VALUES" --static-values-poll 500ms --drain-timeout 2s >>"$WORK/adapter.log" 2>&1 &
+  ADAPTER_PID=$!
+}
+stop_adapter() {
+  [[ -n "$ADAPTER_PID" ]] || return 0
+  kill -9 "$ADAPTER_PID" 2>/dev/null || true
+  wait "$ADAPTER_PID" 2>/dev/null || true
+  ADAPTER_PID=
+}
+cleanup() {
+  "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
+  "$K" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  stop_adapter
+}
+trap cleanup EXIT
+
+adapter_ready() { curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"; }
+start_adapter
+if eventually adapter_ready; then
+  ok "derm-adapter ready on 127.0.0.1:$PORT (admin $ADMIN_PORT)"
+else
+  ko "derm-adapter not ready: $(tail -n 5 "$WORK/adapter.log")"
+fi
+
+# --- registration -----------------------------------------------------------------------------
+cat <<EOF | "$K" apply -f - >/dev/null
+apiVersion: v1
+kind: Namespace
+metadata: {name: $NS}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: $SVC, namespace: $NS}
+spec:
+  type: ExternalName
+  externalName: localhost
+  ports: [{name: https, port: $PORT, protocol: TCP}]
+---
+apiVersion: apiregistration.k8s.io/v1
+kind: APIService
+metadata: {name: $APISERVICE}
+spec:
+  group: external.metrics.k8s.io
+  version: v1beta1
+  groupPriorityMinimum: 100
+  versionPriority: 100
+  service: {name: $SVC, namespace: $NS, port: $PORT}
+  caBundle: $(base64 -w0 <"$WORK/ca.crt")
+EOF
+
+available() {
+  [[ "$("$K" get apiservice "$APISERVICE" -o jsonpath='{.status.conditions[?(@.type=="Available")].status}')" == True ]]
+}
+t0=$SECONDS
+if eventually available; then
+  ok "APIService $APISERVICE Available (caBundle = our serving CA) in $((SECONDS - t0))s"
+else
+  ko "APIService not Available: $("$K" get apiservice "$APISERVICE" -o jsonpath='{.status.conditions[0].message}')"
+fi
+
+METRIC_PATH="/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/derm_desired_replicas?labelSelector=app%3Dshop,service%3Dcart"
+served() { # prints the values of the items, space separated, or what came back instead
+  "$K" get --raw "$METRIC_PATH" 2>&1 | python3 -c '
+import json, sys
+text = sys.stdin.read()
+try:
+    print(" ".join(i["value"] for i in json.loads(text)["items"]))
+except Exception:
+    print("not a metric list: " + " ".join(text.split())[:300])' || true
+}
+val="$(served)"
+if [[ "$val" == 1 ]]; then ok "GET through the aggregator (app=shop,service=cart) returns exactly [1]"; else
+  ko "GET through the aggregator: $val"
+fi
+
+# --- direct requests --------------------------------------------------------------------------
+direct() { # extra curl args...; prints the HTTP code (000 when the TLS handshake failed)
+  curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$WORK/ca.crt" \
+    --resolve "$SVC.$NS.svc:$PORT:127.0.0.1" "$@" "https://$SVC.$NS.svc:$PORT$METRIC_PATH" || true
+}
+code="$(direct)"
+if [[ "$code" == 401 ]]; then ok "direct request without a client certificate: 401"; else
+  ko "direct request without a client certificate: HTTP $code (want 401)"
+fi
+code="$(direct --cert "$WORK/rogue.crt" --key "$WORK/rogue.key" -H 'X-Remote-User: mallory')"
+# 000: the handshake is refused (the chain does not verify); 401/403 would also be a refusal.
+if [[ "$code" =~ ^(000|401|403)$ ]]; then ok "direct request with a client certificate from another CA refused (HTTP $code)"; else
+  ko "direct request with a foreign client certificate: HTTP $code"
+fi
+code="$(direct --cert "$DERM_PROXY_CLIENT_CERT" --key "$DERM_PROXY_CLIENT_KEY" -H 'X-Remote-User: derm-e2e')"
+if [[ "$code" == 200 ]]; then ok "direct request with the front-proxy certificate and X-Remote-User: 200"; else
+  ko "direct request with the front-proxy certificate: HTTP $code (want 200)"
+fi
+
+# --- a stock HPA ------------------------------------------------------------------------------
+"$K" -n "$NS" create deployment cart --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
+cat <<EOF | "$K" apply -f - >/dev/null
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: cart, namespace: $NS}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: cart}
+  minReplicas: 1
+  maxReplicas: 40
+  metrics:
+  - type: External
+    external:
+      metric:
+        name: derm_desired_replicas
+        selector: {matchLabels: {app: shop, service: cart}}
+      target: {type: AverageValue, averageValue: "1"}
+  behavior:
+    scaleUp:
+      tolerance: "0"
+      stabilizationWindowSeconds: 0
+      selectPolicy: Max
+      policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 1000, periodSeconds: 1}]
+    scaleDown:
+      tolerance: "0"
+      stabilizationWindowSeconds: 0
+      selectPolicy: Max
+      policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 100, periodSeconds: 1}]
+EOF
+state() { # "<hpa status.desiredReplicas> <deployment spec.replicas>"
+  echo "$("$K" -n "$NS" get hpa cart -o jsonpath='{.status.desiredReplicas}') $("$K" -n "$NS" get deployment cart -o jsonpath='{.spec.replicas}')"
+}
+lands_on() { [[ "$(state)" == "$1 $1" ]]; }
+hpa_condition() { # type -> "status reason"
+  "$K" -n "$NS" get hpa cart -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status} {.status.conditions[?(@.type==\"$1\")].reason}"
+}
+step() { # value, description
+  publish "$1"
+  local t0=$SECONDS
+  if eventually lands_on "$1"; then ok "HPA $2: desiredReplicas = spec.replicas = $1 in $((SECONDS - t0))s"; else
+    ko "HPA $2: want $1, got (desired, spec) = ($(state)); ScalingActive: $(hpa_condition ScalingActive)"
+  fi
+}
+scaling_active() { [[ "$(hpa_condition ScalingActive)" == "True ValidMetricFound" ]]; }
+t0=$SECONDS
+if eventually scaling_active && eventually lands_on 1; then
+  ok "HPA reads the metric (ScalingActive ValidMetricFound) and holds 1 in $((SECONDS - t0))s"
+else
+  ko "HPA not active: ScalingActive $(hpa_condition ScalingActive), (desired, spec) = ($(state))"
+fi
+step 8 "1 -> 8 (scale-up)"
+step 5 "8 -> 5 (scale-down, stabilization window 0)"
+step 20 "5 -> 20"
+step 19 "20 -> 19 (5%, inside the default 10% band: needs tolerance 0)"
+
+# --- the adapter goes away --------------------------------------------------------------------
+stop_adapter
+failed_metric() { [[ "$(hpa_condition ScalingActive)" == "False FailedGetExternalMetric" ]]; }
+t0=$SECONDS
+if eventually failed_metric; then
+  ok "adapter killed: HPA ScalingActive False / FailedGetExternalMetric in $((SECONDS - t0))s"
+else
+  ko "adapter killed: ScalingActive $(hpa_condition ScalingActive)"
+fi
+# A few more HPA syncs (2 s each) with the adapter gone: replicas must not move.
+deadline=$((SECONDS + 6)) held=yes
+while ((SECONDS < deadline)); do
+  lands_on 19 || held="no: (desired, spec) = ($(state))"
+  sleep 0.5
+done
+if [[ "$held" == yes ]]; then ok "adapter killed: HPA keeps 19 replicas"; else ko "adapter killed: HPA moved, $held"; fi
+
+start_adapter
+t0=$SECONDS
+back() { [[ "$(served)" == 19 ]]; }
+if eventually adapter_ready && eventually back; then
+  ok "adapter restarted: served again through the aggregator (19) in $((SECONDS - t0))s"
+else
+  ko "adapter restarted: GET $(served); log: $(tail -n 3 "$WORK/adapter.log")"
+fi
+t0=$SECONDS
+if eventually scaling_active && lands_on 19; then
+  ok "adapter restarted: HPA ScalingActive True again, still 19 in $((SECONDS - t0))s"
+else
+  ko "adapter restarted: ScalingActive $(hpa_condition ScalingActive), (desired, spec) = ($(state))"
+fi
+step 12 "after the restart, 19 -> 12"
+
+# --- cleanup ----------------------------------------------------------------------------------
+cleanup
+trap - EXIT
+if eventually bash -c "! '$K' get apiservice '$APISERVICE' && ! '$K' get namespace '$NS'"; then
+  ok "cleanup: APIService and namespace deleted, adapter stopped"
+else
+  ko "APIService or namespace $NS still present after cleanup"
+fi
+echo "$pass passed, $fail failed"
+[[ $fail == 0 ]]
