@@ -40,10 +40,7 @@ fn synthetic(rng: &mut ChaCha8Rng) -> Vec<Trace> {
                 let service = &services[rng.random_range(0..SERVICES)];
                 let span = Span {
                     id: rng.random(),
-                    parent: Some(Parent {
-                        id: p.id,
-                        kind: RefKind::ChildOf,
-                    }),
+                    parent: Some(Parent { id: p.id, kind: RefKind::ChildOf }),
                     service: service.clone(),
                     start_us: p.start_us + offset,
                     duration_us: duration,
@@ -52,10 +49,7 @@ fn synthetic(rng: &mut ChaCha8Rng) -> Vec<Trace> {
                 };
                 spans.push(span);
             }
-            Trace {
-                id: format!("{:032x}", rng.random::<u128>()),
-                spans,
-            }
+            Trace { id: format!("{:032x}", rng.random::<u128>()), spans }
         })
         .collect()
 }
@@ -66,10 +60,7 @@ fn decode(c: &mut Criterion) {
     let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
     let mut doc = Vec::new();
     trace::jaeger::write(&mut doc, &traces).expect("write to memory");
-    let config = Config {
-        arg_tags: vec!["distance".into()],
-        flush_after_us: 0,
-    };
+    let config = Config { arg_tags: vec!["distance".into()], flush_after_us: 0 };
 
     let mut group = c.benchmark_group("jaeger");
     group.throughput(Throughput::Elements(spans as u64));
@@ -77,14 +68,8 @@ fn decode(c: &mut Criterion) {
         b.iter(|| {
             let mut skips = Skips::default();
             let mut n = 0usize;
-            trace::jaeger::read(
-                black_box(&doc[..]),
-                "bench",
-                &config,
-                &mut skips,
-                &mut |t| n += t.spans.len(),
-            )
-            .expect("decodes");
+            trace::jaeger::read(black_box(&doc[..]), "bench", &config, &mut skips, &mut |t| n += t.spans.len())
+                .expect("decodes");
             assert_eq!(n, spans);
         })
     });
@@ -92,16 +77,10 @@ fn decode(c: &mut Criterion) {
         b.iter(|| {
             let mut skips = Skips::default();
             let mut requests = 0usize;
-            trace::jaeger::read(
-                black_box(&doc[..]),
-                "bench",
-                &config,
-                &mut skips,
-                &mut |t| {
-                    let mut tree_skips = Skips::default();
-                    requests += usize::from(trace::tree::build(t, &mut tree_skips).is_some());
-                },
-            )
+            trace::jaeger::read(black_box(&doc[..]), "bench", &config, &mut skips, &mut |t| {
+                let mut tree_skips = Skips::default();
+                requests += usize::from(trace::tree::build(t, &mut tree_skips).is_some());
+            })
             .expect("decodes");
             assert_eq!(requests, TRACES);
         })
@@ -124,10 +103,7 @@ fn decode(c: &mut Criterion) {
             || traces.clone(),
             |traces| {
                 let mut skips = Skips::default();
-                let built = traces
-                    .into_iter()
-                    .filter_map(|t| trace::tree::build(t, &mut skips))
-                    .count();
+                let built = traces.into_iter().filter_map(|t| trace::tree::build(t, &mut skips)).count();
                 assert_eq!(built, TRACES);
             },
             BatchSize::LargeInput,

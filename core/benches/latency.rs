@@ -19,18 +19,9 @@ fn case(name: &str, c: &Compiled, params: &[Params], crit: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let mut ws = Workspace::new();
     let mut grad = vec![0.0; params.len()];
-    group.bench_function("cdf", |b| {
-        b.iter(|| c.cdf_with(&mut ws, black_box(params), black_box(t)))
-    });
+    group.bench_function("cdf", |b| b.iter(|| c.cdf_with(&mut ws, black_box(params), black_box(t))));
     group.bench_function("cdf_grad", |b| {
-        b.iter(|| {
-            c.cdf_grad_with(
-                &mut ws,
-                black_box(params),
-                black_box(t),
-                black_box(&mut grad),
-            )
-        })
+        b.iter(|| c.cdf_grad_with(&mut ws, black_box(params), black_box(t), black_box(&mut grad)))
     });
     group.finish();
 }

@@ -194,20 +194,11 @@ impl Compiled {
     fn sum(&mut self, node: &Node, index: &impl Fn(&str) -> Option<usize>) -> Result<usize, Error> {
         let (mut services, mut generals) = (Vec::new(), Vec::new());
         self.flatten(node, index, &mut services, &mut generals)?;
-        let s = (
-            self.sum_services.len(),
-            self.sum_services.len() + services.len(),
-        );
+        let s = (self.sum_services.len(), self.sum_services.len() + services.len());
         self.sum_services.extend(services);
-        let g = (
-            self.sum_generals.len(),
-            self.sum_generals.len() + generals.len(),
-        );
+        let g = (self.sum_generals.len(), self.sum_generals.len() + generals.len());
         self.sum_generals.extend(generals);
-        self.sums.push(Sum {
-            services: s,
-            generals: g,
-        });
+        self.sums.push(Sum { services: s, generals: g });
         self.order.push(Item::Sum(self.sums.len() - 1));
         Ok(self.sums.len() - 1)
     }
@@ -219,23 +210,15 @@ impl Compiled {
         services: &mut Vec<usize>,
         generals: &mut Vec<usize>,
     ) -> Result<(), Error> {
-        let i = index(&node.service).ok_or_else(|| Error::UnknownService {
-            service: node.service.clone(),
-        })?;
+        let i = index(&node.service).ok_or_else(|| Error::UnknownService { service: node.service.clone() })?;
         services.push(i);
         for stage in &node.stages {
             match stage.as_slice() {
                 [] => {}
                 [only] => self.flatten(only, index, services, generals)?,
                 many => {
-                    let kids = many
-                        .iter()
-                        .map(|n| self.sum(n, index))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    let k = (
-                        self.max_children.len(),
-                        self.max_children.len() + kids.len(),
-                    );
+                    let kids = many.iter().map(|n| self.sum(n, index)).collect::<Result<Vec<_>, _>>()?;
+                    let k = (self.max_children.len(), self.max_children.len() + kids.len());
                     self.max_children.extend(kids);
                     self.maxes.push(Max { children: k });
                     self.order.push(Item::Max(self.maxes.len() - 1));
@@ -271,9 +254,7 @@ impl Compiled {
 
     /// Occurrences of `service` in the graph (0 if absent).
     pub fn calls(&self, service: usize) -> u32 {
-        self.services
-            .binary_search(&service)
-            .map_or(0, |n| self.calls[n])
+        self.services.binary_search(&service).map_or(0, |n| self.calls[n])
     }
 
     /// The critical path of the `l0`s: summed along sequences, maximum over parallel calls.
@@ -283,18 +264,11 @@ impl Compiled {
 
     fn min_sum(&self, s: usize, params: &[Params]) -> f64 {
         let own: f64 = self.sum_services(s).iter().map(|&i| params[i].l0_ms).sum();
-        own + self
-            .sum_generals(s)
-            .iter()
-            .map(|&m| self.min_max(m, params))
-            .sum::<f64>()
+        own + self.sum_generals(s).iter().map(|&m| self.min_max(m, params)).sum::<f64>()
     }
 
     fn min_max(&self, m: usize, params: &[Params]) -> f64 {
-        self.max_children(m)
-            .iter()
-            .map(|&s| self.min_sum(s, params))
-            .fold(f64::NEG_INFINITY, f64::max)
+        self.max_children(m).iter().map(|&s| self.min_sum(s, params)).fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// `P(Z <= t)`. Allocates a workspace; see [`Compiled::cdf_with`].
@@ -319,33 +293,16 @@ impl Compiled {
     }
 
     /// [`Compiled::cdf_grad`] with reusable scratch space (no allocation once it has grown).
-    pub fn cdf_grad_with(
-        &self,
-        ws: &mut Workspace,
-        params: &[Params],
-        t_ms: f64,
-        grad: &mut [f64],
-    ) -> f64 {
+    pub fn cdf_grad_with(&self, ws: &mut Workspace, params: &[Params], t_ms: f64, grad: &mut [f64]) -> f64 {
         let need = self.services.last().map_or(0, |&i| i + 1);
-        assert!(
-            grad.len() >= need,
-            "grad has {} entries, service index {} needs {need}",
-            grad.len(),
-            need - 1
-        );
+        assert!(grad.len() >= need, "grad has {} entries, service index {} needs {need}", grad.len(), need - 1);
         self.eval(ws, params, t_ms, Some(grad))
     }
 
     fn eval(&self, ws: &mut Workspace, params: &[Params], t: f64, grad: Option<&mut [f64]>) -> f64 {
         let need = self.services.last().map_or(0, |&i| i + 1);
-        assert!(
-            params.len() >= need,
-            "params has {} entries, service index {} needs {need}",
-            params.len(),
-            need - 1
-        );
-        let usable =
-            |p: &Params| p.rate_per_ms > 0.0 && p.rate_per_ms.is_finite() && p.l0_ms.is_finite();
+        assert!(params.len() >= need, "params has {} entries, service index {} needs {need}", params.len(), need - 1);
+        let usable = |p: &Params| p.rate_per_ms > 0.0 && p.rate_per_ms.is_finite() && p.l0_ms.is_finite();
         if !self.services.iter().all(|&i| usable(&params[i])) {
             return 0.0;
         }
@@ -358,10 +315,7 @@ impl Compiled {
         }
         if self.evaluator == Evaluator::Chain {
             let phases = self.sum_services(self.sums.len() - 1);
-            let lambda = phases
-                .iter()
-                .map(|&i| params[i].rate_per_ms)
-                .fold(0.0, f64::max);
+            let lambda = phases.iter().map(|&i| params[i].rate_per_ms).fold(0.0, f64::max);
             let tau = t - minlat;
             if chain::steps(lambda * tau) <= MAX_CHAIN_STEPS {
                 return chain::eval(phases, params, tau, grad, &mut ws.chain);
@@ -408,26 +362,12 @@ mod tests {
             .then(Node::leaf("b"));
         let c = Compiled::new(&g, index).expect("known services");
         assert_eq!(c.services(), &[0, 1, 2, 3, 4]);
-        assert_eq!(
-            (c.calls(0), c.calls(1), c.calls(4), c.calls(9)),
-            (1, 2, 1, 0)
-        );
+        assert_eq!((c.calls(0), c.calls(1), c.calls(4), c.calls(9)), (1, 2, 1, 0));
         assert_eq!(c.evaluator(), Evaluator::Grid);
-        let params = [
-            p(1.0, 1.0),
-            p(2.0, 1.0),
-            p(5.0, 1.0),
-            p(1.5, 1.0),
-            p(1.0, 1.0),
-        ];
+        let params = [p(1.0, 1.0), p(2.0, 1.0), p(5.0, 1.0), p(1.5, 1.0), p(1.0, 1.0)];
         // 1 + 2 + max(5, 1.5 + 1) + 2
         assert_relative_eq!(c.min_latency_ms(&params), 10.0);
-        assert_eq!(
-            Compiled::new(&Node::chain(["a", "b", "a"]), index)
-                .expect("known")
-                .evaluator(),
-            Evaluator::Chain
-        );
+        assert_eq!(Compiled::new(&Node::chain(["a", "b", "a"]), index).expect("known").evaluator(), Evaluator::Chain);
     }
 
     #[test]
@@ -440,10 +380,9 @@ mod tests {
     #[test]
     fn overload_and_edges() {
         let g = Node::leaf("a").with_parallel([Node::leaf("b"), Node::leaf("c")]);
-        for c in [
-            Compiled::new(&g, index).expect("known"),
-            Compiled::new(&Node::chain(["a", "b"]), index).expect("known"),
-        ] {
+        for c in
+            [Compiled::new(&g, index).expect("known"), Compiled::new(&Node::chain(["a", "b"]), index).expect("known")]
+        {
             let ok = [p(1.0, 0.5), p(2.0, 0.3), p(0.5, 0.2)];
             let mut grad = [0.0; 3];
             assert!(c.cdf_grad(&ok, 30.0, &mut grad) > 0.5);
@@ -470,13 +409,7 @@ mod tests {
             .with_parallel([Node::chain(["b", "c"]), Node::leaf("d")])
             .with_parallel([Node::leaf("e"), Node::leaf("b")]);
         let c = Compiled::new(&g, index).expect("known");
-        let params = [
-            p(1.0, 0.5),
-            p(2.0, 0.3),
-            p(0.5, 0.2),
-            p(0.1, 0.9),
-            p(3.0, 0.1),
-        ];
+        let params = [p(1.0, 0.5), p(2.0, 0.3), p(0.5, 0.2), p(0.1, 0.9), p(3.0, 0.1)];
         let mut ws = Workspace::new();
         let mut g1 = [0.0; 5];
         let f1 = c.cdf_grad_with(&mut ws, &params, 40.0, &mut g1);

@@ -8,6 +8,8 @@
 //! - [`profile`]: per-service shifted-exponential fits, `rate = a * w + b` by regression.
 //! - [`latency`]: E2E latency distribution of a call graph, `P(Z <= SLA)` and its gradient.
 //! - [`generate`]: synthetic traces with known parameters, for tests, benches and demos.
+//! - [`predict`]: the next window's graph mix ([`predict::Predictor`]) and baselines.
+//! - [`sim`]: discrete-event simulator that emits traces, scaling policies, `derm simulate`.
 //!
 //! Units everywhere: milliseconds for latency, 1/ms for rates, requests/s for load.
 
@@ -15,6 +17,9 @@ pub mod cli;
 pub mod generate;
 pub mod graph;
 pub mod latency;
+pub mod optimize;
 pub mod pipeline;
+pub mod predict;
 pub mod profile;
+pub mod sim;
 pub mod trace;

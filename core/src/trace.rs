@@ -214,9 +214,7 @@ impl Config {
 
     /// True if a tag with this key is kept on spans.
     pub fn keeps(&self, key: &str) -> bool {
-        key == Self::SAMPLER_TYPE
-            || key == Self::SAMPLER_PARAM
-            || self.arg_tags.iter().any(|t| t == key)
+        key == Self::SAMPLER_TYPE || key == Self::SAMPLER_PARAM || self.arg_tags.iter().any(|t| t == key)
     }
 }
 
@@ -266,13 +264,7 @@ pub enum Error {
     },
     /// The file's top level is not the expected format.
     #[error("{path}:{line}:{column}: not {format} input: {detail}")]
-    Format {
-        path: PathBuf,
-        format: &'static str,
-        line: usize,
-        column: usize,
-        detail: String,
-    },
+    Format { path: PathBuf, format: &'static str, line: usize, column: usize, detail: String },
     /// The format could not be guessed from the content.
     #[error("{path}: cannot detect the trace format (use --format jaeger|otlp|alibaba)")]
     UnknownFormat { path: PathBuf },
@@ -280,10 +272,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(origin: &str, source: std::io::Error) -> Self {
-        Error::Io {
-            path: PathBuf::from(origin),
-            source,
-        }
+        Error::Io { path: PathBuf::from(origin), source }
     }
 
     pub(crate) fn format(
@@ -293,12 +282,6 @@ impl Error {
         column: usize,
         detail: impl Into<String>,
     ) -> Self {
-        Error::Format {
-            path: PathBuf::from(origin),
-            format,
-            line,
-            column,
-            detail: detail.into(),
-        }
+        Error::Format { path: PathBuf::from(origin), format, line, column, detail: detail.into() }
     }
 }

@@ -24,12 +24,7 @@ mod latency {
         let mut sum = 0.0;
         let mut largest: f64 = 0.0;
         for (i, &ri) in rates.iter().enumerate() {
-            let coef: f64 = rates
-                .iter()
-                .enumerate()
-                .filter(|&(j, _)| j != i)
-                .map(|(_, &rj)| rj / (rj - ri))
-                .product();
+            let coef: f64 = rates.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, &rj)| rj / (rj - ri)).product();
             let term = coef * (-ri * tau).exp();
             largest = largest.max(term.abs());
             sum += term;
@@ -38,10 +33,7 @@ mod latency {
     }
 
     fn params(l0: &[f64], rates: &[f64]) -> Vec<Params> {
-        l0.iter()
-            .zip(rates)
-            .map(|(&l0_ms, &rate_per_ms)| Params { l0_ms, rate_per_ms })
-            .collect()
+        l0.iter().zip(rates).map(|(&l0_ms, &rate_per_ms)| Params { l0_ms, rate_per_ms }).collect()
     }
 
     /// `k` calls of service 0.
@@ -84,19 +76,13 @@ mod latency {
         for k in 1..=50 {
             for rate in [0.05, 0.3, 1.0] {
                 let c = repeated(k);
-                let params = [Params {
-                    l0_ms: 1.5,
-                    rate_per_ms: rate,
-                }];
+                let params = [Params { l0_ms: 1.5, rate_per_ms: rate }];
                 let erlang = Gamma::new(k as f64, rate).expect("valid Gamma");
                 for z in [-1.5, 0.0, 1.0, 2.5] {
                     let tau = ((k as f64 + z * (k as f64).sqrt()) / rate).max(0.1 / rate);
                     let want = erlang.cdf(tau);
                     let got = c.cdf(&params, 1.5 * k as f64 + tau);
-                    assert!(
-                        (got - want).abs() < EXACT,
-                        "k={k} rate={rate} tau={tau}: {got} vs {want}"
-                    );
+                    assert!((got - want).abs() < EXACT, "k={k} rate={rate} tau={tau}: {got} vs {want}");
                 }
             }
         }
@@ -112,10 +98,7 @@ mod latency {
         let got = c.cdf(&params(&[0.0; 4], &rates), 6.0);
         assert!((got - exact).abs() < 1e-12, "{got} vs {exact}");
         let (naive, _) = closed_form(&rates, 6.0);
-        assert!(
-            (naive - exact).abs() > 1e-4,
-            "the f64 closed form should cancel here: {naive}"
-        );
+        assert!((naive - exact).abs() > 1e-4, "the f64 closed form should cancel here: {naive}");
 
         let rates = [0.5, 0.5 + 1e-5, 0.5 + 2e-5, 0.5 + 3e-5];
         let got = c.cdf(&params(&[0.0; 4], &rates), 12.0);
@@ -130,11 +113,7 @@ mod latency {
         let c = compile(&chain(&[0, 1, 2, 3]));
         for tau in [5.0, 20.0, 40.0] {
             let got = c.cdf(&params(&[0.0; 4], &rates), tau);
-            assert!(
-                (got - erlang.cdf(tau)).abs() < EXACT,
-                "{got} vs {}",
-                erlang.cdf(tau)
-            );
+            assert!((got - erlang.cdf(tau)).abs() < EXACT, "{got} vs {}", erlang.cdf(tau));
         }
     }
 
@@ -145,14 +124,7 @@ mod latency {
         assert_eq!(c.calls(0), 3);
         let (r, tau) = (0.4, 6.0);
         let mut grad = [0.0];
-        c.cdf_grad(
-            &[Params {
-                l0_ms: 0.0,
-                rate_per_ms: r,
-            }],
-            tau,
-            &mut grad,
-        );
+        c.cdf_grad(&[Params { l0_ms: 0.0, rate_per_ms: r }], tau, &mut grad);
         let want = tau.powi(3) * r * r * (-r * tau).exp() / 2.0;
         assert!((grad[0] - want).abs() < 1e-12, "{} vs {want}", grad[0]);
     }

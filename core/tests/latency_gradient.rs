@@ -53,11 +53,7 @@ mod latency {
                 "service {i}: gradient {} vs central difference {fd}",
                 grad[i]
             );
-            prop_assert!(
-                grad[i] >= -1e-12,
-                "service {i}: negative gradient {}",
-                grad[i]
-            );
+            prop_assert!(grad[i] >= -1e-12, "service {i}: negative gradient {}", grad[i]);
         }
         Ok(())
     }
@@ -100,27 +96,17 @@ mod latency {
         // than one parallel stage; a coarse lattice makes any slip visible.
         let leaf = |i: usize| Node::leaf(support::name(i));
         let graphs = [
-            leaf(0)
-                .with_parallel([leaf(1), leaf(2)])
-                .with_parallel([leaf(3), leaf(4)]),
+            leaf(0).with_parallel([leaf(1), leaf(2)]).with_parallel([leaf(3), leaf(4)]),
             leaf(0).with_parallel([leaf(1).with_parallel([leaf(2), leaf(3)]), leaf(4)]),
-            leaf(0)
-                .with_parallel([leaf(1), leaf(2)])
-                .with_parallel([leaf(3), leaf(4)])
-                .then(leaf(1)),
+            leaf(0).with_parallel([leaf(1), leaf(2)]).with_parallel([leaf(3), leaf(4)]).then(leaf(1)),
         ];
-        let params: Vec<Params> = (0..5)
-            .map(|i| Params {
-                l0_ms: 1.3 + 0.7 * i as f64,
-                rate_per_ms: 0.05 + 0.03 * i as f64,
-            })
-            .collect();
+        let params: Vec<Params> =
+            (0..5).map(|i| Params { l0_ms: 1.3 + 0.7 * i as f64, rate_per_ms: 0.05 + 0.03 * i as f64 }).collect();
         for g in &graphs {
             for cells in [16, 256] {
                 let c = compile(g).with_grid_cells(cells);
                 let t = quantile(&c, &params, 0.3);
-                check_fd(&c, &params, t)
-                    .unwrap_or_else(|e| panic!("{} @ {cells}: {e}", g.signature()));
+                check_fd(&c, &params, t).unwrap_or_else(|e| panic!("{} @ {cells}: {e}", g.signature()));
             }
         }
     }

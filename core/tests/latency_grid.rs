@@ -25,11 +25,7 @@ mod latency {
 
     /// `L_0 + max(L_1, L_2)` with equal shifts on the branches: closed form.
     fn max_of_two(params: &[Params; 3], t: f64) -> f64 {
-        let (r0, a, b) = (
-            params[0].rate_per_ms,
-            params[1].rate_per_ms,
-            params[2].rate_per_ms,
-        );
+        let (r0, a, b) = (params[0].rate_per_ms, params[1].rate_per_ms, params[2].rate_per_ms);
         let tau = t - params[0].l0_ms - params[1].l0_ms;
         if tau <= 0.0 {
             return 0.0;
@@ -53,10 +49,7 @@ mod latency {
             for q in [0.5, 0.8, 0.95, 0.99] {
                 let t = quantile(&c, &params, q);
                 let (got, want) = (c.cdf(&params, t), max_of_two(&params, t));
-                assert!(
-                    (got - want).abs() < 1e-5,
-                    "{params:?} q={q}: {got} vs {want}"
-                );
+                assert!((got - want).abs() < 1e-5, "{params:?} q={q}: {got} vs {want}");
             }
         }
         // The slowest-branch shortcut would be far off: this is what the product buys.

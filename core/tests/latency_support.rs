@@ -20,33 +20,20 @@ pub fn name(i: usize) -> String {
 /// Realistic parameters: `l0` in 0.1..5 ms, mean of the exponential in 1..20 ms.
 pub fn realistic_params(rng: &mut impl Rng, n: usize) -> Vec<Params> {
     (0..n)
-        .map(|_| Params {
-            l0_ms: rng.random_range(0.1..5.0),
-            rate_per_ms: 1.0 / rng.random_range(1.0..20.0),
-        })
+        .map(|_| Params { l0_ms: rng.random_range(0.1..5.0), rate_per_ms: 1.0 / rng.random_range(1.0..20.0) })
         .collect()
 }
 
 /// A random series-parallel graph of `size` calls on `services` services (repeats allowed):
 /// nodes are added one by one under a random node of depth below `max_depth`, either as a new
 /// sequential stage or as one more parallel call in an existing stage of at most `max_fanout`.
-pub fn random_graph(
-    rng: &mut impl Rng,
-    size: usize,
-    services: usize,
-    max_fanout: usize,
-    max_depth: usize,
-) -> Node {
+pub fn random_graph(rng: &mut impl Rng, size: usize, services: usize, max_fanout: usize, max_depth: usize) -> Node {
     struct Arena {
         service: usize,
         depth: usize,
         stages: Vec<Vec<usize>>,
     }
-    let mut nodes = vec![Arena {
-        service: 0,
-        depth: 0,
-        stages: Vec::new(),
-    }];
+    let mut nodes = vec![Arena { service: 0, depth: 0, stages: Vec::new() }];
     while nodes.len() < size {
         let parent = loop {
             let p = rng.random_range(0..nodes.len());
@@ -56,15 +43,9 @@ pub fn random_graph(
         };
         let child = nodes.len();
         let service = rng.random_range(0..services);
-        nodes.push(Arena {
-            service,
-            depth: nodes[parent].depth + 1,
-            stages: Vec::new(),
-        });
+        nodes.push(Arena { service, depth: nodes[parent].depth + 1, stages: Vec::new() });
         let stages = &mut nodes[parent].stages;
-        let open: Vec<usize> = (0..stages.len())
-            .filter(|&s| stages[s].len() < max_fanout)
-            .collect();
+        let open: Vec<usize> = (0..stages.len()).filter(|&s| stages[s].len() < max_fanout).collect();
         if open.is_empty() || rng.random_bool(0.4) {
             stages.push(vec![child]);
         } else {
@@ -74,11 +55,7 @@ pub fn random_graph(
     fn build(nodes: &[Arena], i: usize) -> Node {
         Node {
             service: name(nodes[i].service),
-            stages: nodes[i]
-                .stages
-                .iter()
-                .map(|s| s.iter().map(|&c| build(nodes, c)).collect())
-                .collect(),
+            stages: nodes[i].stages.iter().map(|s| s.iter().map(|&c| build(nodes, c)).collect()).collect(),
         }
     }
     build(&nodes, 0)
@@ -99,10 +76,7 @@ pub fn sample(node: &Node, params: &[Params], rng: &mut impl Rng) -> f64 {
     let u: f64 = rng.random();
     let mut z = p.l0_ms - (1.0 - u).ln() / p.rate_per_ms;
     for stage in &node.stages {
-        z += stage
-            .iter()
-            .map(|c| sample(c, params, rng))
-            .fold(f64::NEG_INFINITY, f64::max);
+        z += stage.iter().map(|c| sample(c, params, rng)).fold(f64::NEG_INFINITY, f64::max);
     }
     z
 }
@@ -110,9 +84,7 @@ pub fn sample(node: &Node, params: &[Params], rng: &mut impl Rng) -> f64 {
 /// Share of `n` seeded draws with `Z <= t`.
 pub fn monte_carlo(node: &Node, params: &[Params], t: f64, n: usize, seed: u64) -> f64 {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let hits = (0..n)
-        .filter(|_| sample(node, params, &mut rng) <= t)
-        .count();
+    let hits = (0..n).filter(|_| sample(node, params, &mut rng) <= t).count();
     hits as f64 / n as f64
 }
 
@@ -125,11 +97,7 @@ pub fn quantile(c: &Compiled, params: &[Params], p: f64) -> f64 {
     }
     for _ in 0..60 {
         let mid = 0.5 * (lo + hi);
-        if c.cdf(params, mid) < p {
-            lo = mid
-        } else {
-            hi = mid
-        }
+        if c.cdf(params, mid) < p { lo = mid } else { hi = mid }
     }
     0.5 * (lo + hi)
 }

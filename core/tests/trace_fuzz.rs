@@ -2,17 +2,14 @@
 //! documents and arbitrary span sets without panicking, and what they produce is sane.
 
 use derm_core::trace::{
-    self, Assembler, Call, Config, Error, Format, Parent, RefKind, Request, Skips, Span, Trace,
-    alibaba, jaeger, otlp, tree,
+    self, Assembler, Call, Config, Error, Format, Parent, RefKind, Request, Skips, Span, Trace, alibaba, jaeger, otlp,
+    tree,
 };
 use proptest::prelude::*;
 use serde_json::Value;
 
 fn config() -> Config {
-    Config {
-        arg_tags: vec!["distance".into(), "interface".into()],
-        flush_after_us: 0,
-    }
+    Config { arg_tags: vec!["distance".into(), "interface".into()], flush_after_us: 0 }
 }
 
 /// Invariants of a built request, checked without recursion.
@@ -22,10 +19,7 @@ fn check_request(req: &Request, spans: usize) {
     while let Some(call) = stack.pop() {
         calls += 1;
         assert!(call.duration_us >= 0);
-        assert!(
-            (0..=call.duration_us).contains(&call.exclusive_us),
-            "{call:?}"
-        );
+        assert!((0..=call.duration_us).contains(&call.exclusive_us), "{call:?}");
         let mut previous_start = i64::MIN;
         for stage in &call.stages {
             assert!(!stage.is_empty());
@@ -87,24 +81,23 @@ fn all_decoders(bytes: &[u8]) {
 }
 
 fn sample_traces() -> Vec<Trace> {
-    let span =
-        |id: u64, parent: Option<(u64, RefKind)>, service: &str, start: i64, duration: i64| Span {
-            id,
-            parent: parent.map(|(id, kind)| Parent { id, kind }),
-            service: service.into(),
-            start_us: start,
-            duration_us: duration,
-            container: Some(format!("{service}-1")),
-            tags: if parent.is_none() {
-                vec![
-                    ("distance".into(), "3".into()),
-                    ("sampler.type".into(), "probabilistic".into()),
-                    ("sampler.param".into(), "0.5".into()),
-                ]
-            } else {
-                Vec::new()
-            },
-        };
+    let span = |id: u64, parent: Option<(u64, RefKind)>, service: &str, start: i64, duration: i64| Span {
+        id,
+        parent: parent.map(|(id, kind)| Parent { id, kind }),
+        service: service.into(),
+        start_us: start,
+        duration_us: duration,
+        container: Some(format!("{service}-1")),
+        tags: if parent.is_none() {
+            vec![
+                ("distance".into(), "3".into()),
+                ("sampler.type".into(), "probabilistic".into()),
+                ("sampler.param".into(), "0.5".into()),
+            ]
+        } else {
+            Vec::new()
+        },
+    };
     vec![
         Trace {
             id: "5b8efff798038103d269b633813fc60c".into(),
@@ -116,10 +109,7 @@ fn sample_traces() -> Vec<Trace> {
                 span(5, Some((3, RefKind::ChildOf)), "b", 1_060, 20),
             ],
         },
-        Trace {
-            id: "00000000000000ff".into(),
-            spans: vec![span(9, None, "front", 3_000, 5)],
-        },
+        Trace { id: "00000000000000ff".into(), spans: vec![span(9, None, "front", 3_000, 5)] },
     ]
 }
 
@@ -292,10 +282,7 @@ fn trace_samples_decode_cleanly() {
         }
         .expect("decodes");
         assert_eq!(out.len(), 2, "{format}");
-        let requests: Vec<Call> = out
-            .into_iter()
-            .filter_map(|t| tree::build(t, &mut skips).map(|r| r.root))
-            .collect();
+        let requests: Vec<Call> = out.into_iter().filter_map(|t| tree::build(t, &mut skips).map(|r| r.root)).collect();
         assert_eq!(requests.len(), 2, "{format}: {skips:?}");
     }
 }

@@ -55,20 +55,13 @@ pub(super) struct Scratch {
 
 /// `P(sum of Exp(rate of each phase) <= tau)` for `tau > 0` and rates positive and finite,
 /// adding `dF/d rate` of each phase into `grad[service]` when asked.
-pub(super) fn eval(
-    phases: &[usize],
-    params: &[Params],
-    tau: f64,
-    grad: Option<&mut [f64]>,
-    s: &mut Scratch,
-) -> f64 {
+pub(super) fn eval(phases: &[usize], params: &[Params], tau: f64, grad: Option<&mut [f64]>, s: &mut Scratch) -> f64 {
     let k = phases.len();
     let rate = |n: usize| params[phases[n]].rate_per_ms;
     // Fastest phases first: their partial sums die out early and leave the active band.
     s.order.clear();
     s.order.extend(0..k);
-    s.order
-        .sort_unstable_by(|&x, &y| rate(y).total_cmp(&rate(x)));
+    s.order.sort_unstable_by(|&x, &y| rate(y).total_cmp(&rate(x)));
     let lambda = rate(s.order[0]);
     s.p.clear();
     s.a.clear();
@@ -102,11 +95,7 @@ pub(super) fn eval(
             // Equal-length slices, indexed: this is the form that vectorises.
             let len = khi + 1 - klo;
             let (prev, cur) = (&s.v[klo - 1..][..len], &s.v[klo..][..len]);
-            let (a, p, next) = (
-                &s.a[klo - 1..][..len],
-                &s.p[klo - 1..][..len],
-                &mut s.next[klo..][..len],
-            );
+            let (a, p, next) = (&s.a[klo - 1..][..len], &s.p[klo - 1..][..len], &mut s.next[klo..][..len]);
             for i in 0..len {
                 next[i] = a[i] * cur[i] + p[i] * prev[i];
             }
@@ -217,42 +206,26 @@ mod tests {
             let tol = 1e-13 * x.max(10.0);
             for (i, &v) in w.iter().enumerate() {
                 let exact = pois.pmf((lo + i) as u64);
-                assert!(
-                    (v - exact).abs() <= tol * exact + 1e-300,
-                    "x={x} m={}: {v} vs {exact}",
-                    lo + i
-                );
+                assert!((v - exact).abs() <= tol * exact + 1e-300, "x={x} m={}: {v} vs {exact}", lo + i);
             }
             assert!((w.len() as f64) < steps(x));
         }
         // And to 1e-14 against a 40-digit value (mpmath): Poisson(978; 1234.5).
         let mut w = Vec::new();
         let lo = poisson_window(1234.5, &mut w);
-        assert_relative_eq!(
-            w[978 - lo],
-            4.325_728_288_844_213_4e-15,
-            max_relative = 1e-14
-        );
+        assert_relative_eq!(w[978 - lo], 4.325_728_288_844_213_4e-15, max_relative = 1e-14);
     }
 
     #[test]
     fn single_phase_is_the_exponential() {
-        let params = [Params {
-            l0_ms: 0.0,
-            rate_per_ms: 0.7,
-        }];
+        let params = [Params { l0_ms: 0.0, rate_per_ms: 0.7 }];
         let mut s = Scratch::default();
         let mut grad = [0.0];
         for tau in [1e-6, 0.5, 3.0, 40.0] {
             grad[0] = 0.0;
             let f = eval(&[0], &params, tau, Some(&mut grad), &mut s);
             assert_relative_eq!(f, -(-0.7 * tau).exp_m1(), max_relative = 1e-13);
-            assert_relative_eq!(
-                grad[0],
-                tau * (-0.7 * tau).exp(),
-                max_relative = 1e-12,
-                epsilon = 1e-300
-            );
+            assert_relative_eq!(grad[0], tau * (-0.7 * tau).exp(), max_relative = 1e-12, epsilon = 1e-300);
         }
     }
 }

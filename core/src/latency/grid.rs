@@ -48,30 +48,11 @@ impl Buf {
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Point {
-        pos: f64,
-        out: usize,
-    },
-    Shift {
-        pos: f64,
-        b: usize,
-        out: usize,
-    },
-    Conv {
-        a: usize,
-        b: usize,
-        out: usize,
-    },
-    Exp {
-        service: usize,
-        absorb: f64,
-        input: usize,
-        out: usize,
-    },
-    Max {
-        kids: (usize, usize),
-        out: usize,
-    },
+    Point { pos: f64, out: usize },
+    Shift { pos: f64, b: usize, out: usize },
+    Conv { a: usize, b: usize, out: usize },
+    Exp { service: usize, absorb: f64, input: usize, out: usize },
+    Max { kids: (usize, usize), out: usize },
 }
 
 /// Buffers reused across calls (the plan, the values and adjoints of every operation).
@@ -163,15 +144,7 @@ pub(super) fn eval(
 
 impl Scratch {
     /// Windows bottom-up (`lo`) and top-down (`hi`), then the operation list and buffers.
-    fn plan(
-        &mut self,
-        c: &Compiled,
-        params: &[Params],
-        h: f64,
-        off_root: f64,
-        top: i64,
-        fin: usize,
-    ) {
+    fn plan(&mut self, c: &Compiled, params: &[Params], h: f64, off_root: f64, top: i64, fin: usize) {
         let root = c.sums.len() - 1;
         let (ns, nm) = (c.sums.len(), c.maxes.len());
         self.sum_lo.resize(ns, 0);
@@ -192,12 +165,7 @@ impl Scratch {
                     self.sum_lo[i] = pos.floor() as i64 + gens;
                 }
                 Item::Max(m) => {
-                    self.max_lo[m] = c
-                        .max_children(m)
-                        .iter()
-                        .map(|&k| self.sum_lo[k])
-                        .max()
-                        .unwrap_or(0);
+                    self.max_lo[m] = c.max_children(m).iter().map(|&k| self.sum_lo[k]).max().unwrap_or(0);
                 }
             }
         }
@@ -235,8 +203,7 @@ impl Scratch {
                     let mut slowest = usize::MAX;
                     for (n, &k) in services.iter().enumerate() {
                         if n != skip
-                            && (slowest == usize::MAX
-                                || params[k].rate_per_ms < params[services[slowest]].rate_per_ms)
+                            && (slowest == usize::MAX || params[k].rate_per_ms < params[services[slowest]].rate_per_ms)
                         {
                             slowest = n;
                         }
@@ -255,11 +222,7 @@ impl Scratch {
                             rest -= self.max_lo[g];
                             let out = self.alloc(&mut total, plo, hi - rest);
                             let b = self.max_out[g];
-                            self.ops.push(if n == 0 {
-                                Op::Shift { pos, b, out }
-                            } else {
-                                Op::Conv { a: cur, b, out }
-                            });
+                            self.ops.push(if n == 0 { Op::Shift { pos, b, out } } else { Op::Conv { a: cur, b, out } });
                             cur = out;
                         }
                     }
@@ -269,12 +232,7 @@ impl Scratch {
                         }
                         let out = self.alloc(&mut total, lo, hi);
                         let absorb = if n == slowest { absorb } else { 0.0 };
-                        self.ops.push(Op::Exp {
-                            service,
-                            absorb,
-                            input: cur,
-                            out,
-                        });
+                        self.ops.push(Op::Exp { service, absorb, input: cur, out });
                         cur = out;
                     }
                     self.sum_out[i] = cur;
@@ -285,10 +243,7 @@ impl Scratch {
                         self.kids.push(self.sum_out[k]);
                     }
                     let out = self.alloc(&mut total, self.max_lo[m], self.max_hi[m]);
-                    self.ops.push(Op::Max {
-                        kids: (start, self.kids.len()),
-                        out,
-                    });
+                    self.ops.push(Op::Max { kids: (start, self.kids.len()), out });
                     self.max_out[m] = out;
                 }
             }
@@ -298,11 +253,7 @@ impl Scratch {
 
     fn alloc(&mut self, total: &mut usize, lo: i64, hi: i64) -> usize {
         debug_assert!(hi >= lo, "empty window [{lo}, {hi}]");
-        let buf = Buf {
-            off: *total,
-            lo,
-            hi,
-        };
+        let buf = Buf { off: *total, lo, hi };
         *total += buf.len();
         self.bufs.push(buf);
         self.bufs.len() - 1
@@ -337,11 +288,7 @@ impl Scratch {
                 Op::Conv { a, b, out } => {
                     let (ab, bb, o) = (self.bufs[a], self.bufs[b], self.bufs[out]);
                     let (before, after) = self.val.split_at_mut(o.off);
-                    let (av, bv, ov) = (
-                        &before[ab.range()],
-                        &before[bb.range()],
-                        &mut after[..o.len()],
-                    );
+                    let (av, bv, ov) = (&before[ab.range()], &before[bb.range()], &mut after[..o.len()]);
                     ov.fill(0.0);
                     // Equal lengths; only the supports are multiplied out.
                     let (av, bv) = (&av[..support(av)], &bv[..support(bv)]);
@@ -351,12 +298,7 @@ impl Scratch {
                         }
                     }
                 }
-                Op::Exp {
-                    service,
-                    absorb,
-                    input,
-                    out,
-                } => {
+                Op::Exp { service, absorb, input, out } => {
                     let (ib, o) = (self.bufs[input], self.bufs[out]);
                     let k = Kernel::new(params[service].rate_per_ms * h, absorb);
                     let (before, after) = self.val.split_at_mut(o.off);
@@ -441,12 +383,7 @@ impl Scratch {
                         }
                     }
                 }
-                Op::Exp {
-                    service,
-                    absorb,
-                    input,
-                    out,
-                } => {
+                Op::Exp { service, absorb, input, out } => {
                     let (ib, o) = (self.bufs[input], self.bufs[out]);
                     let k = Kernel::new(params[service].rate_per_ms * h, absorb);
                     let (before, after) = self.adj.split_at_mut(o.off);
@@ -565,11 +502,7 @@ fn support(w: &[f64]) -> usize {
 }
 
 /// Two disjoint mutable sub-slices.
-fn two_mut(
-    v: &mut [f64],
-    a: std::ops::Range<usize>,
-    b: std::ops::Range<usize>,
-) -> (&mut [f64], &mut [f64]) {
+fn two_mut(v: &mut [f64], a: std::ops::Range<usize>, b: std::ops::Range<usize>) -> (&mut [f64], &mut [f64]) {
     if a.start < b.start {
         let (x, y) = v.split_at_mut(b.start);
         (&mut x[a], &mut y[..b.end - b.start])
@@ -605,16 +538,7 @@ impl Kernel {
         let dmu = -mu * mu;
         let f2 = 2.0 * mu * mu - mu - absorb;
         if f2 <= 0.0 {
-            return Kernel {
-                a: 1.0 - mu,
-                c: mu,
-                b: 0.0,
-                q: 0.0,
-                da: -dmu,
-                dc: dmu,
-                db: 0.0,
-                dq: 0.0,
-            };
+            return Kernel { a: 1.0 - mu, c: mu, b: 0.0, q: 0.0, da: -dmu, dc: dmu, db: 0.0, dq: 0.0 };
         }
         let df2 = (4.0 * mu - 1.0) * dmu;
         let f3 = 6.0 * mu * mu * mu - 6.0 * mu * mu + 2.0 * mu - 3.0 * mu * absorb + 3.0 * absorb;
@@ -632,16 +556,7 @@ impl Kernel {
         let dc = (dn * f3 - n * df3) / (2.0 * f3 * f3);
         let a = 1.0 - c - b * (1.0 + r);
         let da = -dc - db * (1.0 + r) - b * dr;
-        Kernel {
-            a,
-            c,
-            b,
-            q,
-            da,
-            dc,
-            db,
-            dq,
-        }
+        Kernel { a, c, b, q, da, dc, db, dq }
     }
 }
 
@@ -684,24 +599,12 @@ mod tests {
                 );
                 let mu = 1.0 / x;
                 let [mass, mean, var, k3] = moments(&k);
-                let want = [
-                    1.0,
-                    mu,
-                    (mu * mu - absorb).max(mu * (1.0 - mu)),
-                    2.0 * mu.powi(3),
-                ];
+                let want = [1.0, mu, (mu * mu - absorb).max(mu * (1.0 - mu)), 2.0 * mu.powi(3)];
                 for (got, want) in [mass, mean, var].iter().zip(&want) {
-                    assert!(
-                        (got - want).abs() <= 1e-9 * want.max(1.0),
-                        "{x} {absorb}: {got} vs {want}"
-                    );
+                    assert!((got - want).abs() <= 1e-9 * want.max(1.0), "{x} {absorb}: {got} vs {want}");
                 }
                 if 2.0 * mu * mu - mu - absorb > 0.0 {
-                    assert!(
-                        (k3 - want[3]).abs() <= 1e-8 * want[3].max(1.0),
-                        "{x} {absorb}: k3 {k3} vs {}",
-                        want[3]
-                    );
+                    assert!((k3 - want[3]).abs() <= 1e-8 * want[3].max(1.0), "{x} {absorb}: k3 {k3} vs {}", want[3]);
                 }
             }
         }
@@ -713,17 +616,9 @@ mod tests {
             for absorb in [0.0, 0.2] {
                 let (k, e) = (Kernel::new(x, absorb), 1e-6 * x);
                 let (p, m) = (Kernel::new(x + e, absorb), Kernel::new(x - e, absorb));
-                for (d, hi, lo) in [
-                    (k.da, p.a, m.a),
-                    (k.dc, p.c, m.c),
-                    (k.db, p.b, m.b),
-                    (k.dq, p.q, m.q),
-                ] {
+                for (d, hi, lo) in [(k.da, p.a, m.a), (k.dc, p.c, m.c), (k.db, p.b, m.b), (k.dq, p.q, m.q)] {
                     let fd = (hi - lo) / (2.0 * e);
-                    assert!(
-                        (d - fd).abs() <= 1e-6 * fd.abs().max(1e-3),
-                        "x {x} absorb {absorb}: {d} vs {fd}"
-                    );
+                    assert!((d - fd).abs() <= 1e-6 * fd.abs().max(1e-3), "x {x} absorb {absorb}: {d} vs {fd}");
                 }
             }
         }

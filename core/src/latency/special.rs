@@ -12,11 +12,7 @@ const SERIES_BELOW: f64 = 0.5;
 const SERIES_TERMS: u32 = 18;
 
 pub(super) fn phi(x: f64) -> f64 {
-    if x < SERIES_BELOW {
-        1.0 - psi(x)
-    } else {
-        -(-x).exp_m1() / x
-    }
+    if x < SERIES_BELOW { 1.0 - psi(x) } else { -(-x).exp_m1() / x }
 }
 
 pub(super) fn psi(x: f64) -> f64 {
@@ -58,11 +54,7 @@ mod tests {
     fn series_and_closed_forms_meet() {
         for x in [SERIES_BELOW * (1.0 - 1e-12), SERIES_BELOW] {
             assert_relative_eq!(psi(x), 1.0 + (-x).exp_m1() / x, max_relative = 1e-14);
-            assert_relative_eq!(
-                chi(x),
-                (-(-x).exp_m1() / x - (-x).exp()) / x,
-                max_relative = 1e-13
-            );
+            assert_relative_eq!(chi(x), (-(-x).exp_m1() / x - (-x).exp()) / x, max_relative = 1e-13);
         }
     }
 
@@ -75,11 +67,7 @@ mod tests {
                 x / 2.0 - x * x / 6.0 + x * x * x / 24.0 - x.powi(4) / 120.0,
                 max_relative = 1e-12
             );
-            assert_relative_eq!(
-                chi(x),
-                0.5 - x / 3.0 + x * x / 8.0 - x.powi(3) / 30.0,
-                max_relative = 1e-12
-            );
+            assert_relative_eq!(chi(x), 0.5 - x / 3.0 + x * x / 8.0 - x.powi(3) / 30.0, max_relative = 1e-12);
             assert_relative_eq!(phi(x) + psi(x), 1.0, max_relative = 1e-16);
         }
         assert_eq!(phi(0.0), 1.0);

@@ -70,12 +70,7 @@ impl Columns {
     fn new(header: &csv::ByteRecord, origin: &str) -> Result<Self, Error> {
         let names: Vec<String> = header
             .iter()
-            .map(|f| {
-                String::from_utf8_lossy(f)
-                    .trim()
-                    .trim_start_matches('\u{feff}')
-                    .to_ascii_lowercase()
-            })
+            .map(|f| String::from_utf8_lossy(f).trim().trim_start_matches('\u{feff}').to_ascii_lowercase())
             .collect();
         let find = |name: &str| names.iter().position(|n| n == name);
         let need = |name: &str| {
@@ -104,10 +99,7 @@ pub fn read(
     skips: &mut Skips,
     sink: &mut dyn FnMut(Trace),
 ) -> Result<(), Error> {
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(true)
-        .from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(reader);
     let header = match csv.byte_headers() {
         Ok(h) if h.iter().any(|f| !f.is_empty()) => h.clone(),
         Ok(_) => return Err(Error::format(origin, FORMAT, 1, 1, "empty input")),
@@ -127,21 +119,10 @@ pub fn read(
     loop {
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
-            Ok(true) => row(
-                &record,
-                &columns,
-                origin,
-                config,
-                &mut assembler,
-                &mut row_skips,
-                &mut emit,
-            ),
-            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) =>
-            {
+            Ok(true) => row(&record, &columns, origin, config, &mut assembler, &mut row_skips, &mut emit),
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof) => {
                 let line = e.position().map_or(0, csv::Position::line);
-                row_skips.add(Reason::Truncated, || {
-                    format!("{origin}:{line}: input ends early")
-                });
+                row_skips.add(Reason::Truncated, || format!("{origin}:{line}: input ends early"));
                 break;
             }
             Err(e) => {
@@ -159,9 +140,7 @@ pub fn read(
 }
 
 fn csv_error(origin: &str, e: csv::Error) -> Error {
-    let line = e
-        .position()
-        .map_or(1, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
+    let line = e.position().map_or(1, |p| usize::try_from(p.line()).unwrap_or(usize::MAX));
     match e.into_kind() {
         csv::ErrorKind::Io(io) => Error::io(origin, io),
         other => Error::format(origin, FORMAT, line, 1, format!("{other:?}")),
@@ -179,26 +158,16 @@ fn row(
     emit: &mut dyn FnMut(String, Vec<Row>),
 ) {
     let line = record.position().map_or(0, csv::Position::line);
-    let text = |i: usize| {
-        record
-            .get(i)
-            .map(|f| String::from_utf8_lossy(f).trim().to_owned())
-    };
+    let text = |i: usize| record.get(i).map(|f| String::from_utf8_lossy(f).trim().to_owned());
     let Some(trace_id) = text(columns.traceid).filter(|t| !t.is_empty()) else {
         skips.add(Reason::Malformed, || format!("{origin}:{line}: no traceid"));
         return;
     };
     let start = record.get(columns.timestamp).and_then(millis_to_us);
     let rt = record.get(columns.rt).and_then(millis_to_us);
-    let rpcid =
-        text(columns.rpcid).filter(|r| !r.is_empty() && r.split('.').all(|c| !c.is_empty()));
+    let rpcid = text(columns.rpcid).filter(|r| !r.is_empty() && r.split('.').all(|c| !c.is_empty()));
     let (Some(start_us), Some(rt_us), Some(rpcid)) = (start, rt, rpcid) else {
-        let field = |i: usize| {
-            record
-                .get(i)
-                .map(String::from_utf8_lossy)
-                .unwrap_or(Cow::Borrowed("(missing)"))
-        };
+        let field = |i: usize| record.get(i).map(String::from_utf8_lossy).unwrap_or(Cow::Borrowed("(missing)"));
         let example = || {
             format!(
                 "{origin}:{line}: trace {trace_id}: unreadable timestamp {:?}, rt {:?} or rpcid {:?}",
@@ -214,10 +183,7 @@ fn row(
     let duration_us = rt_us.unsigned_abs().min(MAX_TIME_US.unsigned_abs());
     let duration_us = i64::try_from(duration_us).unwrap_or(MAX_TIME_US);
     let mut tags = Vec::new();
-    for (key, column) in [
-        ("rpctype", columns.rpctype),
-        ("interface", columns.interface),
-    ] {
+    for (key, column) in [("rpctype", columns.rpctype), ("interface", columns.interface)] {
         if let Some(value) = column.filter(|_| config.keeps(key)).and_then(text) {
             tags.push((key.to_owned(), value));
         }
@@ -252,12 +218,7 @@ fn usable(name: &str) -> bool {
 }
 
 /// The rows of one trace as spans; see the module docs for the rules.
-fn assemble(
-    trace_id: String,
-    mut rows: Vec<Row>,
-    origin: &str,
-    skips: &mut Skips,
-) -> Option<Trace> {
+fn assemble(trace_id: String, mut rows: Vec<Row>, origin: &str, skips: &mut Skips) -> Option<Trace> {
     rows.sort_by(|a, b| (&a.rpcid, a.side, a.line).cmp(&(&b.rpcid, b.side, b.line)));
     // The preferred row of each rpcid, with a usable name from its twins if it lacks one.
     let mut calls: Vec<Row> = Vec::new();
@@ -273,27 +234,19 @@ fn assemble(
     }
     let depth = |rpcid: &str| rpcid.bytes().filter(|&b| b == b'.').count();
     let root_depth = calls.iter().map(|c| depth(&c.rpcid)).min()?;
-    let mut ids: HashMap<&str, u64> = calls
-        .iter()
-        .zip(1..)
-        .map(|(c, id)| (c.rpcid.as_str(), id))
-        .collect();
+    let mut ids: HashMap<&str, u64> = calls.iter().zip(1..).map(|(c, id)| (c.rpcid.as_str(), id)).collect();
     let mut spans = Vec::with_capacity(calls.len());
     for call in &calls {
         if !usable(&call.dm) {
             let (line, rpcid, dm) = (call.line, &call.rpcid, &call.dm);
-            skips.add(Reason::NoService, || {
-                format!("{origin}:{line}: trace {trace_id}: rpcid {rpcid}: service {dm:?}")
-            });
+            skips
+                .add(Reason::NoService, || format!("{origin}:{line}: trace {trace_id}: rpcid {rpcid}: service {dm:?}"));
             continue;
         }
         let parent = match call.rpcid.rsplit_once('.') {
             Some((parent, _)) if depth(&call.rpcid) > root_depth => {
                 let next = u64::try_from(ids.len()).unwrap_or(u64::MAX - 1) + 1;
-                Some(Parent {
-                    id: *ids.entry(parent).or_insert(next),
-                    kind: RefKind::ChildOf,
-                })
+                Some(Parent { id: *ids.entry(parent).or_insert(next), kind: RefKind::ChildOf })
             }
             _ => None,
         };
@@ -307,10 +260,7 @@ fn assemble(
             tags: call.tags.clone(),
         });
     }
-    Some(Trace {
-        id: trace_id,
-        spans,
-    })
+    Some(Trace { id: trace_id, spans })
 }
 
 #[cfg(test)]

@@ -42,18 +42,8 @@ pub struct Assembler<T = Span> {
 impl<T> Assembler<T> {
     /// `flush_after_us` as in [`super::Config::flush_after_us`]; 0 or less means the default.
     pub fn new(flush_after_us: i64) -> Self {
-        let flush_after_us = if flush_after_us > 0 {
-            flush_after_us
-        } else {
-            DEFAULT_FLUSH_AFTER_US
-        };
-        Assembler {
-            flush_after_us,
-            clock: i64::MIN,
-            seen: i64::MIN,
-            open: HashMap::new(),
-            queue: BinaryHeap::new(),
-        }
+        let flush_after_us = if flush_after_us > 0 { flush_after_us } else { DEFAULT_FLUSH_AFTER_US };
+        Assembler { flush_after_us, clock: i64::MIN, seen: i64::MIN, open: HashMap::new(), queue: BinaryHeap::new() }
     }
 
     /// Traces currently open.
@@ -71,11 +61,7 @@ impl<T> Assembler<T> {
     fn open(&mut self, trace_id: &str, end_us: i64) -> Option<&mut Open<T>> {
         if !self.open.contains_key(trace_id) {
             self.queue.push(Reverse((end_us, trace_id.to_owned())));
-            let open = Open {
-                items: Vec::new(),
-                last_end: end_us,
-                rejected: false,
-            };
+            let open = Open { items: Vec::new(), last_end: end_us, rejected: false };
             self.open.insert(trace_id.to_owned(), open);
         }
         self.seen = self.seen.max(end_us);
@@ -94,13 +80,7 @@ impl<T> Assembler<T> {
     }
 
     /// [`Assembler::add`], then [`Assembler::flush`]: for items that arrive in time order.
-    pub fn push(
-        &mut self,
-        trace_id: &str,
-        end_us: i64,
-        item: T,
-        emit: &mut dyn FnMut(String, Vec<T>),
-    ) {
+    pub fn push(&mut self, trace_id: &str, end_us: i64, item: T, emit: &mut dyn FnMut(String, Vec<T>)) {
         self.add(trace_id, end_us, item);
         self.flush(emit);
     }
@@ -156,12 +136,7 @@ impl<T> Assembler<T> {
     }
 
     /// Emit `id` unless it has grown past `horizon` since it was queued (then re-queue it).
-    fn pop_trace(
-        &mut self,
-        id: String,
-        horizon: Option<i64>,
-        emit: &mut dyn FnMut(String, Vec<T>),
-    ) {
+    fn pop_trace(&mut self, id: String, horizon: Option<i64>, emit: &mut dyn FnMut(String, Vec<T>)) {
         let Some(open) = self.open.get(&id) else {
             return;
         };

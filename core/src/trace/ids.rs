@@ -25,10 +25,7 @@ impl IdBytes {
         if b.len() > MAX_ID_BYTES {
             return None;
         }
-        let mut id = IdBytes {
-            len: b.len(),
-            ..IdBytes::default()
-        };
+        let mut id = IdBytes { len: b.len(), ..IdBytes::default() };
         id.bytes[..b.len()].copy_from_slice(b);
         Some(id)
     }
@@ -52,11 +49,7 @@ impl IdBytes {
     pub(crate) fn trace_hex(&self) -> String {
         let s = self.as_slice();
         let high = &s[..s.len().saturating_sub(8)];
-        let (width, digits) = if high.iter().all(|&b| b == 0) {
-            (8, &s[high.len()..])
-        } else {
-            (MAX_ID_BYTES, s)
-        };
+        let (width, digits) = if high.iter().all(|&b| b == 0) { (8, &s[high.len()..]) } else { (MAX_ID_BYTES, s) };
         let mut out = String::with_capacity(2 * width);
         for _ in digits.len()..width {
             out.push_str("00");
@@ -96,10 +89,7 @@ pub(crate) fn hex_bytes(s: &str) -> Option<IdBytes> {
     if s.is_empty() || s.len() > 2 * MAX_ID_BYTES {
         return None;
     }
-    let mut id = IdBytes {
-        len: s.len().div_ceil(2),
-        ..IdBytes::default()
-    };
+    let mut id = IdBytes { len: s.len().div_ceil(2), ..IdBytes::default() };
     let odd = s.len() % 2;
     for (i, &c) in s.iter().enumerate() {
         let v = hex_value(c)?;
@@ -166,13 +156,8 @@ mod tests {
         assert_eq!(hex_u64(&"f".repeat(33)), None);
         assert_eq!(hex_trace_id("ABC").as_deref(), Some("0000000000000abc"));
         assert_eq!(hex_trace_id(&"a".repeat(17)).map(|s| s.len()), Some(32));
-        assert_eq!(
-            hex_trace_id("00000000000000000000000000abcdef").as_deref(),
-            Some("0000000000abcdef")
-        );
-        let padded = hex_bytes("abcdef")
-            .map(|id| id.padded16())
-            .unwrap_or_default();
+        assert_eq!(hex_trace_id("00000000000000000000000000abcdef").as_deref(), Some("0000000000abcdef"));
+        let padded = hex_bytes("abcdef").map(|id| id.padded16()).unwrap_or_default();
         assert_eq!(padded[13..], [0xab, 0xcd, 0xef]);
         assert!(padded[..13].iter().all(|&b| b == 0));
     }
@@ -187,14 +172,8 @@ mod tests {
         assert_eq!(a, b);
         let span_hex = "eee19b7ec3c1b174";
         let span_b64 = "7uGbfsPBsXQ=";
-        assert_eq!(
-            otlp_json_id(span_hex, 8).map(|i| i.low_u64()),
-            Some(0xeee1_9b7e_c3c1_b174)
-        );
-        assert_eq!(
-            otlp_json_id(span_b64, 8).map(|i| i.low_u64()),
-            Some(0xeee1_9b7e_c3c1_b174)
-        );
+        assert_eq!(otlp_json_id(span_hex, 8).map(|i| i.low_u64()), Some(0xeee1_9b7e_c3c1_b174));
+        assert_eq!(otlp_json_id(span_b64, 8).map(|i| i.low_u64()), Some(0xeee1_9b7e_c3c1_b174));
         assert!(otlp_json_id("not an id!", 8).is_none());
     }
 

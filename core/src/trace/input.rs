@@ -28,22 +28,14 @@ pub fn read_path(
     sink: &mut dyn FnMut(Trace),
 ) -> Result<(), Error> {
     let origin = path.display().to_string();
-    let io = |source| Error::Io {
-        path: path.to_owned(),
-        source,
-    };
+    let io = |source| Error::Io { path: path.to_owned(), source };
     let mut file = BufReader::with_capacity(PEEK, File::open(path).map_err(io)?);
     let gzip = file.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
-    let mut reader: Box<dyn BufRead> = if gzip {
-        Box::new(BufReader::with_capacity(PEEK, MultiGzDecoder::new(file)))
-    } else {
-        Box::new(file)
-    };
+    let mut reader: Box<dyn BufRead> =
+        if gzip { Box::new(BufReader::with_capacity(PEEK, MultiGzDecoder::new(file))) } else { Box::new(file) };
     let format = match format {
         Some(f) => f,
-        None => detect(peek(&mut reader).map_err(io)?).ok_or_else(|| Error::UnknownFormat {
-            path: path.to_owned(),
-        })?,
+        None => detect(peek(&mut reader).map_err(io)?).ok_or_else(|| Error::UnknownFormat { path: path.to_owned() })?,
     };
     match format {
         Format::Jaeger => jaeger::read(reader, &origin, config, skips, sink),
@@ -98,10 +90,7 @@ fn detect_json(text: &[u8]) -> Option<Format> {
         (b"\"result\"", Format::Otlp),
     ];
     let position = |key: &[u8]| text.windows(key.len()).position(|w| w == key);
-    KEYS.iter()
-        .filter_map(|(key, format)| position(key).map(|p| (p, *format)))
-        .min_by_key(|(p, _)| *p)
-        .map(|(_, f)| f)
+    KEYS.iter().filter_map(|(key, format)| position(key).map(|p| (p, *format))).min_by_key(|(p, _)| *p).map(|(_, f)| f)
 }
 
 #[cfg(test)]
@@ -115,20 +104,14 @@ mod tests {
     fn traces() -> Vec<Trace> {
         let span = |id: u64, parent: Option<u64>, service: &str| Span {
             id,
-            parent: parent.map(|id| crate::trace::Parent {
-                id,
-                kind: crate::trace::RefKind::ChildOf,
-            }),
+            parent: parent.map(|id| crate::trace::Parent { id, kind: crate::trace::RefKind::ChildOf }),
             service: service.into(),
             start_us: 1_000 + id as i64,
             duration_us: 100 - id as i64,
             container: Some(format!("{service}-0")),
             tags: Vec::new(),
         };
-        vec![Trace {
-            id: "0000000000000abc".into(),
-            spans: vec![span(1, None, "a"), span(2, Some(1), "b")],
-        }]
+        vec![Trace { id: "0000000000000abc".into(), spans: vec![span(1, None, "a"), span(2, Some(1), "b")] }]
     }
 
     fn temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
@@ -148,9 +131,7 @@ mod tests {
     fn read(path: &Path, format: Option<Format>) -> (Result<(), Error>, Vec<Trace>, Skips) {
         let mut skips = Skips::default();
         let mut out = Vec::new();
-        let result = read_path(path, format, &Config::default(), &mut skips, &mut |t| {
-            out.push(t)
-        });
+        let result = read_path(path, format, &Config::default(), &mut skips, &mut |t| out.push(t));
         (result, out, skips)
     }
 
@@ -162,9 +143,7 @@ mod tests {
         let mut otlp_json = Vec::new();
         otlp::write_json(&mut otlp_json, &traces).expect("write");
         let otlp_protobuf = otlp::encode_protobuf(&traces);
-        let alibaba =
-            b",traceid,timestamp,rpcid,um,rpctype,dm,interface,rt\n0,abc,1,0,USER,http,a,/,1\n"
-                .to_vec();
+        let alibaba = b",traceid,timestamp,rpcid,um,rpctype,dm,interface,rt\n0,abc,1,0,USER,http,a,/,1\n".to_vec();
         let v3 = [&b"{\"result\":"[..], &otlp_json, b"}"].concat();
         let cases = [
             ("jaeger.json", jaeger, Format::Jaeger),
@@ -175,10 +154,7 @@ mod tests {
         ];
         for (name, bytes, format) in cases {
             assert_eq!(detect(&bytes), Some(format), "{name}");
-            for (file, content) in [
-                (name.to_owned(), bytes.clone()),
-                (format!("{name}.gz"), gzip(&bytes)),
-            ] {
+            for (file, content) in [(name.to_owned(), bytes.clone()), (format!("{name}.gz"), gzip(&bytes))] {
                 let (result, out, skips) = read(&temp(&file, &content), None);
                 assert!(result.is_ok(), "{file}: {result:?}");
                 assert_eq!(skips.total(), 0, "{file}: {skips:?}");
@@ -193,14 +169,8 @@ mod tests {
 
     #[test]
     fn detection_edge_cases() {
-        assert_eq!(
-            detect(b"  \n{\"total\": 0, \"data\": []}"),
-            Some(Format::Jaeger)
-        );
-        assert_eq!(
-            detect(b"{\"spans\": [], \"traceID\": \"1\"}"),
-            Some(Format::Jaeger)
-        );
+        assert_eq!(detect(b"  \n{\"total\": 0, \"data\": []}"), Some(Format::Jaeger));
+        assert_eq!(detect(b"{\"spans\": [], \"traceID\": \"1\"}"), Some(Format::Jaeger));
         assert_eq!(detect(b"{\"x\": 1}"), None);
         assert_eq!(detect(b"hello, world\n"), None);
         assert_eq!(detect(b"TraceId,Timestamp,RpcId\n"), Some(Format::Alibaba));
@@ -221,15 +191,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let path = temp("empty.json", b"");
-        assert!(matches!(
-            read(&path, None).0,
-            Err(Error::UnknownFormat { .. })
-        ));
+        assert!(matches!(read(&path, None).0, Err(Error::UnknownFormat { .. })));
         let path = temp("bad.json", b"not json");
         match read(&path, Some(Format::Jaeger)).0 {
-            Err(Error::Format {
-                path: p, line: 1, ..
-            }) => assert_eq!(p, path),
+            Err(Error::Format { path: p, line: 1, .. }) => assert_eq!(p, path),
             other => panic!("{other:?}"),
         }
     }
@@ -237,12 +202,7 @@ mod tests {
     #[test]
     fn a_cut_gzip_stream_counts_as_truncated() {
         let mut jaeger = Vec::new();
-        let many: Vec<Trace> = (1..=50u64)
-            .map(|i| Trace {
-                id: format!("{i:x}"),
-                ..traces().swap_remove(0)
-            })
-            .collect();
+        let many: Vec<Trace> = (1..=50u64).map(|i| Trace { id: format!("{i:x}"), ..traces().swap_remove(0) }).collect();
         jaeger::write(&mut jaeger, &many).expect("write");
         let gz = gzip(&jaeger);
         let path = temp("cut.json.gz", &gz[..gz.len() / 2]);

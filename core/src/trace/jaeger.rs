@@ -68,9 +68,7 @@ fn read_with_limit(
             let truncated = skips.count(Reason::Truncated);
             decode(&bytes, origin, config, skips, sink)?;
             if cut && skips.count(Reason::Truncated) == truncated {
-                skips.add(Reason::Truncated, || {
-                    format!("{origin}: input ends early (cut compressed stream)")
-                });
+                skips.add(Reason::Truncated, || format!("{origin}: input ends early (cut compressed stream)"));
             }
             Ok(())
         }
@@ -114,20 +112,8 @@ struct Decoder<'c> {
 }
 
 impl<'c> Decoder<'c> {
-    fn new(
-        origin: &'c str,
-        config: &'c Config,
-        skips: &'c mut Skips,
-        sink: &'c mut dyn FnMut(Trace),
-    ) -> Self {
-        Decoder {
-            origin,
-            config,
-            skips,
-            sink,
-            elements: 0,
-            delivered: 0,
-        }
+    fn new(origin: &'c str, config: &'c Config, skips: &'c mut Skips, sink: &'c mut dyn FnMut(Trace)) -> Self {
+        Decoder { origin, config, skips, sink, elements: 0, delivered: 0 }
     }
 
     /// Read top-level documents until the end of input.
@@ -146,21 +132,14 @@ impl<'c> Decoder<'c> {
                 Err(_) => {}
             }
             documents += 1;
-            let document = Document::<Raw> {
-                decoder: self,
-                raw: PhantomData,
-            };
+            let document = Document::<Raw> { decoder: self, raw: PhantomData };
             document.deserialize(&mut *de).map_err(Broken::classify)?;
         }
     }
 
     /// Turn how the input ended into a result and skips. `at_end` says whether invalid JSON
     /// was found at the very end of the input (a number cut short), which is a truncation.
-    fn finish(
-        &mut self,
-        outcome: Result<(), Broken>,
-        at_end: impl FnOnce() -> bool,
-    ) -> Result<(), Error> {
+    fn finish(&mut self, outcome: Result<(), Broken>, at_end: impl FnOnce() -> bool) -> Result<(), Error> {
         let origin = self.origin;
         let delivered = self.delivered;
         let outcome = match outcome {
@@ -179,16 +158,10 @@ impl<'c> Decoder<'c> {
                 });
                 Ok(())
             }
-            Err(Broken::Invalid {
-                line,
-                column,
-                detail,
-            }) if self.elements == 0 => Err(Error::format(origin, FORMAT, line, column, detail)),
-            Err(Broken::Invalid {
-                line,
-                column,
-                detail,
-            }) => {
+            Err(Broken::Invalid { line, column, detail }) if self.elements == 0 => {
+                Err(Error::format(origin, FORMAT, line, column, detail))
+            }
+            Err(Broken::Invalid { line, column, detail }) => {
                 self.skips.add(Reason::Malformed, || {
                     format!("{origin}:{line}:{column}: {detail}; rest of the input skipped")
                 });
@@ -209,9 +182,8 @@ impl<'c> Decoder<'c> {
             }
             Err(e) => {
                 let origin = self.origin;
-                self.skips.add(Reason::Malformed, || {
-                    format!("{origin}: trace #{index}: {e} (position within the trace)")
-                });
+                self.skips
+                    .add(Reason::Malformed, || format!("{origin}: trace #{index}: {e} (position within the trace)"));
             }
         }
     }
@@ -219,14 +191,10 @@ impl<'c> Decoder<'c> {
     fn convert(&mut self, doc: &TraceDoc<'_>) -> Option<Trace> {
         let origin = self.origin;
         let index = self.elements;
-        let raw_id = doc
-            .trace_id
-            .as_ref()
-            .or_else(|| doc.spans.iter().find_map(|s| s.trace_id.as_ref()));
+        let raw_id = doc.trace_id.as_ref().or_else(|| doc.spans.iter().find_map(|s| s.trace_id.as_ref()));
         let Some(id) = raw_id.and_then(|t| ids::hex_trace_id(t.as_str())) else {
-            self.skips.add(Reason::Malformed, || {
-                format!("{origin}: trace #{index}: missing or non-hex traceID {raw_id:?}")
-            });
+            self.skips
+                .add(Reason::Malformed, || format!("{origin}: trace #{index}: missing or non-hex traceID {raw_id:?}"));
             return None;
         };
         let mut spans = Vec::with_capacity(doc.spans.len());
@@ -234,8 +202,7 @@ impl<'c> Decoder<'c> {
             match span(s, &id, &doc.processes, self.config) {
                 Ok(span) => spans.push(span),
                 Err((reason, why)) => {
-                    self.skips
-                        .add(reason, || format!("{origin}: trace {id}: {why}"));
+                    self.skips.add(reason, || format!("{origin}: trace {id}: {why}"));
                     return None;
                 }
             }
@@ -251,24 +218,12 @@ fn span(
     processes: &HashMap<Text<'_>, ProcessDoc<'_>>,
     config: &Config,
 ) -> Result<Span, (Reason, String)> {
-    let id = ids::hex_u64(s.span_id.as_str()).ok_or_else(|| {
-        (
-            Reason::Malformed,
-            format!("span id {:?} is not hex", s.span_id.as_str()),
-        )
-    })?;
-    let bad_ref = |r: &str| {
-        (
-            Reason::Malformed,
-            format!("span {id:016x}: parent id {r:?} is not hex"),
-        )
-    };
+    let id = ids::hex_u64(s.span_id.as_str())
+        .ok_or_else(|| (Reason::Malformed, format!("span id {:?} is not hex", s.span_id.as_str())))?;
+    let bad_ref = |r: &str| (Reason::Malformed, format!("span {id:016x}: parent id {r:?} is not hex"));
     let (mut child_of, mut follows) = (None, None);
     for r in &s.references {
-        if r.trace_id
-            .as_ref()
-            .is_some_and(|t| !same_trace(t.as_str(), trace_id))
-        {
+        if r.trace_id.as_ref().is_some_and(|t| !same_trace(t.as_str(), trace_id)) {
             continue;
         }
         let pid = ids::hex_u64(r.span_id.as_str()).ok_or_else(|| bad_ref(r.span_id.as_str()))?;
@@ -279,44 +234,27 @@ fn span(
         }
     }
     let mut parent = child_of
-        .map(|id| Parent {
-            id,
-            kind: RefKind::ChildOf,
-        })
-        .or(follows.map(|id| Parent {
-            id,
-            kind: RefKind::FollowsFrom,
-        }));
+        .map(|id| Parent { id, kind: RefKind::ChildOf })
+        .or(follows.map(|id| Parent { id, kind: RefKind::FollowsFrom }));
     if parent.is_none()
         && let Some(p) = &s.parent_span_id
     {
         let pid = ids::hex_u64(p.as_str()).ok_or_else(|| bad_ref(p.as_str()))?;
-        parent = (pid != 0).then_some(Parent {
-            id: pid,
-            kind: RefKind::ChildOf,
-        });
+        parent = (pid != 0).then_some(Parent { id: pid, kind: RefKind::ChildOf });
     }
 
     let (start_us, duration_us) = match (s.start_time.get(), s.duration.get()) {
         (Some(start), Some(duration)) if times_ok(start, duration) => (start, duration),
         (start, duration) => {
-            let why =
-                format!("span {id:016x}: bad time (startTime {start:?}, duration {duration:?})");
+            let why = format!("span {id:016x}: bad time (startTime {start:?}, duration {duration:?})");
             return Err((Reason::BadTime, why));
         }
     };
 
-    let process = s.process.as_ref().or_else(|| {
-        s.process_id
-            .as_ref()
-            .and_then(|p| processes.get(p.as_str()))
-    });
+    let process = s.process.as_ref().or_else(|| s.process_id.as_ref().and_then(|p| processes.get(p.as_str())));
     let Some(process) = process.filter(|p| !p.service_name.as_str().is_empty()) else {
         let pid = s.process_id.as_ref().map(Text::as_str);
-        return Err((
-            Reason::NoService,
-            format!("span {id:016x}: no process serviceName (processID {pid:?})"),
-        ));
+        return Err((Reason::NoService, format!("span {id:016x}: no process serviceName (processID {pid:?})")));
     };
     let container = ["hostname", "ip"]
         .iter()
@@ -340,15 +278,7 @@ fn span(
         }
     }
 
-    Ok(Span {
-        id,
-        parent,
-        service: process.service_name.as_str().to_owned(),
-        start_us,
-        duration_us,
-        container,
-        tags,
-    })
+    Ok(Span { id, parent, service: process.service_name.as_str().to_owned(), start_us, duration_us, container, tags })
 }
 
 /// Whether a reference's trace id names `canonical` (compared without leading zeros or case).
@@ -394,10 +324,7 @@ where
             match key.as_str() {
                 "data" => {
                     seen_data = true;
-                    map.next_value_seed(List::<Raw> {
-                        decoder: &mut *self.decoder,
-                        raw: PhantomData,
-                    })?;
+                    map.next_value_seed(List::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?;
                 }
                 "traceID" => bare.push(("traceID", map.next_value()?)),
                 "spans" => bare.push(("spans", map.next_value()?)),
@@ -419,19 +346,13 @@ where
             self.decoder.elements += 1;
             self.decoder.trace_text(&text);
         } else if !seen_data {
-            return Err(de::Error::custom(
-                r#"no "data" list and no "spans": not a Jaeger response"#,
-            ));
+            return Err(de::Error::custom(r#"no "data" list and no "spans": not a Jaeger response"#));
         }
         Ok(())
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        List::<Raw> {
-            decoder: self.decoder,
-            raw: PhantomData,
-        }
-        .visit_seq(seq)
+        List::<Raw> { decoder: self.decoder, raw: PhantomData }.visit_seq(seq)
     }
 }
 
@@ -466,13 +387,7 @@ where
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(Element::<Raw> {
-                decoder: &mut *self.decoder,
-                raw: PhantomData,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Element::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?.is_some() {}
         Ok(())
     }
 }
@@ -590,9 +505,7 @@ impl<'de> Deserialize<'de> for RefType {
                 })
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<RefType, E> {
-                Ok(u64::try_from(v).map_or(RefType::Other, |v| {
-                    self.visit_u64::<E>(v).unwrap_or(RefType::Other)
-                }))
+                Ok(u64::try_from(v).map_or(RefType::Other, |v| self.visit_u64::<E>(v).unwrap_or(RefType::Other)))
             }
             fn visit_unit<E: de::Error>(self) -> Result<RefType, E> {
                 Ok(RefType::ChildOf)
@@ -618,11 +531,7 @@ pub fn write(writer: impl Write, traces: &[Trace]) -> std::io::Result<()> {
         let id = ids::wire_trace_id(&trace.id).trace_hex();
         serde_json::to_writer(&mut w, &TraceOut::new(trace, &id))?;
     }
-    write!(
-        w,
-        "],\"total\":{},\"limit\":0,\"offset\":0,\"errors\":null}}",
-        traces.len()
-    )?;
+    write!(w, "],\"total\":{},\"limit\":0,\"offset\":0,\"errors\":null}}", traces.len())?;
     w.flush()
 }
 
@@ -678,11 +587,7 @@ struct ProcessOut<'a> {
 
 impl<'a> TraceOut<'a> {
     fn new(trace: &'a Trace, trace_id: &'a str) -> Self {
-        let mut out = TraceOut {
-            trace_id,
-            spans: Vec::new(),
-            processes: HashMap::new(),
-        };
+        let mut out = TraceOut { trace_id, spans: Vec::new(), processes: HashMap::new() };
         let mut keys: Vec<(&str, Option<&str>)> = Vec::new();
         for s in &trace.spans {
             let key = (s.service.as_str(), s.container.as_deref());
@@ -690,17 +595,8 @@ impl<'a> TraceOut<'a> {
                 Some(n) => n + 1,
                 None => {
                     keys.push(key);
-                    let tags = key
-                        .1
-                        .map(|c| vec![string_tag("hostname", c)])
-                        .unwrap_or_default();
-                    out.processes.insert(
-                        format!("p{}", keys.len()),
-                        ProcessOut {
-                            service_name: key.0,
-                            tags,
-                        },
-                    );
+                    let tags = key.1.map(|c| vec![string_tag("hostname", c)]).unwrap_or_default();
+                    out.processes.insert(format!("p{}", keys.len()), ProcessOut { service_name: key.0, tags });
                     keys.len()
                 }
             };
@@ -732,11 +628,7 @@ impl<'a> TraceOut<'a> {
 }
 
 fn string_tag<'a>(key: &'a str, value: &'a str) -> TagOut<'a> {
-    TagOut {
-        key,
-        kind: "string",
-        value,
-    }
+    TagOut { key, kind: "string", value }
 }
 
 #[cfg(test)]

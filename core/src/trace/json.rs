@@ -65,11 +65,7 @@ impl Int {
     fn from_f64(v: f64) -> Self {
         // i64::MAX as f64 rounds up to 2^63, which does not fit: compare with < 2^63.
         const LIMIT: f64 = 9_223_372_036_854_775_808.0;
-        if v.is_finite() && v > -LIMIT && v < LIMIT {
-            Int::Value(v as i64)
-        } else {
-            Int::OutOfRange
-        }
+        if v.is_finite() && v > -LIMIT && v < LIMIT { Int::Value(v as i64) } else { Int::OutOfRange }
     }
 
     fn from_str(s: &str) -> Option<Self> {
@@ -77,17 +73,12 @@ impl Int {
         if let Ok(v) = s.parse::<i64>() {
             return Some(Int::Value(v));
         }
-        if s.parse::<u128>().is_ok()
-            || s.strip_prefix('-')
-                .is_some_and(|d| d.parse::<u128>().is_ok())
-        {
+        if s.parse::<u128>().is_ok() || s.strip_prefix('-').is_some_and(|d| d.parse::<u128>().is_ok()) {
             return Some(Int::OutOfRange);
         }
         // Integers with many digits fall through here too; finite floats only.
         match s.parse::<f64>() {
-            Ok(v) if !s.is_empty() && s.bytes().all(|b| b"0123456789+-.eE".contains(&b)) => {
-                Some(Int::from_f64(v))
-            }
+            Ok(v) if !s.is_empty() && s.bytes().all(|b| b"0123456789+-.eE".contains(&b)) => Some(Int::from_f64(v)),
             _ => None,
         }
     }
@@ -132,11 +123,7 @@ where
 pub(crate) fn raw_to_string(raw: Option<&RawValue>) -> String {
     let Some(raw) = raw else { return String::new() };
     let text = raw.get().trim();
-    if let Some(inner) = text
-        .strip_prefix('"')
-        .and_then(|t| t.strip_suffix('"'))
-        .filter(|t| !t.contains('\\'))
-    {
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).filter(|t| !t.contains('\\')) {
         // No escapes: the text between the quotes is the string (RawValue is valid JSON).
         inner.to_owned()
     } else if text.starts_with('"') {
@@ -156,11 +143,7 @@ pub(crate) enum Broken {
     /// The input ended inside a value.
     Truncated { line: usize, column: usize },
     /// Invalid JSON (or a wrong type at the top level).
-    Invalid {
-        line: usize,
-        column: usize,
-        detail: String,
-    },
+    Invalid { line: usize, column: usize, detail: String },
     /// Reading failed.
     Io(std::io::Error),
 }
@@ -180,11 +163,7 @@ impl Broken {
                 }
             }
             Category::Eof => Broken::Truncated { line, column },
-            Category::Syntax | Category::Data => Broken::Invalid {
-                line,
-                column,
-                detail: e.to_string(),
-            },
+            Category::Syntax | Category::Data => Broken::Invalid { line, column, detail: e.to_string() },
         }
     }
 }
@@ -210,9 +189,7 @@ impl<R: std::io::Read> Input<R> {
         match (&mut reader).take(limit64).read_to_end(&mut bytes) {
             Ok(_) if bytes.len() < limit => Ok(Input::Whole { bytes, cut: false }),
             Ok(_) => Ok(Input::Large(std::io::Cursor::new(bytes).chain(reader))),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                Ok(Input::Whole { bytes, cut: true })
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(Input::Whole { bytes, cut: true }),
             Err(e) => Err(e),
         }
     }
@@ -253,18 +230,12 @@ mod tests {
     fn ints_from_numbers_and_strings() {
         assert_eq!(int("12").ok(), Some(Int::Value(12)));
         assert_eq!(int("-3").ok(), Some(Int::Value(-3)));
-        assert_eq!(
-            int("\"1700000000000000\"").ok(),
-            Some(Int::Value(1_700_000_000_000_000))
-        );
+        assert_eq!(int("\"1700000000000000\"").ok(), Some(Int::Value(1_700_000_000_000_000)));
         assert_eq!(int("1.5e6").ok(), Some(Int::Value(1_500_000)));
         assert_eq!(int("\"2.5\"").ok(), Some(Int::Value(2)));
         assert_eq!(int("1e300").ok(), Some(Int::OutOfRange));
         assert_eq!(int("18446744073709551615").ok(), Some(Int::OutOfRange));
-        assert_eq!(
-            int("\"99999999999999999999999\"").ok(),
-            Some(Int::OutOfRange)
-        );
+        assert_eq!(int("\"99999999999999999999999\"").ok(), Some(Int::OutOfRange));
         assert_eq!(int("\"inf\"").ok(), None);
         assert_eq!(int("\"NaN\"").ok(), None);
         assert_eq!(int("\"abc\"").ok(), None);
@@ -285,8 +256,7 @@ mod tests {
 
     #[test]
     fn raw_values_as_strings() {
-        let v: Vec<&RawValue> =
-            serde_json::from_str(r#"["s\"q", 12, 1.5, true, null, [1, 2]]"#).unwrap_or_default();
+        let v: Vec<&RawValue> = serde_json::from_str(r#"["s\"q", 12, 1.5, true, null, [1, 2]]"#).unwrap_or_default();
         let s: Vec<String> = v.into_iter().map(|r| raw_to_string(Some(r))).collect();
         assert_eq!(s, ["s\"q", "12", "1.5", "true", "", "[1, 2]"]);
         assert_eq!(raw_to_string(None), "");

@@ -73,9 +73,7 @@ fn read_with_limit(
                 decode_protobuf(&bytes, origin, config, &mut assembler, skips, sink)?;
             }
             if cut && skips.count(Reason::Truncated) == truncated {
-                skips.add(Reason::Truncated, || {
-                    format!("{origin}: input ends early (cut compressed stream)")
-                });
+                skips.add(Reason::Truncated, || format!("{origin}: input ends early (cut compressed stream)"));
             }
         }
         json::Input::Large(reader) => {
@@ -87,9 +85,7 @@ fn read_with_limit(
             } else {
                 // One protobuf message cannot be split without parsing it: hold it whole.
                 let mut bytes = Vec::new();
-                reader
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| Error::io(origin, e))?;
+                reader.read_to_end(&mut bytes).map_err(|e| Error::io(origin, e))?;
                 if !is_blank(&bytes) {
                     decode_protobuf(&bytes, origin, config, &mut assembler, skips, sink)?;
                 }
@@ -110,11 +106,7 @@ fn is_blank(bytes: &[u8]) -> bool {
 fn is_json(bytes: &[u8]) -> bool {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let mut rest = bytes.iter().skip_while(|b| b.is_ascii_whitespace());
-    rest.next() == Some(&b'{')
-        && matches!(
-            rest.find(|b| !b.is_ascii_whitespace()),
-            Some(b'"' | b'}') | None
-        )
+    rest.next() == Some(&b'{') && matches!(rest.find(|b| !b.is_ascii_whitespace()), Some(b'"' | b'}') | None)
 }
 
 /// Decode one OTLP JSON body (or several requests, one per line) into `assembler`; complete
@@ -151,9 +143,7 @@ pub fn decode_protobuf(
             if index == 0 {
                 Err(Error::format(origin, PROTOBUF, 1, offset + 1, detail))
             } else {
-                decoder.skips.add(reason, || {
-                    format!("{origin}: byte {offset}: {detail}; rest skipped")
-                });
+                decoder.skips.add(reason, || format!("{origin}: byte {offset}: {detail}; rest skipped"));
                 Ok(())
             }
         };
@@ -162,10 +152,7 @@ pub fn decode_protobuf(
             // Unknown fields are legal protobuf: let prost read the rest as a whole.
             return match ExportTraceServiceRequest::decode(rest) {
                 Ok(request) => {
-                    request
-                        .resource_spans
-                        .into_iter()
-                        .for_each(|rs| decoder.proto_resource_spans(rs));
+                    request.resource_spans.into_iter().for_each(|rs| decoder.proto_resource_spans(rs));
                     Ok(())
                 }
                 Err(e) => fail(&mut decoder, Reason::Malformed, e.to_string()),
@@ -184,9 +171,7 @@ pub fn decode_protobuf(
             Ok(rs) => decoder.proto_resource_spans(rs),
             Err(e) if index == 0 => return fail(&mut decoder, Reason::Malformed, e.to_string()),
             Err(e) => {
-                decoder.skips.add(Reason::Malformed, || {
-                    format!("{origin}: byte {offset}: resourceSpans: {e}")
-                });
+                decoder.skips.add(Reason::Malformed, || format!("{origin}: byte {offset}: resourceSpans: {e}"));
             }
         }
         rest = &body[len..];
@@ -204,20 +189,14 @@ struct Origin {
 
 impl Origin {
     /// From (key, value) attribute pairs, values converted only for the keys used.
-    fn new<'v>(
-        attributes: impl Iterator<Item = (&'v str, Box<dyn FnOnce() -> String + 'v>)>,
-    ) -> Self {
+    fn new<'v>(attributes: impl Iterator<Item = (&'v str, Box<dyn FnOnce() -> String + 'v>)>) -> Self {
         const CONTAINER: [&str; 3] = ["k8s.pod.name", "service.instance.id", "host.name"];
         let mut origin = Origin::default();
         let mut rank = CONTAINER.len();
         for (key, value) in attributes {
             if key == "service.name" {
                 origin.service = Some(value()).filter(|s| !s.is_empty());
-            } else if let Some(r) = CONTAINER
-                .iter()
-                .position(|k| *k == key)
-                .filter(|&r| r < rank)
-            {
+            } else if let Some(r) = CONTAINER.iter().position(|k| *k == key).filter(|&r| r < rank) {
                 let v = value();
                 if !v.is_empty() {
                     origin.container = Some(v);
@@ -258,32 +237,21 @@ impl<'c> Decoder<'c> {
         skips: &'c mut Skips,
         sink: &'c mut dyn FnMut(Trace),
     ) -> Self {
-        Decoder {
-            origin,
-            config,
-            assembler,
-            skips,
-            sink,
-            elements: 0,
-        }
+        Decoder { origin, config, assembler, skips, sink, elements: 0 }
     }
 
     /// Check one span and hand it to the assembler.
     fn span(&mut self, origin: &Origin, s: Incoming) {
         let source = self.origin;
         let Some(trace) = s.trace.filter(|t| !t.is_zero()) else {
-            self.skips.add(Reason::Malformed, || {
-                format!("{source}: a span without a valid traceId")
-            });
+            self.skips.add(Reason::Malformed, || format!("{source}: a span without a valid traceId"));
             return;
         };
         let trace_id = trace.trace_hex();
         let times = match (s.start_ns.get(), s.end_ns.get()) {
             (Some(start), Some(end)) if start <= end => {
                 let (start_us, end_us) = (start.div_euclid(1000), end.div_euclid(1000));
-                let duration = end_us
-                    .checked_sub(start_us)
-                    .filter(|&d| times_ok(start_us, d));
+                let duration = end_us.checked_sub(start_us).filter(|&d| times_ok(start_us, d));
                 duration.map(|d| (start_us, d, end_us))
             }
             _ => None,
@@ -291,28 +259,14 @@ impl<'c> Decoder<'c> {
         let id = s.id.filter(|i| !i.is_zero()).map(|i| i.low_u64());
         let checked = || -> Result<Span, (Reason, String)> {
             let id = id.ok_or((Reason::Malformed, "missing or invalid spanId".to_owned()))?;
-            let parent = s
-                .parent
-                .map_err(|()| (Reason::Malformed, "invalid parentSpanId".to_owned()))?;
+            let parent = s.parent.map_err(|()| (Reason::Malformed, "invalid parentSpanId".to_owned()))?;
             let (start_us, duration_us, _) = times.ok_or_else(|| {
-                (
-                    Reason::BadTime,
-                    format!(
-                        "bad times: start {:?} ns, end {:?} ns",
-                        s.start_ns, s.end_ns
-                    ),
-                )
+                (Reason::BadTime, format!("bad times: start {:?} ns, end {:?} ns", s.start_ns, s.end_ns))
             })?;
-            let service = origin
-                .service
-                .clone()
-                .ok_or((Reason::NoService, "no service.name".to_owned()))?;
+            let service = origin.service.clone().ok_or((Reason::NoService, "no service.name".to_owned()))?;
             Ok(Span {
                 id,
-                parent: parent.filter(|p| !p.is_zero()).map(|p| Parent {
-                    id: p.low_u64(),
-                    kind: RefKind::ChildOf,
-                }),
+                parent: parent.filter(|p| !p.is_zero()).map(|p| Parent { id: p.low_u64(), kind: RefKind::ChildOf }),
                 service,
                 start_us,
                 duration_us,
@@ -326,8 +280,7 @@ impl<'c> Decoder<'c> {
             Err((reason, why)) => {
                 let span = id.map(|i| format!("{i:016x}")).unwrap_or_default();
                 let example = || format!("{source}: trace {trace_id}: span {span}: {why}");
-                self.assembler
-                    .reject(&trace_id, end_us, reason, example, self.skips);
+                self.assembler.reject(&trace_id, end_us, reason, example, self.skips);
             }
         }
     }
@@ -335,16 +288,11 @@ impl<'c> Decoder<'c> {
     /// A `resourceSpans` is done: emit the traces the clock has passed.
     fn flush(&mut self) {
         let sink = &mut *self.sink;
-        self.assembler
-            .flush(&mut |id, spans| sink(Trace { id, spans }));
+        self.assembler.flush(&mut |id, spans| sink(Trace { id, spans }));
     }
 
     fn proto_resource_spans(&mut self, rs: pb::ResourceSpans) {
-        let attributes = rs
-            .resource
-            .as_ref()
-            .map(|r: &Resource| &r.attributes[..])
-            .unwrap_or_default();
+        let attributes = rs.resource.as_ref().map(|r: &Resource| &r.attributes[..]).unwrap_or_default();
         let origin = Origin::new(attributes.iter().map(|kv| {
             let value: Box<dyn FnOnce() -> String> = Box::new(|| proto_value(kv.value.as_ref()));
             (kv.key.as_str(), value)
@@ -354,11 +302,8 @@ impl<'c> Decoder<'c> {
             let incoming = Incoming {
                 trace: ids::IdBytes::from_slice(&span.trace_id),
                 id: ids::IdBytes::from_slice(&span.span_id),
-                parent: ids::IdBytes::from_slice(&span.parent_span_id)
-                    .map(Some)
-                    .ok_or(()),
-                start_ns: i64::try_from(span.start_time_unix_nano)
-                    .map_or(Int::OutOfRange, Int::Value),
+                parent: ids::IdBytes::from_slice(&span.parent_span_id).map(Some).ok_or(()),
+                start_ns: i64::try_from(span.start_time_unix_nano).map_or(Int::OutOfRange, Int::Value),
                 end_ns: i64::try_from(span.end_time_unix_nano).map_or(Int::OutOfRange, Int::Value),
                 tags,
             };
@@ -384,19 +329,14 @@ fn proto_value(value: Option<&AnyValue>) -> String {
         Some(any_value::Value::BoolValue(b)) => b.to_string(),
         Some(any_value::Value::IntValue(i)) => i.to_string(),
         Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BytesValue(b)) => {
-            base64::engine::general_purpose::STANDARD.encode(b)
-        }
+        Some(any_value::Value::BytesValue(b)) => base64::engine::general_purpose::STANDARD.encode(b),
         Some(any_value::Value::ArrayValue(a)) => {
             let items: Vec<String> = a.values.iter().map(|v| proto_value(Some(v))).collect();
             format!("[{}]", items.join(","))
         }
         Some(any_value::Value::KvlistValue(kv)) => {
-            let items: Vec<String> = kv
-                .values
-                .iter()
-                .map(|kv| format!("{}={}", kv.key, proto_value(kv.value.as_ref())))
-                .collect();
+            let items: Vec<String> =
+                kv.values.iter().map(|kv| format!("{}={}", kv.key, proto_value(kv.value.as_ref()))).collect();
             format!("{{{}}}", items.join(","))
         }
         Some(any_value::Value::StringValueStrindex(_)) => String::new(),

@@ -52,10 +52,7 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
     }
     if let Some(s) = spans.iter().find(|s| !times_ok(s.start_us, s.duration_us)) {
         skips.add(Reason::BadTime, || {
-            format!(
-                "trace {id}: span {:016x} has start {} us, duration {} us",
-                s.id, s.start_us, s.duration_us
-            )
+            format!("trace {id}: span {:016x} has start {} us, duration {} us", s.id, s.start_us, s.duration_us)
         });
         return None;
     }
@@ -64,12 +61,7 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
     let mut index: HashMap<u64, usize> = HashMap::with_capacity(spans.len());
     spans.retain(|s| {
         if index.contains_key(&s.id) {
-            skips.add(Reason::DuplicateSpan, || {
-                format!(
-                    "trace {id}: span id {:016x} appears again; first kept",
-                    s.id
-                )
-            });
+            skips.add(Reason::DuplicateSpan, || format!("trace {id}: span id {:016x} appears again; first kept", s.id));
             false
         } else {
             index.insert(s.id, index.len());
@@ -100,27 +92,17 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
     }
     if let Some((i, p)) = orphan {
         skips.add(Reason::Orphan, || {
-            format!(
-                "trace {id}: {}: parent {p:016x} is not in the trace",
-                describe(&spans[i])
-            )
+            format!("trace {id}: {}: parent {p:016x} is not in the trace", describe(&spans[i]))
         });
         return None;
     }
     let Some(&root) = roots.first() else {
-        skips.add(Reason::NoRoot, || {
-            format!("trace {id}: every span has a parent ({n} spans)")
-        });
+        skips.add(Reason::NoRoot, || format!("trace {id}: every span has a parent ({n} spans)"));
         return None;
     };
 
     // Children lists (CSR) and breadth-first order from the root.
-    let children = Csr::new(
-        n,
-        (0..n)
-            .filter(|&i| parent[i] != NONE)
-            .map(|i| (parent[i], i)),
-    );
+    let children = Csr::new(n, (0..n).filter(|&i| parent[i] != NONE).map(|i| (parent[i], i)));
     let mut order = Vec::with_capacity(n);
     order.push(root);
     let mut head = 0;
@@ -132,15 +114,8 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
         skips.add(Reason::Cycle, || {
             let mut reached = vec![false; n];
             order.iter().for_each(|&v| reached[v] = true);
-            let first = reached
-                .iter()
-                .position(|r| !r)
-                .map(|i| describe(&spans[i]))
-                .unwrap_or_default();
-            format!(
-                "trace {id}: {} spans not reachable from the root (a parent cycle), e.g. {first}",
-                n - order.len()
-            )
+            let first = reached.iter().position(|r| !r).map(|i| describe(&spans[i])).unwrap_or_default();
+            format!("trace {id}: {} spans not reachable from the root (a parent cycle), e.g. {first}", n - order.len())
         });
         return None;
     }
@@ -159,9 +134,7 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
             rep[v] = v;
             depth[v] = depth[p] + 1;
             if depth[v] > MAX_DEPTH {
-                skips.add(Reason::Malformed, || {
-                    format!("trace {id}: call tree deeper than {MAX_DEPTH} levels")
-                });
+                skips.add(Reason::Malformed, || format!("trace {id}: call tree deeper than {MAX_DEPTH} levels"));
                 return None;
             }
         }
@@ -202,21 +175,11 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
     }
 
     // Calls, bottom-up: a call's children are the unfolded spans whose parent belongs to it.
-    let calls_of = Csr::new(
-        n,
-        order
-            .iter()
-            .filter(|&&v| rep[v] == v && v != root)
-            .map(|&v| (rep[parent[v]], v)),
-    );
+    let calls_of = Csr::new(n, order.iter().filter(|&&v| rep[v] == v && v != root).map(|&v| (rep[parent[v]], v)));
     let mut calls: Vec<Option<Call>> = std::iter::repeat_with(|| None).take(n).collect();
     let mut scratch = Vec::new();
     for &v in order.iter().rev().filter(|&&v| rep[v] == v) {
-        let kids: Vec<Call> = calls_of
-            .get(v)
-            .iter()
-            .filter_map(|&c| calls[c].take())
-            .collect();
+        let kids: Vec<Call> = calls_of.get(v).iter().filter_map(|&c| calls[c].take()).collect();
         let s = &mut spans[v];
         let exclusive_us = exclusive(s.start_us, s.duration_us, &kids, &mut scratch);
         calls[v] = Some(Call {
@@ -234,16 +197,8 @@ pub fn build(trace: Trace, skips: &mut Skips) -> Option<Request> {
     };
 
     let sampling = sampling(&root_tags);
-    let tags = root_tags
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("sampler."))
-        .collect();
-    Some(Request {
-        trace_id: id,
-        root: root_call,
-        sampling,
-        tags,
-    })
+    let tags = root_tags.into_iter().filter(|(k, _)| !k.starts_with("sampler.")).collect();
+    Some(Request { trace_id: id, root: root_call, sampling, tags })
 }
 
 fn describe(s: &Span) -> String {
@@ -285,9 +240,7 @@ fn exclusive(start: i64, duration: i64, kids: &[Call], scratch: &mut Vec<(i64, i
     let end = start + duration;
     scratch.clear();
     scratch.extend(
-        kids.iter()
-            .map(|c| (c.start_us.max(start), (c.start_us + c.duration_us).min(end)))
-            .filter(|(a, b)| a < b),
+        kids.iter().map(|c| (c.start_us.max(start), (c.start_us + c.duration_us).min(end))).filter(|(a, b)| a < b),
     );
     scratch.sort_unstable();
     let mut covered = 0;

@@ -15,26 +15,18 @@ const CSV: &str = "\
 ";
 
 fn config() -> Config {
-    Config {
-        arg_tags: vec!["interface".into()],
-        flush_after_us: 0,
-    }
+    Config { arg_tags: vec!["interface".into()], flush_after_us: 0 }
 }
 
 fn read_str(input: &[u8], config: &Config) -> (Result<(), Error>, Vec<Trace>, Skips) {
     let mut skips = Skips::default();
     let mut traces = Vec::new();
-    let result = read(input, "MSCallGraph_0.csv", config, &mut skips, &mut |t| {
-        traces.push(t)
-    });
+    let result = read(input, "MSCallGraph_0.csv", config, &mut skips, &mut |t| traces.push(t));
     (result, traces, skips)
 }
 
 fn find<'t>(traces: &'t [Trace], id: &str) -> &'t Trace {
-    traces
-        .iter()
-        .find(|t| t.id == id)
-        .unwrap_or_else(|| panic!("no trace {id}: {traces:?}"))
+    traces.iter().find(|t| t.id == id).unwrap_or_else(|| panic!("no trace {id}: {traces:?}"))
 }
 
 #[test]
@@ -46,15 +38,7 @@ fn rows_become_deduplicated_spans() {
     let spans: Vec<(u64, Option<u64>, &str, i64, i64)> = t1
         .spans
         .iter()
-        .map(|s| {
-            (
-                s.id,
-                s.parent.map(|p| p.id),
-                s.service.as_str(),
-                s.start_us,
-                s.duration_us,
-            )
-        })
+        .map(|s| (s.id, s.parent.map(|p| p.id), s.service.as_str(), s.start_us, s.duration_us))
         .collect();
     // rpcids sorted 0, 0.1, 0.1.1, 0.2 -> ids 1..4; caller-side rows (rt > 0) chosen.
     assert_eq!(
@@ -67,28 +51,18 @@ fn rows_become_deduplicated_spans() {
         ]
     );
     assert!(t1.spans.iter().all(|s| s.container.is_none()));
-    assert_eq!(
-        t1.spans[0].tags,
-        vec![("interface".to_owned(), "/home".to_owned())]
-    );
+    assert_eq!(t1.spans[0].tags, vec![("interface".to_owned(), "/home".to_owned())]);
 
     // T2's only call has no service name: dropped and counted.
     assert_eq!(find(&traces, "T2").spans.len(), 1);
     assert_eq!(skips.count(Reason::NoService), 1);
     let (_, _, example) = skips.iter().next().expect("a skip");
-    assert_eq!(
-        example,
-        "MSCallGraph_0.csv:9: trace T2: rpcid 0.1: service \"NAN\""
-    );
+    assert_eq!(example, "MSCallGraph_0.csv:9: trace T2: rpcid 0.1: service \"NAN\"");
 
     let mut tree_skips = Skips::default();
     let req = tree::build(t1.clone(), &mut tree_skips).expect("a tree");
-    let services: Vec<Vec<&str>> = req
-        .root
-        .stages
-        .iter()
-        .map(|s| s.iter().map(|c| c.service.as_str()).collect())
-        .collect();
+    let services: Vec<Vec<&str>> =
+        req.root.stages.iter().map(|s| s.iter().map(|c| c.service.as_str()).collect()).collect();
     // B [1001, 1006] and C [1002, 1008] overlap: one parallel stage.
     assert_eq!(services, vec![vec!["MS_B", "MS_C"]]);
     assert_eq!(req.root.exclusive_us, 20_000 - 7_000);
@@ -100,24 +74,15 @@ fn columns_by_name_without_index() {
     let (result, traces, _) = read_str(csv.as_bytes(), &config());
     assert!(result.is_ok());
     assert_eq!(traces[0].spans[0].service, "MS_A");
-    assert_eq!(
-        traces[0].spans[0].duration_us, 3_000,
-        "callee side alone: |rt|"
-    );
+    assert_eq!(traces[0].spans[0].duration_us, 3_000, "callee side alone: |rt|");
 
     let (result, _, _) = read_str(b"traceid,timestamp,um,dm,rt\nT,1,USER,A,1\n", &config());
     let message = result.map_err(|e| e.to_string()).err().unwrap_or_default();
-    assert!(
-        message.starts_with("MSCallGraph_0.csv:1:1: not Alibaba CSV input: missing column `rpcid`"),
-        "{message}"
-    );
+    assert!(message.starts_with("MSCallGraph_0.csv:1:1: not Alibaba CSV input: missing column `rpcid`"), "{message}");
 
     let (result, _, _) = read_str(b"", &config());
     assert!(matches!(result, Err(Error::Format { .. })), "{result:?}");
-    let (result, traces, skips) = read_str(
-        b",traceid,timestamp,rpcid,um,rpctype,dm,interface,rt\n",
-        &config(),
-    );
+    let (result, traces, skips) = read_str(b",traceid,timestamp,rpcid,um,rpctype,dm,interface,rt\n", &config());
     assert!(result.is_ok() && traces.is_empty() && skips.total() == 0);
 }
 
@@ -132,11 +97,7 @@ T,1,0.2,A,,-2
 T,1,0.2,A,B,2
 ";
     let (_, traces, skips) = read_str(csv.as_bytes(), &config());
-    assert_eq!(
-        skips.count(Reason::NoService),
-        1,
-        "the twin row of 0.2 named B: {skips:?}"
-    );
+    assert_eq!(skips.count(Reason::NoService), 1, "the twin row of 0.2 named B: {skips:?}");
     let mut tree_skips = Skips::default();
     assert!(tree::build(traces[0].clone(), &mut tree_skips).is_none());
     assert_eq!(tree_skips.count(Reason::Orphan), 1);
@@ -166,24 +127,16 @@ fn the_shortest_rpcid_is_the_root_and_missing_parents_are_orphans() {
 #[test]
 fn non_utf8_names_and_bad_numbers() {
     let mut csv = b"traceid,timestamp,rpcid,dm,rt\nT,0,0,A\xff\xfe,10\nT,0,0.1,B,1\n".to_vec();
-    csv.extend_from_slice(
-        b"U,1\xff,0,A,1\nU,1,0.1,B,1\nV,1,0,A,1e400\nW,1,0.x.,A,1\n,1,0,A,1\nX,1,0,A\n",
-    );
+    csv.extend_from_slice(b"U,1\xff,0,A,1\nU,1,0.1,B,1\nV,1,0,A,1e400\nW,1,0.x.,A,1\n,1,0,A,1\nX,1,0,A\n");
     let (result, traces, skips) = read_str(&csv, &config());
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(
-        traces.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
-        ["T"]
-    );
+    assert_eq!(traces.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["T"]);
     assert_eq!(traces[0].spans[0].service, "A\u{fffd}\u{fffd}");
     // U (bad timestamp), V (rt out of range), W (bad rpcid), the row without a traceid and
     // X (a short row).
     assert_eq!(skips.count(Reason::Malformed), 5, "{skips:?}");
     let examples: Vec<&str> = skips.iter().map(|(_, _, ex)| ex).collect();
-    assert!(
-        examples[0].starts_with("MSCallGraph_0.csv:4: trace U: unreadable timestamp"),
-        "{examples:?}"
-    );
+    assert!(examples[0].starts_with("MSCallGraph_0.csv:4: trace U: unreadable timestamp"), "{examples:?}");
 }
 
 #[test]
@@ -192,10 +145,7 @@ fn traces_are_emitted_as_rows_move_on() {
     for i in 0..50 {
         csv.push_str(&format!("T{i},{},0,A,1\n", i * 1000));
     }
-    let config = Config {
-        flush_after_us: 2_000_000,
-        ..config()
-    };
+    let config = Config { flush_after_us: 2_000_000, ..config() };
     let mut seen_at = Vec::new();
     let mut skips = Skips::default();
     let mut n = 0;
@@ -216,8 +166,5 @@ fn float_fields_and_zero_rt() {
     assert_eq!(skips.total(), 0);
     let spans = &traces[0].spans;
     assert_eq!((spans[0].start_us, spans[0].duration_us), (12_500, 0));
-    assert_eq!(
-        spans[1].duration_us, 2_250,
-        "the caller side wins over rt = 0"
-    );
+    assert_eq!(spans[1].duration_us, 2_250, "the caller side wins over rt = 0");
 }

@@ -35,47 +35,25 @@ const RESPONSE: &str = r#"{"data": [
 ], "total": 2, "limit": 0, "offset": 0, "errors": null}"#;
 
 fn config() -> Config {
-    Config {
-        arg_tags: vec!["distance".into(), "flag".into()],
-        flush_after_us: 0,
-    }
+    Config { arg_tags: vec!["distance".into(), "flag".into()], flush_after_us: 0 }
 }
 
 fn read_str(input: &str) -> (Result<(), Error>, Vec<Trace>, Skips) {
     let mut skips = Skips::default();
     let mut traces = Vec::new();
-    let result = read(
-        input.as_bytes(),
-        "in.json",
-        &config(),
-        &mut skips,
-        &mut |t| traces.push(t),
-    );
+    let result = read(input.as_bytes(), "in.json", &config(), &mut skips, &mut |t| traces.push(t));
     // The streaming decoder (used past the in-memory limit) agrees with the in-memory one.
     let mut skips2 = Skips::default();
     let mut traces2 = Vec::new();
-    let result2 = read_with_limit(
-        input.as_bytes(),
-        0,
-        "in.json",
-        &config(),
-        &mut skips2,
-        &mut |t| traces2.push(t),
-    );
+    let result2 = read_with_limit(input.as_bytes(), 0, "in.json", &config(), &mut skips2, &mut |t| traces2.push(t));
     assert_eq!(traces, traces2);
     assert_eq!(skips, skips2);
-    assert_eq!(
-        result.map_err(|e| e.to_string()),
-        result2.as_ref().map(|_| ()).map_err(|e| e.to_string())
-    );
+    assert_eq!(result.map_err(|e| e.to_string()), result2.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     (result2, traces, skips)
 }
 
 fn tags(span: &Span) -> Vec<(&str, &str)> {
-    span.tags
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect()
+    span.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
 }
 
 #[test]
@@ -86,62 +64,28 @@ fn query_response_with_references_processes_and_tags() {
     assert_eq!(traces.len(), 2);
     let t = &traces[0];
     assert_eq!(t.id, "0000000000abcdef");
-    let [root, db, cache, follower] = &t.spans[..] else {
-        panic!("4 spans: {t:?}")
-    };
+    let [root, db, cache, follower] = &t.spans[..] else { panic!("4 spans: {t:?}") };
 
-    assert_eq!(
-        (root.id, root.parent, root.service.as_str()),
-        (1, None, "frontend")
-    );
+    assert_eq!((root.id, root.parent, root.service.as_str()), (1, None, "frontend"));
     assert_eq!((root.start_us, root.duration_us), (1000, 500));
     assert_eq!(root.container.as_deref(), Some("frontend-7d9"));
     // int64 as string kept; unkept tags dropped; sampler.param taken from the process.
-    assert_eq!(
-        tags(root),
-        vec![
-            ("distance", "3"),
-            ("sampler.type", "probabilistic"),
-            ("sampler.param", "0.25")
-        ]
-    );
+    assert_eq!(tags(root), vec![("distance", "3"), ("sampler.type", "probabilistic"), ("sampler.param", "0.25")]);
 
     // First CHILD_OF wins over an earlier FOLLOWS_FROM; the reference into trace ffff is ignored.
     assert_eq!(db.id, 0xa2);
-    assert_eq!(
-        db.parent,
-        Some(Parent {
-            id: 1,
-            kind: RefKind::ChildOf
-        })
-    );
+    assert_eq!(db.parent, Some(Parent { id: 1, kind: RefKind::ChildOf }));
     assert_eq!((db.start_us, db.duration_us), (1100, 200));
-    assert_eq!(
-        db.container.as_deref(),
-        Some("167772162"),
-        "ip tag of any type"
-    );
+    assert_eq!(db.container.as_deref(), Some("167772162"), "ip tag of any type");
     assert!(db.tags.is_empty());
 
     // Legacy parentSpanID; float duration; tags of other types as strings; no container.
-    assert_eq!(
-        cache.parent,
-        Some(Parent {
-            id: 1,
-            kind: RefKind::ChildOf
-        })
-    );
+    assert_eq!(cache.parent, Some(Parent { id: 1, kind: RefKind::ChildOf }));
     assert_eq!(cache.duration_us, 10);
     assert_eq!(cache.container, None);
     assert_eq!(tags(cache), vec![("distance", "2.5"), ("flag", "true")]);
 
-    assert_eq!(
-        follower.parent,
-        Some(Parent {
-            id: 0xb0,
-            kind: RefKind::FollowsFrom
-        })
-    );
+    assert_eq!(follower.parent, Some(Parent { id: 0xb0, kind: RefKind::FollowsFrom }));
 
     // The second trace's id is padded; its traceID came from the trace object.
     assert_eq!(traces[1].id, "0000000000000002");
@@ -203,10 +147,7 @@ fn a_malformed_trace_is_skipped_and_the_rest_goes_on() {
     ]}"#;
     let (result, traces, skips) = read_str(input);
     assert!(result.is_ok(), "{result:?}");
-    assert_eq!(
-        traces.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
-        ["0000000000000004"]
-    );
+    assert_eq!(traces.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["0000000000000004"]);
     assert_eq!(skips.count(Reason::Malformed), 6, "{skips:?}");
     assert!(skips.iter().all(|(_, _, ex)| ex.starts_with("in.json")));
 }
@@ -220,20 +161,11 @@ fn negative_or_huge_times_skip_the_whole_trace() {
               {{"spanID": "2", "parentSpanID": "1", "startTime": {start}, "duration": {duration}, "processID": "p1"}}]}}"#
         )
     };
-    for (start, duration) in [
-        ("2", "-1"),
-        ("1e300", "1"),
-        ("18446744073709551615", "1"),
-        ("2", "\"-7\""),
-    ] {
+    for (start, duration) in [("2", "-1"), ("1e300", "1"), ("18446744073709551615", "1"), ("2", "\"-7\"")] {
         let (result, traces, skips) = read_str(&trace(start, duration));
         assert!(result.is_ok());
         assert!(traces.is_empty(), "{start} {duration}");
-        assert_eq!(
-            skips.count(Reason::BadTime),
-            1,
-            "{start} {duration}: {skips:?}"
-        );
+        assert_eq!(skips.count(Reason::BadTime), 1, "{start} {duration}: {skips:?}");
     }
     let (_, traces, skips) = read_str(&trace("\"3\"", "\"4\""));
     assert_eq!((traces.len(), skips.total()), (1, 0));
@@ -252,19 +184,13 @@ fn missing_service_skips_the_trace() {
 
 #[test]
 fn truncated_input_keeps_the_traces_before_the_cut() {
-    let cut = RESPONSE
-        .find(r#"{"traceID": "2""#)
-        .map(|i| &RESPONSE[..i + 20])
-        .unwrap_or(RESPONSE);
+    let cut = RESPONSE.find(r#"{"traceID": "2""#).map(|i| &RESPONSE[..i + 20]).unwrap_or(RESPONSE);
     let (result, traces, skips) = read_str(cut);
     assert!(result.is_ok(), "{result:?}");
     assert_eq!(traces.len(), 1);
     assert_eq!(skips.count(Reason::Truncated), 1);
     let (_, _, example) = skips.iter().next().expect("one skip");
-    assert!(
-        example.starts_with("in.json:30:21: input ends early (1 traces read)"),
-        "{example}"
-    );
+    assert!(example.starts_with("in.json:30:21: input ends early (1 traces read)"), "{example}");
 
     // Cut anywhere: never an error once the document has begun, never a panic.
     for end in 1..RESPONSE.len() {
@@ -273,14 +199,7 @@ fn truncated_input_keeps_the_traces_before_the_cut() {
         }
         for limit in [0, json::IN_MEMORY_LIMIT] {
             let mut skips = Skips::default();
-            let r = read_with_limit(
-                &RESPONSE.as_bytes()[..end],
-                limit,
-                "in.json",
-                &config(),
-                &mut skips,
-                &mut |_| {},
-            );
+            let r = read_with_limit(&RESPONSE.as_bytes()[..end], limit, "in.json", &config(), &mut skips, &mut |_| {});
             assert!(r.is_ok(), "cut at {end}: {r:?}");
             assert_eq!(skips.count(Reason::Truncated), 1, "cut at {end}");
         }
@@ -289,20 +208,10 @@ fn truncated_input_keeps_the_traces_before_the_cut() {
 
 #[test]
 fn not_json_is_a_format_error_with_position() {
-    for (input, line, column) in [
-        ("hello", 1, 1),
-        ("\n\n  <html>", 3, 3),
-        ("42", 1, 2),
-        (r#"{"foo": 1}"#, 1, 10),
-    ] {
+    for (input, line, column) in [("hello", 1, 1), ("\n\n  <html>", 3, 3), ("42", 1, 2), (r#"{"foo": 1}"#, 1, 10)] {
         let (result, traces, _) = read_str(input);
         match result {
-            Err(Error::Format {
-                path,
-                line: l,
-                column: c,
-                ..
-            }) => {
+            Err(Error::Format { path, line: l, column: c, .. }) => {
                 assert_eq!(path, std::path::PathBuf::from("in.json"));
                 assert_eq!((l, c), (line, column), "{input}");
             }
@@ -311,19 +220,9 @@ fn not_json_is_a_format_error_with_position() {
         assert!(traces.is_empty());
     }
     let (result, _, _) = read_str("  \n");
-    assert!(
-        matches!(result, Err(Error::Format { .. })),
-        "empty input: {result:?}"
-    );
-    let message = read_str("hello")
-        .0
-        .map_err(|e| e.to_string())
-        .err()
-        .unwrap_or_default();
-    assert!(
-        message.starts_with("in.json:1:1: not Jaeger JSON input"),
-        "{message}"
-    );
+    assert!(matches!(result, Err(Error::Format { .. })), "empty input: {result:?}");
+    let message = read_str("hello").0.map_err(|e| e.to_string()).err().unwrap_or_default();
+    assert!(message.starts_with("in.json:1:1: not Jaeger JSON input"), "{message}");
 }
 
 #[test]
@@ -344,66 +243,30 @@ fn invalid_json_after_traces_began_skips_the_rest() {
 }
 
 fn synthetic() -> Vec<Trace> {
-    let span =
-        |id: u64, parent: Option<Parent>, service: &str, container: Option<&str>, start: i64| {
-            Span {
-                id,
-                parent,
-                service: service.into(),
-                start_us: start,
-                duration_us: 100 - start,
-                container: container.map(Into::into),
-                tags: if parent.is_none() {
-                    vec![
-                        ("distance".into(), "4".into()),
-                        ("sampler.type".into(), "const".into()),
-                    ]
-                } else {
-                    Vec::new()
-                },
-            }
-        };
+    let span = |id: u64, parent: Option<Parent>, service: &str, container: Option<&str>, start: i64| Span {
+        id,
+        parent,
+        service: service.into(),
+        start_us: start,
+        duration_us: 100 - start,
+        container: container.map(Into::into),
+        tags: if parent.is_none() {
+            vec![("distance".into(), "4".into()), ("sampler.type".into(), "const".into())]
+        } else {
+            Vec::new()
+        },
+    };
     vec![
         Trace {
             id: "0123456789abcdef0123456789abcdef".into(),
             spans: vec![
                 span(u64::MAX, None, "front", Some("front-1"), 1),
-                span(
-                    2,
-                    Some(Parent {
-                        id: u64::MAX,
-                        kind: RefKind::ChildOf,
-                    }),
-                    "b",
-                    Some("b-1"),
-                    5,
-                ),
-                span(
-                    3,
-                    Some(Parent {
-                        id: u64::MAX,
-                        kind: RefKind::FollowsFrom,
-                    }),
-                    "b",
-                    Some("b-2"),
-                    7,
-                ),
-                span(
-                    4,
-                    Some(Parent {
-                        id: 2,
-                        kind: RefKind::ChildOf,
-                    }),
-                    "c \"quoted\" é",
-                    None,
-                    9,
-                ),
+                span(2, Some(Parent { id: u64::MAX, kind: RefKind::ChildOf }), "b", Some("b-1"), 5),
+                span(3, Some(Parent { id: u64::MAX, kind: RefKind::FollowsFrom }), "b", Some("b-2"), 7),
+                span(4, Some(Parent { id: 2, kind: RefKind::ChildOf }), "c \"quoted\" é", None, 9),
             ],
         },
-        Trace {
-            id: "00000000000000ff".into(),
-            spans: vec![span(1, None, "front", Some("front-1"), 1)],
-        },
+        Trace { id: "00000000000000ff".into(), spans: vec![span(1, None, "front", Some("front-1"), 1)] },
     ]
 }
 
@@ -413,10 +276,7 @@ fn write_then_read_round_trips() {
     let mut out = Vec::new();
     write(&mut out, &traces).expect("write to memory");
     let text = String::from_utf8(out).expect("UTF-8");
-    assert!(
-        text.starts_with(r#"{"data":[{"traceID":"0123456789abcdef0123456789abcdef""#),
-        "{text}"
-    );
+    assert!(text.starts_with(r#"{"data":[{"traceID":"0123456789abcdef0123456789abcdef""#), "{text}");
     let (result, back, skips) = read_str(&text);
     assert!(result.is_ok());
     assert_eq!(skips.total(), 0);
@@ -432,10 +292,7 @@ fn writer_hashes_ids_that_are_not_hex() {
     write(&mut out, &traces).expect("write to memory");
     let (_, back, _) = read_str(std::str::from_utf8(&out).unwrap_or_default());
     assert_eq!(back.len(), 1);
-    assert_eq!(
-        back[0].id,
-        ids::wire_trace_id("alibaba-trace-1").trace_hex()
-    );
+    assert_eq!(back[0].id, ids::wire_trace_id("alibaba-trace-1").trace_hex());
     assert_eq!(back[0].spans, traces[0].spans);
 }
 

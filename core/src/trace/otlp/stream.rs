@@ -27,21 +27,12 @@ impl Decoder<'_> {
     }
 
     fn json_resource_spans(&mut self, doc: &ResourceSpansDoc<'_>) {
-        let attributes = doc
-            .resource
-            .as_ref()
-            .map(|r| &r.attributes[..])
-            .unwrap_or_default();
+        let attributes = doc.resource.as_ref().map(|r| &r.attributes[..]).unwrap_or_default();
         let origin = Origin::new(attributes.iter().map(|kv| {
             let value: Box<dyn FnOnce() -> String> = Box::new(|| json_value(kv.value.as_ref()));
             (kv.key.as_str(), value)
         }));
-        for span in doc
-            .scope_spans
-            .iter()
-            .chain(&doc.library_spans)
-            .flat_map(|ss| &ss.spans)
-        {
+        for span in doc.scope_spans.iter().chain(&doc.library_spans).flat_map(|ss| &ss.spans) {
             let tags = span
                 .attributes
                 .iter()
@@ -53,14 +44,8 @@ impl Decoder<'_> {
                 Some(p) => ids::otlp_json_id(p, 8).map(Some).ok_or(()),
             };
             let incoming = Incoming {
-                trace: span
-                    .trace_id
-                    .as_ref()
-                    .and_then(|t| ids::otlp_json_id(t.as_str(), 16)),
-                id: span
-                    .span_id
-                    .as_ref()
-                    .and_then(|t| ids::otlp_json_id(t.as_str(), 8)),
+                trace: span.trace_id.as_ref().and_then(|t| ids::otlp_json_id(t.as_str(), 16)),
+                id: span.span_id.as_ref().and_then(|t| ids::otlp_json_id(t.as_str(), 8)),
                 parent,
                 start_ns: span.start.unwrap_or(Int::Value(0)),
                 end_ns: span.end.unwrap_or(Int::Value(0)),
@@ -77,49 +62,26 @@ impl Decoder<'_> {
         let mut line_base = 0;
         let mut began = false;
         loop {
-            let outcome = self
-                .drive::<_, &RawValue>(&mut serde_json::Deserializer::from_slice(rest), &mut began);
+            let outcome = self.drive::<_, &RawValue>(&mut serde_json::Deserializer::from_slice(rest), &mut began);
             match outcome {
-                Err(Broken::Invalid {
-                    line,
-                    column,
-                    detail,
-                }) if began => {
+                Err(Broken::Invalid { line, column, detail }) if began => {
                     if json::rest_is_blank(rest, line, column) {
-                        return self.finish(Err(Broken::Truncated {
-                            line: line_base + line,
-                            column,
-                        }));
+                        return self.finish(Err(Broken::Truncated { line: line_base + line, column }));
                     }
                     self.count_invalid(line_base + line, column, &detail);
                     // Column 0: the parser stopped at a line break; resume on the next line.
-                    let skip = if column == 0 && line > 1 {
-                        line - 1
-                    } else {
-                        line
-                    };
+                    let skip = if column == 0 && line > 1 { line - 1 } else { line };
                     match json::next_line(rest, skip) {
                         Some(next) => rest = &rest[next..],
                         None => return Ok(()),
                     }
                     line_base += skip;
                 }
-                Err(Broken::Invalid {
-                    line,
-                    column,
-                    detail,
-                }) => {
-                    return self.finish(Err(Broken::Invalid {
-                        line: line_base + line,
-                        column,
-                        detail,
-                    }));
+                Err(Broken::Invalid { line, column, detail }) => {
+                    return self.finish(Err(Broken::Invalid { line: line_base + line, column, detail }));
                 }
                 Err(Broken::Truncated { line, column }) => {
-                    return self.finish(Err(Broken::Truncated {
-                        line: line_base + line,
-                        column,
-                    }));
+                    return self.finish(Err(Broken::Truncated { line: line_base + line, column }));
                 }
                 other => return self.finish(other),
             }
@@ -129,31 +91,16 @@ impl Decoder<'_> {
     /// Decode JSON from a reader with bounded memory, resuming at the next line after
     /// invalid JSON (as [`Decoder::slice`] does).
     pub(super) fn stream(&mut self, reader: impl BufRead) -> Result<(), Error> {
-        let mut input = Resync {
-            inner: reader,
-            replay: Vec::new(),
-            at: 0,
-            line: Vec::new(),
-            long: false,
-        };
+        let mut input = Resync { inner: reader, replay: Vec::new(), at: 0, line: Vec::new(), long: false };
         let mut line_base = 0;
         let mut began = false;
         loop {
-            let outcome = self.drive::<_, Box<RawValue>>(
-                &mut serde_json::Deserializer::from_reader(&mut input),
-                &mut began,
-            );
+            let outcome =
+                self.drive::<_, Box<RawValue>>(&mut serde_json::Deserializer::from_reader(&mut input), &mut began);
             match outcome {
-                Err(Broken::Invalid {
-                    line,
-                    column,
-                    detail,
-                }) if began => {
+                Err(Broken::Invalid { line, column, detail }) if began => {
                     if input.at_end() {
-                        return self.finish(Err(Broken::Truncated {
-                            line: line_base + line,
-                            column,
-                        }));
+                        return self.finish(Err(Broken::Truncated { line: line_base + line, column }));
                     }
                     self.count_invalid(line_base + line, column, &detail);
                     // Column 0: the parser stopped at a line break; resume on the next line.
@@ -167,22 +114,11 @@ impl Decoder<'_> {
                         Err(e) => return Err(Error::io(self.origin, e)),
                     }
                 }
-                Err(Broken::Invalid {
-                    line,
-                    column,
-                    detail,
-                }) => {
-                    return self.finish(Err(Broken::Invalid {
-                        line: line_base + line,
-                        column,
-                        detail,
-                    }));
+                Err(Broken::Invalid { line, column, detail }) => {
+                    return self.finish(Err(Broken::Invalid { line: line_base + line, column, detail }));
                 }
                 Err(Broken::Truncated { line, column }) => {
-                    return self.finish(Err(Broken::Truncated {
-                        line: line_base + line,
-                        column,
-                    }));
+                    return self.finish(Err(Broken::Truncated { line: line_base + line, column }));
                 }
                 other => return self.finish(other),
             }
@@ -191,18 +127,12 @@ impl Decoder<'_> {
 
     fn count_invalid(&mut self, line: usize, column: usize, detail: &str) {
         let origin = self.origin;
-        self.skips.add(Reason::Malformed, || {
-            format!("{origin}:{line}:{column}: {detail}; skipped to the next line")
-        });
+        self.skips.add(Reason::Malformed, || format!("{origin}:{line}:{column}: {detail}; skipped to the next line"));
     }
 
     /// Read top-level requests until the end of input; `began` is set once one was read
     /// or an element of one was begun.
-    fn drive<'de, R, Raw>(
-        &mut self,
-        de: &mut serde_json::Deserializer<R>,
-        began: &mut bool,
-    ) -> Result<(), Broken>
+    fn drive<'de, R, Raw>(&mut self, de: &mut serde_json::Deserializer<R>, began: &mut bool) -> Result<(), Broken>
     where
         R: serde_json::de::Read<'de>,
         Raw: Deserialize<'de> + Deref<Target = RawValue>,
@@ -214,11 +144,7 @@ impl Decoder<'_> {
                 Err(_) => {}
             }
             let before = self.elements;
-            let result = Request::<Raw> {
-                decoder: self,
-                raw: PhantomData,
-            }
-            .deserialize(&mut *de);
+            let result = Request::<Raw> { decoder: self, raw: PhantomData }.deserialize(&mut *de);
             *began |= self.elements > before;
             result.map_err(Broken::classify)?;
             *began = true;
@@ -231,16 +157,10 @@ impl Decoder<'_> {
             Ok(()) | Err(Broken::Empty) => Ok(()),
             Err(Broken::Io(e)) => Err(Error::io(origin, e)),
             Err(Broken::Truncated { line, column }) => {
-                self.skips.add(Reason::Truncated, || {
-                    format!("{origin}:{line}:{column}: input ends early")
-                });
+                self.skips.add(Reason::Truncated, || format!("{origin}:{line}:{column}: input ends early"));
                 Ok(())
             }
-            Err(Broken::Invalid {
-                line,
-                column,
-                detail,
-            }) => Err(Error::format(origin, JSON, line, column, detail)),
+            Err(Broken::Invalid { line, column, detail }) => Err(Error::format(origin, JSON, line, column, detail)),
         }
     }
 }
@@ -318,10 +238,7 @@ fn json_value(value: Option<&AnyValueDoc<'_>>) -> String {
     if let Some(s) = &v.string {
         return s.as_str().to_owned();
     }
-    let raw = [v.int, v.double, v.bool, v.array, v.kvlist, v.bytes]
-        .into_iter()
-        .flatten()
-        .next();
+    let raw = [v.int, v.double, v.bool, v.array, v.kvlist, v.bytes].into_iter().flatten().next();
     raw_to_string(raw)
 }
 
@@ -360,17 +277,11 @@ where
             match key.as_str() {
                 "resourceSpans" | "resource_spans" => {
                     known = true;
-                    map.next_value_seed(List::<Raw> {
-                        decoder: &mut *self.decoder,
-                        raw: PhantomData,
-                    })?;
+                    map.next_value_seed(List::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?;
                 }
                 "result" => {
                     known = true;
-                    map.next_value_seed(Request::<Raw> {
-                        decoder: &mut *self.decoder,
-                        raw: PhantomData,
-                    })?;
+                    map.next_value_seed(Request::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?;
                 }
                 "error" => {
                     known = true;
@@ -383,9 +294,7 @@ where
             }
         }
         if unknown && !known {
-            return Err(de::Error::custom(
-                "no resourceSpans: not an OTLP trace request",
-            ));
+            return Err(de::Error::custom("no resourceSpans: not an OTLP trace request"));
         }
         Ok(())
     }
@@ -422,13 +331,7 @@ where
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq
-            .next_element_seed(Element::<Raw> {
-                decoder: &mut *self.decoder,
-                raw: PhantomData,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(Element::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?.is_some() {}
         Ok(())
     }
 }
@@ -458,13 +361,7 @@ where
 struct ResourceSpansDoc<'a> {
     #[serde(borrow, default)]
     resource: Option<ResourceDoc<'a>>,
-    #[serde(
-        rename = "scopeSpans",
-        alias = "scope_spans",
-        borrow,
-        default,
-        deserialize_with = "nullable"
-    )]
+    #[serde(rename = "scopeSpans", alias = "scope_spans", borrow, default, deserialize_with = "nullable")]
     scope_spans: Vec<ScopeSpansDoc<'a>>,
     #[serde(
         rename = "instrumentationLibrarySpans",

@@ -44,19 +44,14 @@ fn resource_attributes<'a>((service, container): ResourceKey<'a>) -> Vec<(&'stat
 pub fn encode_protobuf(traces: &[Trace]) -> Vec<u8> {
     let string = |key: &str, value: &str| KeyValue {
         key: key.to_owned(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue(value.to_owned())),
-        }),
+        value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.to_owned())) }),
         ..Default::default()
     };
     let resource_spans = by_resource(traces)
         .into_iter()
         .map(|(key, spans)| pb::ResourceSpans {
             resource: Some(Resource {
-                attributes: resource_attributes(key)
-                    .into_iter()
-                    .map(|(k, v)| string(k, v))
-                    .collect(),
+                attributes: resource_attributes(key).into_iter().map(|(k, v)| string(k, v)).collect(),
                 ..Default::default()
             }),
             scope_spans: vec![pb::ScopeSpans {
@@ -65,10 +60,7 @@ pub fn encode_protobuf(traces: &[Trace]) -> Vec<u8> {
                     .map(|(t, s)| pb::Span {
                         trace_id: ids::wire_trace_id(&t.id).padded16().to_vec(),
                         span_id: s.id.to_be_bytes().to_vec(),
-                        parent_span_id: s
-                            .parent
-                            .map(|p| p.id.to_be_bytes().to_vec())
-                            .unwrap_or_default(),
+                        parent_span_id: s.parent.map(|p| p.id.to_be_bytes().to_vec()).unwrap_or_default(),
                         name: s.service.clone(),
                         kind: pb::span::SpanKind::Server as i32,
                         start_time_unix_nano: nanos(s.start_us),
@@ -92,10 +84,7 @@ pub fn write_json(writer: impl Write, traces: &[Trace]) -> std::io::Result<()> {
         .into_iter()
         .map(|(key, spans)| ResourceSpansOut {
             resource: ResourceOut {
-                attributes: resource_attributes(key)
-                    .into_iter()
-                    .map(|(k, v)| KeyValueOut::new(k, v))
-                    .collect(),
+                attributes: resource_attributes(key).into_iter().map(|(k, v)| KeyValueOut::new(k, v)).collect(),
             },
             scope_spans: vec![ScopeSpansOut {
                 spans: spans
@@ -103,15 +92,11 @@ pub fn write_json(writer: impl Write, traces: &[Trace]) -> std::io::Result<()> {
                     .map(|(t, s)| SpanOut {
                         trace_id: hex(&ids::wire_trace_id(&t.id).padded16()),
                         span_id: format!("{:016x}", s.id),
-                        parent_span_id: s
-                            .parent
-                            .map(|p| format!("{:016x}", p.id))
-                            .unwrap_or_default(),
+                        parent_span_id: s.parent.map(|p| format!("{:016x}", p.id)).unwrap_or_default(),
                         name: &s.service,
                         kind: pb::span::SpanKind::Server as i32,
                         start_time_unix_nano: nanos(s.start_us).to_string(),
-                        end_time_unix_nano: nanos(s.start_us.saturating_add(s.duration_us))
-                            .to_string(),
+                        end_time_unix_nano: nanos(s.start_us.saturating_add(s.duration_us)).to_string(),
                         attributes: s.tags.iter().map(|(k, v)| KeyValueOut::new(k, v)).collect(),
                     })
                     .collect(),
@@ -177,11 +162,6 @@ struct StringValueOut<'a> {
 
 impl<'a> KeyValueOut<'a> {
     fn new(key: &'a str, value: &'a str) -> Self {
-        KeyValueOut {
-            key,
-            value: StringValueOut {
-                string_value: value,
-            },
-        }
+        KeyValueOut { key, value: StringValueOut { string_value: value } }
     }
 }

@@ -6,20 +6,10 @@ struct Fixture(Trace);
 
 impl Fixture {
     fn new() -> Self {
-        Fixture(Trace {
-            id: "t1".into(),
-            spans: Vec::new(),
-        })
+        Fixture(Trace { id: "t1".into(), spans: Vec::new() })
     }
 
-    fn push(
-        mut self,
-        id: u64,
-        parent: Option<Parent>,
-        service: &str,
-        start: i64,
-        dur: i64,
-    ) -> Self {
+    fn push(mut self, id: u64, parent: Option<Parent>, service: &str, start: i64, dur: i64) -> Self {
         self.0.spans.push(Span {
             id,
             parent,
@@ -39,30 +29,12 @@ impl Fixture {
 
     /// A CHILD_OF span.
     fn child(self, id: u64, parent: u64, service: &str, start: i64, dur: i64) -> Self {
-        self.push(
-            id,
-            Some(Parent {
-                id: parent,
-                kind: RefKind::ChildOf,
-            }),
-            service,
-            start,
-            dur,
-        )
+        self.push(id, Some(Parent { id: parent, kind: RefKind::ChildOf }), service, start, dur)
     }
 
     /// A FOLLOWS_FROM span.
     fn follows(self, id: u64, parent: u64, service: &str, start: i64, dur: i64) -> Self {
-        self.push(
-            id,
-            Some(Parent {
-                id: parent,
-                kind: RefKind::FollowsFrom,
-            }),
-            service,
-            start,
-            dur,
-        )
+        self.push(id, Some(Parent { id: parent, kind: RefKind::FollowsFrom }), service, start, dur)
     }
 
     /// A tag on the last span added.
@@ -93,10 +65,7 @@ impl Fixture {
 
 /// Services of each stage of a call.
 fn shape(call: &Call) -> Vec<Vec<&str>> {
-    call.stages
-        .iter()
-        .map(|s| s.iter().map(|c| c.service.as_str()).collect())
-        .collect()
+    call.stages.iter().map(|s| s.iter().map(|c| c.service.as_str()).collect()).collect()
 }
 
 #[test]
@@ -140,11 +109,7 @@ fn exclusive_time_subtracts_the_union_of_overlapping_children() {
 
 #[test]
 fn exclusive_time_is_never_negative() {
-    let req = Fixture::new()
-        .root(1, "a", 0, 100)
-        .child(2, 1, "b", 0, 100)
-        .child(3, 1, "c", 0, 100)
-        .request();
+    let req = Fixture::new().root(1, "a", 0, 100).child(2, 1, "b", 0, 100).child(3, 1, "c", 0, 100).request();
     assert_eq!(req.root.exclusive_us, 0);
 }
 
@@ -157,11 +122,7 @@ fn clock_skew_is_counted_once_and_clipped() {
         .build();
     let req = req.expect("skew keeps the trace");
     assert_eq!(skips.count(Reason::ClockSkew), 1);
-    assert!(
-        skips
-            .iter()
-            .any(|(_, _, ex)| ex.starts_with("trace t1: span"))
-    );
+    assert!(skips.iter().any(|(_, _, ex)| ex.starts_with("trace t1: span")));
     // Clipped: [0, 45] and [80, 100] cover 65.
     assert_eq!(req.root.exclusive_us, 35);
 }
@@ -179,10 +140,7 @@ fn skew_within_tolerance_and_follows_from_are_not_skew() {
 
 #[test]
 fn follows_from_children_are_calls() {
-    let req = Fixture::new()
-        .root(1, "a", 0, 100)
-        .follows(2, 1, "queue", 50, 200)
-        .request();
+    let req = Fixture::new().root(1, "a", 0, 100).follows(2, 1, "queue", 50, 200).request();
     assert_eq!(shape(&req.root), vec![vec!["queue"]]);
     assert_eq!(req.root.exclusive_us, 50);
 }
@@ -248,16 +206,9 @@ fn a_chain_at_max_depth_is_built_and_safe_to_use() {
 
 #[test]
 fn orphans_skip_the_trace() {
-    let skips = Fixture::new()
-        .root(1, "a", 0, 100)
-        .child(2, 99, "b", 10, 10)
-        .skipped();
+    let skips = Fixture::new().root(1, "a", 0, 100).child(2, 99, "b", 10, 10).skipped();
     assert_eq!(skips.count(Reason::Orphan), 1);
-    assert!(
-        skips
-            .iter()
-            .all(|(_, _, ex)| ex.contains("parent 0000000000000063"))
-    );
+    assert!(skips.iter().all(|(_, _, ex)| ex.contains("parent 0000000000000063")));
 }
 
 #[test]
@@ -275,26 +226,13 @@ fn duplicates_keep_the_first_span() {
 
 #[test]
 fn cycles_and_missing_roots_skip_the_trace() {
-    let skips = Fixture::new()
-        .root(1, "a", 0, 100)
-        .child(2, 3, "b", 0, 1)
-        .child(3, 2, "c", 0, 1)
-        .skipped();
+    let skips = Fixture::new().root(1, "a", 0, 100).child(2, 3, "b", 0, 1).child(3, 2, "c", 0, 1).skipped();
     assert_eq!(skips.count(Reason::Cycle), 1);
-    let skips = Fixture::new()
-        .root(1, "a", 0, 100)
-        .child(2, 2, "self", 0, 1)
-        .skipped();
+    let skips = Fixture::new().root(1, "a", 0, 100).child(2, 2, "self", 0, 1).skipped();
     assert_eq!(skips.count(Reason::Cycle), 1);
-    let skips = Fixture::new()
-        .child(2, 3, "b", 0, 1)
-        .child(3, 2, "c", 0, 1)
-        .skipped();
+    let skips = Fixture::new().child(2, 3, "b", 0, 1).child(3, 2, "c", 0, 1).skipped();
     assert_eq!(skips.count(Reason::NoRoot), 1);
-    let skips = Fixture::new()
-        .root(1, "a", 0, 100)
-        .root(2, "b", 0, 100)
-        .skipped();
+    let skips = Fixture::new().root(1, "a", 0, 100).root(2, "b", 0, 100).skipped();
     assert_eq!(skips.count(Reason::MultipleRoots), 1);
     let skips = Fixture::new().skipped();
     assert_eq!(skips.count(Reason::NoRoot), 1);
@@ -302,10 +240,7 @@ fn cycles_and_missing_roots_skip_the_trace() {
 
 #[test]
 fn bad_times_skip_the_trace() {
-    let skips = Fixture::new()
-        .root(1, "a", 0, 100)
-        .child(2, 1, "b", 10, -1)
-        .skipped();
+    let skips = Fixture::new().root(1, "a", 0, 100).child(2, 1, "b", 10, -1).skipped();
     assert_eq!(skips.count(Reason::BadTime), 1);
     let skips = Fixture::new().root(1, "a", i64::MAX, 1).skipped();
     assert_eq!(skips.count(Reason::BadTime), 1);
@@ -327,23 +262,14 @@ fn sampling_and_tags_come_from_the_root() {
         .tag("ignored", "x")
         .request();
     assert_eq!(req.sampling, Some(0.001));
-    let tags: Vec<(&str, &str)> = req
-        .tags
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
+    let tags: Vec<(&str, &str)> = req.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     assert_eq!(tags, vec![("distance", "3"), ("seats", "2")]);
 }
 
 #[test]
 fn sampling_rules() {
     let sampled = |kind: &str, param: &str| {
-        Fixture::new()
-            .root(1, "a", 0, 1)
-            .tag("sampler.type", kind)
-            .tag("sampler.param", param)
-            .request()
-            .sampling
+        Fixture::new().root(1, "a", 0, 1).tag("sampler.type", kind).tag("sampler.param", param).request().sampling
     };
     assert_eq!(sampled("probabilistic", "0.5"), Some(0.5));
     assert_eq!(sampled("probabilistic", "1"), Some(1.0));

@@ -1,0 +1,360 @@
+//! The comparison behind `derm simulate`: one profiling phase, then every policy on the same
+//! scenario, seed and arrivals (in parallel: runs are independent), then a report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::policy::derm::{self, Derm};
+use super::policy::hpa::{self, Hpa};
+use super::policy::{Name, Policy, StaticPeak};
+use super::run::{self, Outcome, Point, Summary, TraceSink};
+use super::{Error, Pattern, Scenario, profiling};
+use crate::graph::window::ArgSpec;
+use crate::predict::{Ewma, Last, MovingAverage, Predictor};
+
+/// Unix time of scenario time 0 before alignment (2023-11-14 22:00:00 UTC, a whole hour).
+const ORIGIN_S: i64 = 1_699_999_200;
+
+/// Everything `derm simulate` can set.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub scenario: String,
+    pub policies: Vec<Name>,
+    pub duration_s: f64,
+    /// Default: the scenario's rule SLA.
+    pub sla_ms: Option<f64>,
+    pub percentile: f64,
+    pub interval_s: u32,
+    pub seed: u64,
+    /// Rounded up to a whole number of intervals.
+    pub warmup_s: u32,
+    pub startup_s: f64,
+    /// Default: the scenario's.
+    pub sampling: Option<f64>,
+    /// Default: the scenario's.
+    pub pattern: Option<Pattern>,
+    /// Mix predictor of `derm` and `uniform`: `ewma`, `ma` or `last`.
+    pub predictor: String,
+    pub profile_levels: u32,
+    pub profile_level_s: u32,
+    pub refit_every: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            scenario: "trainticket".into(),
+            policies: Name::ALL.to_vec(),
+            duration_s: 3600.0,
+            sla_ms: None,
+            percentile: 0.95,
+            interval_s: 30,
+            seed: 1,
+            warmup_s: 300,
+            startup_s: 10.0,
+            sampling: None,
+            pattern: None,
+            predictor: "ewma".into(),
+            profile_levels: 10,
+            profile_level_s: 60,
+            refit_every: 10,
+        }
+    }
+}
+
+fn invalid(field: &str, value: impl ToString, expected: &'static str) -> Error {
+    Error::Invalid { field: field.to_owned(), value: value.to_string(), expected }
+}
+
+impl Config {
+    /// Check every setting; errors name the command-line flag.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(self.duration_s.is_finite() && self.duration_s > 0.0) {
+            return Err(invalid("--duration-s", self.duration_s, "a duration > 0"));
+        }
+        if let Some(s) = self.sla_ms
+            && !(s.is_finite() && s > 0.0)
+        {
+            return Err(invalid("--sla-ms", s, "an SLA > 0 ms"));
+        }
+        if !(self.percentile > 0.0 && self.percentile < 1.0) {
+            return Err(invalid("--percentile", self.percentile, "a number in (0, 1)"));
+        }
+        if self.interval_s == 0 {
+            return Err(invalid("--interval-s", 0, "an interval > 0"));
+        }
+        if !(self.startup_s.is_finite() && self.startup_s >= 0.0) {
+            return Err(invalid("--startup-s", self.startup_s, "a delay >= 0"));
+        }
+        if let Some(p) = self.sampling
+            && !(p > 0.0 && p <= 1.0)
+        {
+            return Err(invalid("--sampling", p, "a probability in (0, 1]"));
+        }
+        if self.policies.is_empty() {
+            return Err(invalid("--policies", "(none)", "at least one policy"));
+        }
+        if self.profile_levels < 3 || self.profile_level_s == 0 {
+            return Err(invalid("--profile-levels", self.profile_levels, "at least 3 levels of at least 1 s"));
+        }
+        if self.refit_every == 0 {
+            return Err(invalid("--refit-every", 0, "at least 1 interval"));
+        }
+        predictor(&self.predictor)?;
+        if let Some(p) = &self.pattern {
+            p.validate()?;
+        }
+        Ok(())
+    }
+}
+
+/// The mix predictor by name.
+pub fn predictor(name: &str) -> Result<Box<dyn Predictor>, Error> {
+    let bad = |e: crate::predict::Error| invalid("--predictor", e, "valid parameters");
+    Ok(match name {
+        "ewma" => Box::new(Ewma::new(0.5).map_err(bad)?),
+        "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
+        "last" => Box::new(Last),
+        other => return Err(invalid("--predictor", other, "one of ewma, ma, last")),
+    })
+}
+
+/// The profiling phase as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfilingReport {
+    pub requests: u64,
+    pub services_profiled: usize,
+    pub services_total: usize,
+    pub fallback_profiles: Vec<String>,
+    pub errors: Vec<String>,
+    pub duration_s: f64,
+    pub wall_s: f64,
+}
+
+/// One policy in `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PolicyReport {
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Mean containers divided by `hpa-cpu`'s (absent without `hpa-cpu`).
+    pub containers_vs_hpa: Option<f64>,
+    pub wall_s: f64,
+}
+
+/// `results.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub description: String,
+    pub seed: u64,
+    pub duration_s: f64,
+    pub warmup_s: f64,
+    pub interval_s: u32,
+    pub sla_ms: f64,
+    pub percentile: f64,
+    pub sampling: f64,
+    pub startup_s: f64,
+    pub pattern: String,
+    pub predictor: String,
+    pub profiling: Option<ProfilingReport>,
+    /// Policies in the order asked for.
+    pub order: Vec<String>,
+    pub policies: BTreeMap<String, PolicyReport>,
+}
+
+/// The report with every policy's time series (for plots and `series.json`).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub report: Report,
+    pub series: BTreeMap<String, Vec<Point>>,
+}
+
+/// Total simulated seconds of an evaluation (for a progress bar).
+pub fn work_s(config: &Config) -> u64 {
+    let profiling = if config.policies.iter().any(|p| p.needs_profiles()) {
+        u64::from(config.profile_levels) * u64::from(config.profile_level_s)
+    } else {
+        0
+    };
+    profiling + config.policies.len() as u64 * (config.duration_s.ceil() as u64 + u64::from(warmup(config)))
+}
+
+fn warmup(config: &Config) -> u32 {
+    config.warmup_s.div_ceil(config.interval_s) * config.interval_s
+}
+
+/// Run the evaluation. `progress` gets simulated seconds; `sink` the sampled traces of the
+/// first policy's measured run.
+pub fn evaluate(
+    config: &Config,
+    progress: &(dyn Fn(u64) + Sync),
+    sink: Option<TraceSink<'_>>,
+) -> Result<Evaluation, Error> {
+    config.validate()?;
+    let scenario = Scenario::named(&config.scenario)?;
+    let pattern = config.pattern.clone().unwrap_or_else(|| scenario.pattern.clone());
+    let sla_ms = config.sla_ms.unwrap_or(scenario.sla_ms);
+    let sampling = config.sampling.unwrap_or(scenario.sampling);
+    let warmup_s = f64::from(warmup(config));
+    let align = i64::from(config.interval_s) * i64::from(config.profile_level_s);
+    let origin_s = ORIGIN_S - ORIGIN_S.rem_euclid(align);
+    let args: Vec<ArgSpec> = scenario.arg_tags.iter().map(|t| ArgSpec { tag: t.clone(), edges: Vec::new() }).collect();
+
+    let profiled = if config.policies.iter().any(|p| p.needs_profiles()) {
+        let level = f64::from(config.profile_level_s);
+        let end_s = (-warmup_s / level).floor() * level;
+        let pc = profiling::Config {
+            levels: config.profile_levels,
+            level_s: config.profile_level_s,
+            peak_utilisation: 0.75,
+            end_s,
+            seed: config.seed,
+            origin_s,
+            startup_s: config.startup_s,
+            args: args.clone(),
+        };
+        let p = profiling::run(&scenario, &pattern, &pc);
+        progress(u64::from(config.profile_levels) * u64::from(config.profile_level_s));
+        Some(p)
+    } else {
+        None
+    };
+
+    let run_config = run::Config {
+        duration_s: config.duration_s,
+        warmup_s,
+        interval_s: f64::from(config.interval_s),
+        sla_ms,
+        sampling,
+        startup_s: config.startup_s,
+        seed: config.seed,
+        origin_s,
+    };
+    let derm_config = derm::Config {
+        sla_ms,
+        percentile: config.percentile,
+        interval_s: config.interval_s,
+        args,
+        refit_every: config.refit_every,
+        seed: config.seed,
+    };
+    let sink = Mutex::new(sink);
+    let outcomes: Vec<(Outcome, f64)> = config
+        .policies
+        .par_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let t0 = std::time::Instant::now();
+            let mut policy: Box<dyn Policy> = match name {
+                Name::HpaCpu => Box::new(Hpa::new(scenario.app.services.len(), hpa::Config::default())),
+                Name::StaticPeak => Box::new(StaticPeak::new(&scenario, &pattern, -warmup_s, config.duration_s)),
+                _ => {
+                    let learned = profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
+                    let pred = predictor(&config.predictor).unwrap_or_else(|_| Box::new(Last));
+                    Box::new(Derm::new(*name, derm_config.clone(), pred, learned))
+                }
+            };
+            let mut own_sink = if i == 0 { sink.lock().ok().and_then(|mut s| s.take()) } else { None };
+            let outcome = run::run(&scenario, &pattern, policy.as_mut(), &run_config, progress, own_sink.take());
+            (outcome, t0.elapsed().as_secs_f64())
+        })
+        .collect();
+
+    let hpa = outcomes.iter().find(|(o, _)| o.name == Name::HpaCpu.as_str()).map(|(o, _)| o.summary.mean_containers);
+    let mut policies = BTreeMap::new();
+    let mut series = BTreeMap::new();
+    for (o, wall_s) in outcomes.iter() {
+        let containers_vs_hpa = hpa.filter(|h| *h > 0.0).map(|h| o.summary.mean_containers / h);
+        policies
+            .insert(o.name.clone(), PolicyReport { summary: o.summary.clone(), containers_vs_hpa, wall_s: *wall_s });
+        series.insert(o.name.clone(), o.series.clone());
+    }
+    let profiling = profiled.map(|p| ProfilingReport {
+        requests: p.requests,
+        services_profiled: p.learned.profiles.services.len(),
+        services_total: scenario.app.services.len(),
+        fallback_profiles: p.fallbacks,
+        errors: p.errors,
+        duration_s: f64::from(config.profile_levels * config.profile_level_s),
+        wall_s: p.wall_s,
+    });
+    let report = Report {
+        scenario: config.scenario.clone(),
+        description: scenario.describe(),
+        seed: config.seed,
+        duration_s: config.duration_s,
+        warmup_s,
+        interval_s: config.interval_s,
+        sla_ms,
+        percentile: config.percentile,
+        sampling,
+        startup_s: config.startup_s,
+        pattern: format!("{pattern:?}"),
+        predictor: config.predictor.clone(),
+        profiling,
+        order: config.policies.iter().map(|p| p.as_str().to_owned()).collect(),
+        policies,
+    };
+    Ok(Evaluation { report, series })
+}
+
+/// `results.md`: one row per policy, containers normalised to `hpa-cpu`.
+pub fn markdown(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {} (seed {})\n", report.scenario, report.seed);
+    let _ = writeln!(s, "{}  ", report.description);
+    let _ = writeln!(
+        s,
+        "{} s measured after {} s warm-up, decisions every {} s, SLA P{:.0} <= {} ms, sampling {}, start-up {} s, predictor {}.\n",
+        report.duration_s,
+        report.warmup_s,
+        report.interval_s,
+        100.0 * report.percentile,
+        report.sla_ms,
+        report.sampling,
+        report.startup_s,
+        report.predictor
+    );
+    let _ = writeln!(
+        s,
+        "| policy | mean containers | vs hpa-cpu | window violations | request violations | P95 ms | P99 ms | solves / fallbacks |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for name in &report.order {
+        let Some(p) = report.policies.get(name) else {
+            continue;
+        };
+        let m = &p.summary;
+        let vs = p.containers_vs_hpa.map_or("-".to_owned(), |v| format!("{v:.3}"));
+        let solves = if m.stats.solves + m.stats.fallbacks > 0 {
+            format!("{} / {}", m.stats.solves, m.stats.fallbacks)
+        } else {
+            "-".into()
+        };
+        let _ = writeln!(
+            s,
+            "| {name} | {:.1} | {vs} | {:.1}% | {:.2}% | {:.1} | {:.1} | {solves} |",
+            m.mean_containers,
+            100.0 * m.window_violation_rate,
+            100.0 * m.request_violation_rate,
+            m.p95_ms,
+            m.p99_ms
+        );
+    }
+    if let Some(p) = &report.profiling {
+        let _ = writeln!(
+            s,
+            "\nProfiling phase: {} s load sweep, {} requests, {}/{} services profiled, {} on the conservative fallback.",
+            p.duration_s,
+            p.requests,
+            p.services_profiled,
+            p.services_total,
+            p.fallback_profiles.len()
+        );
+    }
+    s
+}

@@ -1,0 +1,488 @@
+//! The Derm family and the uniform baseline, all on the same learned profiles.
+//!
+//! Every interval (default 30 s) each of them:
+//! 1. ingests, with [`crate::pipeline::Ingest`], the sampled traces of the requests that
+//!    started in the interval *before* the last one (one window, kept with its latency
+//!    samples). The lag of one interval lets slow requests finish: ingesting the last
+//!    interval at once drops the requests still in flight, which are the long graphs', and
+//!    biased the mix towards short graphs (and, under overload, into a spiral);
+//! 2. every `refit_every` intervals refits the profiles ([`crate::profile::fit_all`]) on all
+//!    samples so far: the profiling phase's plus the online ones;
+//! 3. chooses the graph mix and the load to plan for:
+//!    - `derm`: the predictor's mix over the online windows (EWMA by default), the last
+//!      window's measured load;
+//!    - `derm-oracle`: the true mix averaged over the next interval and the true peak rate
+//!      in it (from the scenario's ground truth);
+//!    - `derm-static`: the request-weighted mean mix of all windows seen so far, profiling
+//!      included (no graph dynamics learning: the paper's ablation), the measured load;
+//!    - `uniform`: as `derm`, solved with [`optimize::Policy::Uniform`] (every frequent
+//!      graph meets the target on its own);
+//! 4. solves with [`crate::optimize`] when the mix moved (total variation > 0.05 since the
+//!    last solve), the load grew, profiles were refitted, or 10 intervals passed; otherwise
+//!    rescales the last plan down to the lower load, keeping the integer plan's
+//!    per-container loads (`rescale` here; not [`optimize::rescale`], see there).
+//!
+//! Load: the entry request rate of the last interval (the gateway's request counter; the
+//! oracle takes the true peak rate of the next interval).
+//!
+//! Safety margins, the same for all four: plan for 10% more load than forecast
+//! ([`LOAD_HEADROOM`]) and for a 40% smaller tail than allowed ([`TAIL_MARGIN`]: p = 0.95
+//! is solved as 0.97), because the window P95 is a noisy estimate and new replicas need the
+//! start-up delay to help; and a trust region ([`TRUST_REGION`]): no service is planned at
+//! more than 1.1x the highest per-container load its profile has observed (replica floors
+//! passed as optimizer bounds). Without it the optimizer drives services to 90% of the
+//! *extrapolated* capacity `-b/a`, which for multi-worker containers (M/M/c, where the
+//! sojourn rate is not linear in load) overestimates the true capacity by 15-35% in
+//! `trainticket`: their queues diverged even with the true mix and load. The region comes
+//! from the profiling phase only (see `Derm::trusted_load`).
+//!
+//! Online refits are sanity-checked against the profiling phase ([`REFIT_CAPACITY_FACTOR`]):
+//! windows of an overload episode (queues growing within the window, latencies of minutes)
+//! are not the stationary queue the model describes, and refits on them drifted until the
+//! optimizer found the target unreachable and the trust-region floors asked for thousands of
+//! containers (`trainticket`, the last 15 minutes of a one-hour run). Rejected refits are
+//! counted in the results (`rejected_refits`).
+//!
+//! Observed demand: the per-service call counters (what a service mesh exports) floor the
+//! demand used for the trust region (plus the load headroom), before solving and on the
+//! final replicas. Without it a sudden mix change, such as `trainticket` leaving its
+//! degraded mode (seat availability calls come back at once), overloads a service; its
+//! requests then stop completing, the trace-learned mix loses exactly those graphs, and the
+//! loop scaled down into a spiral (P95 in the hundreds of seconds for the rest of the run). Services that no planned graph calls keep one container, or their
+//! current count when the last window saw calls to them (a graph the plan does not cover);
+//! a failed solve keeps the previous plan rescaled (or the current replicas).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use super::{Name, Policy, Stats, View};
+use crate::graph::Node;
+use crate::graph::catalog::Entry;
+use crate::graph::window::{self, ArgSpec, Samples, Window};
+use crate::optimize::{self, Bounds, Input, Plan, Problem, Start};
+use crate::pipeline::Ingest;
+use crate::predict::Predictor;
+use crate::profile::{self, Profiles};
+
+/// Extra load planned for, as a fraction of the forecast.
+pub const LOAD_HEADROOM: f64 = 0.10;
+/// Share of the allowed tail `1 - p` removed from the optimisation target.
+pub const TAIL_MARGIN: f64 = 0.4;
+/// Re-solve when the mix moved this far (total variation) from the last solved mix.
+pub const RESOLVE_DISTANCE: f64 = 0.05;
+/// Re-solve at least every this many intervals.
+pub const RESOLVE_EVERY: u32 = 10;
+/// Graphs with a smaller predicted share leave the constraint (the optimizer's default).
+pub const RARE_THRESHOLD: f64 = 0.02;
+/// Highest utilisation of a container by its profile (the optimizer's default).
+pub const MAX_UTILISATION: f64 = 0.9;
+/// Per-container load planned for is at most this times the highest load the service's
+/// profile observed (a trust region: the linear rate model is not extrapolated far).
+pub const TRUST_REGION: f64 = 1.1;
+/// No service is planned more than this many times the replicas its trust region needs (at
+/// least 4 more): when a refit leaves the target barely reachable, the solver otherwise
+/// buys the last 1e-3 of probability with thousands of replicas of one service (seen in
+/// `trainticket`: 1,354 containers in one window against the oracle's 108). A plan that
+/// cannot meet the target within these bounds is a failed solve (the previous plan is
+/// rescaled).
+pub const REPLICA_CEILING: u32 = 8;
+
+/// An online refit of a service is accepted when its capacity `-b/a` stays within this
+/// factor of the profiling phase's (either way), its shift within 2x + 1 ms, and it is not
+/// the fallback line.
+pub const REFIT_CAPACITY_FACTOR: f64 = 1.5;
+
+/// Scale a plan's whole replicas to a new load, keeping each service's per-container load
+/// of the *integer* plan: `n' = ceil(n * load / plan load)`, at least 1.
+///
+/// Not [`optimize::rescale`], which keeps the continuous optimum's `target_load_rps`: that is
+/// the current load for services on the one-replica floor (any increase doubles them), and
+/// near zero for services whose continuous rate sits at the box ceiling `b (1 - 1e-9)` in a
+/// nearly infeasible problem, where it asked for over 10,000 replicas of one service.
+fn rescale(plan: &Plan, load_rps: f64) -> Plan {
+    let factor = if plan.load_rps > 0.0 { load_rps / plan.load_rps } else { 1.0 };
+    let mut out = plan.clone();
+    out.load_rps = load_rps;
+    for s in out.services.values_mut() {
+        s.demand_rps *= factor;
+        s.replicas = ((f64::from(s.replicas) * factor - 1e-9).ceil() as u32).max(1);
+        s.per_container_load_rps = s.demand_rps / f64::from(s.replicas);
+    }
+    out.total_replicas = out.services.values().map(|s| u64::from(s.replicas)).sum();
+    out
+}
+
+fn plausible(base: &crate::profile::Profile, new: &crate::profile::Profile) -> bool {
+    let (c0, c1) = (base.capacity_rps(), new.capacity_rps());
+    !new.fallback
+        && c1.is_finite()
+        && c1 > 0.0
+        && (!c0.is_finite() || (c1 <= c0 * REFIT_CAPACITY_FACTOR && c1 >= c0 / REFIT_CAPACITY_FACTOR))
+        && new.l0_ms <= 2.0 * base.l0_ms + 1.0
+}
+
+/// Online windows the predictor looks at.
+const RECENT: usize = 20;
+
+/// What the profiling phase learned, shared by every profile-based policy.
+#[derive(Debug, Clone, Default)]
+pub struct Learned {
+    pub profiles: Profiles,
+    pub samples: BTreeMap<String, Vec<Samples>>,
+    pub windows: Vec<Window>,
+    pub catalog: BTreeMap<String, Node>,
+}
+
+/// Settings of a Derm-family policy.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub sla_ms: f64,
+    pub percentile: f64,
+    pub interval_s: u32,
+    pub args: Vec<ArgSpec>,
+    /// Refit profiles every this many intervals.
+    pub refit_every: u32,
+    pub seed: u64,
+}
+
+/// `derm`, `derm-oracle`, `derm-static` or `uniform`.
+pub struct Derm {
+    name: Name,
+    config: Config,
+    predictor: Box<dyn Predictor>,
+    learned: Learned,
+    online: Vec<Window>,
+    /// The profiling phase's profiles: the reference for accepting online refits.
+    baseline: Profiles,
+    /// Traces of requests that started in the last interval, ingested at the next decision.
+    pending: Vec<crate::trace::Trace>,
+    since_refit: u32,
+    refitted: bool,
+    plan: Option<(Plan, BTreeMap<String, f64>)>,
+    since_solve: u32,
+    stats: Stats,
+    spent_ms: f64,
+}
+
+impl std::fmt::Debug for Derm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Derm")
+            .field("name", &self.name)
+            .field("predictor", &self.predictor.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Derm {
+    /// `name` must be one of the four profile-based policies.
+    pub fn new(name: Name, config: Config, predictor: Box<dyn Predictor>, learned: Learned) -> Self {
+        Derm {
+            name,
+            config,
+            predictor,
+            baseline: learned.profiles.clone(),
+            learned,
+            online: Vec::new(),
+            pending: Vec::new(),
+            since_refit: 0,
+            refitted: false,
+            plan: None,
+            since_solve: 0,
+            stats: Stats::default(),
+            spent_ms: 0.0,
+        }
+    }
+
+    fn learn(&mut self, view: &View<'_>, traces: Vec<crate::trace::Trace>) {
+        // The window that closed one interval ago: its requests have had a whole interval
+        // to finish, so slow (long-graph) requests are not missing from its mix.
+        let interval = f64::from(self.config.interval_s);
+        let origin = view.now_s - 2.0 * interval;
+        let mut ingest = Ingest::new(window::Config {
+            window_s: self.config.interval_s,
+            sampling: None,
+            args: self.config.args.clone(),
+            max_samples: window::DEFAULT_MAX_SAMPLES,
+            seed: self.config.seed ^ self.stats.decisions,
+        });
+        let origin_us = view.origin_s * 1_000_000 + (origin * 1e6).round() as i64;
+        let end_us = origin_us + (interval * 1e6).round() as i64;
+        self.pending.extend(traces);
+        let mut n = 0;
+        let mut keep = Vec::new();
+        for t in std::mem::take(&mut self.pending) {
+            let start = t.spans.first().map(|s| s.start_us).unwrap_or(i64::MIN);
+            if (origin_us..end_us).contains(&start) {
+                ingest.add(t);
+                n += 1;
+            } else if start >= end_us {
+                keep.push(t);
+            }
+        }
+        self.pending = keep;
+        if n == 0 {
+            return;
+        }
+        let out = ingest.finish();
+        for e in out.windows.graphs.graphs {
+            self.learned.catalog.entry(e.id).or_insert(e.root);
+        }
+        for (svc, mut s) in out.windows.samples {
+            self.learned.samples.entry(svc).or_default().append(&mut s);
+        }
+        self.online.extend(out.windows.windows);
+        self.since_refit += 1;
+        if self.since_refit >= self.config.refit_every {
+            let (profiles, _errors) = profile::fit_all(&self.learned.samples, &profile::Config::default());
+            // Keep profiles of services that the refit could not fit, and reject refits
+            // that move a service far from its profiling-phase profile (see module docs).
+            for (k, v) in profiles.services {
+                let accept = match self.baseline.services.get(&k) {
+                    None => !v.fallback,
+                    Some(b) => plausible(b, &v),
+                };
+                if accept {
+                    self.learned.profiles.services.insert(k, v);
+                } else {
+                    self.stats.rejected_refits += 1;
+                }
+            }
+            self.since_refit = 0;
+            self.refitted = true;
+            self.stats.profile_refits += 1;
+        }
+    }
+
+    /// Mix and load to plan for, or `None` to hold.
+    fn target(&self, view: &View<'_>) -> Option<(BTreeMap<String, f64>, f64)> {
+        let last_load = (view.arrivals_rps > 0.0).then_some(view.arrivals_rps);
+        match self.name {
+            Name::DermOracle => {
+                let app = &view.scenario.app;
+                let to = view.now_s + f64::from(self.config.interval_s);
+                let mix = app.mean_mix(view.pattern, view.now_s, to);
+                let mix = app.ids.iter().cloned().zip(mix).filter(|(_, s)| *s > 0.0).fold(
+                    BTreeMap::new(),
+                    |mut m, (id, s)| {
+                        *m.entry(id).or_insert(0.0) += s;
+                        m
+                    },
+                );
+                Some((mix, view.pattern.peak_rps(view.now_s, to)))
+            }
+            Name::DermStatic => {
+                let mut mix = BTreeMap::new();
+                let mut total = 0.0;
+                for w in self.learned.windows.iter().chain(&self.online) {
+                    let weight = w.requests as f64;
+                    total += weight;
+                    for (g, s) in &w.graph_mix {
+                        *mix.entry(g.clone()).or_insert(0.0) += weight * s;
+                    }
+                }
+                if total <= 0.0 {
+                    return None;
+                }
+                mix.values_mut().for_each(|v| *v /= total);
+                Some((mix, last_load?))
+            }
+            _ => {
+                let recent = &self.online[self.online.len().saturating_sub(RECENT)..];
+                let mix = self.predictor.predict(recent).ok()?;
+                Some((mix, last_load?))
+            }
+        }
+    }
+
+    fn entries(&self, view: &View<'_>, mix: &BTreeMap<String, f64>) -> Vec<Entry> {
+        let profiles = &self.learned.profiles.services;
+        let usable = |n: &Node| {
+            let mut ok = true;
+            n.walk(&mut |x| {
+                ok &= profiles.get(&x.service).is_some_and(|p| p.b > 0.0 && p.b.is_finite() && p.a.is_finite())
+            });
+            ok
+        };
+        let app = &view.scenario.app;
+        mix.iter()
+            .filter(|(_, s)| **s > 0.0)
+            .filter_map(|(id, share)| {
+                let root = match self.learned.catalog.get(id) {
+                    Some(r) => r.clone(),
+                    None => app.ids.iter().position(|x| x == id).map(|g| app.graphs[g].clone())?,
+                };
+                usable(&root).then(|| Entry { id: id.clone(), share: *share, count: 0, root })
+            })
+            .collect()
+    }
+
+    /// Replica floors that keep every service within [`TRUST_REGION`] of the highest
+    /// per-container load its profile has seen.
+    /// The demand is the larger of the planned mix's and the observed call rate (plus the
+    /// load headroom): see [`Self::observed`].
+    fn floors(&self, entries: &[Entry], load: f64, observed: &BTreeMap<&str, f64>) -> BTreeMap<String, Bounds> {
+        let total: f64 = entries.iter().map(|e| e.share).sum();
+        let mut demand: BTreeMap<&str, f64> = BTreeMap::new();
+        for e in entries {
+            for (svc, n) in e.root.calls() {
+                *demand.entry(svc).or_insert(0.0) += load * e.share / total * f64::from(n);
+            }
+        }
+        for (svc, d) in demand.iter_mut() {
+            *d = d.max(observed.get(svc).copied().unwrap_or(0.0));
+        }
+        demand
+            .into_iter()
+            .filter_map(|(svc, d)| {
+                let w = self.trusted_load(svc)?;
+                (w.is_finite() && w > 0.0).then(|| {
+                    let min = ((d / w - 1e-9).ceil() as u32).max(1);
+                    (svc.to_owned(), Bounds { min, max: min.saturating_mul(REPLICA_CEILING).max(min + 4) })
+                })
+            })
+            .collect()
+    }
+
+    /// Highest per-container load planned for a service: [`TRUST_REGION`] times the highest
+    /// load its profiling-phase profile observed. Online windows do not widen it: in an
+    /// overload episode a window's per-container load is the saturated throughput, so the
+    /// region would grow to 1.1x the capacity itself (seen in `trainticket`, seed 2).
+    fn trusted_load(&self, svc: &str) -> Option<f64> {
+        let p = self.baseline.services.get(svc).or_else(|| self.learned.profiles.services.get(svc))?;
+        Some(p.w_max_rps * TRUST_REGION).filter(|w| w.is_finite() && *w > 0.0)
+    }
+
+    /// Observed calls per second per service, with the load headroom.
+    fn observed<'v>(view: &'v View<'_>) -> BTreeMap<&'v str, f64> {
+        view.scenario
+            .app
+            .services
+            .iter()
+            .zip(&view.calls_rps)
+            .map(|(s, r)| (s.name.as_str(), r * (1.0 + LOAD_HEADROOM)))
+            .collect()
+    }
+
+    fn solve(&self, entries: &[Entry], load: f64, observed: &BTreeMap<&str, f64>) -> Result<Plan, optimize::Error> {
+        let policy = if self.name == Name::Uniform { optimize::Policy::Uniform } else { optimize::Policy::Derm };
+        let input = Input {
+            profiles: &self.learned.profiles,
+            graphs: entries,
+            load_rps: load,
+            sla_ms: self.config.sla_ms,
+            percentile: 1.0 - (1.0 - self.config.percentile) * (1.0 - TAIL_MARGIN),
+            rare_threshold: RARE_THRESHOLD,
+            bounds: self.floors(entries, load, observed),
+            max_utilization: MAX_UTILISATION,
+        };
+        let problem = Problem::new(&input)?;
+        optimize::solve(&problem, policy, Start::Paired)
+    }
+
+    fn note(&mut self, e: impl ToString) {
+        self.stats.fallbacks += 1;
+        if self.stats.first_error.is_none() {
+            self.stats.first_error = Some(e.to_string());
+        }
+    }
+
+    fn decide_inner(&mut self, view: &mut View<'_>) -> Vec<u32> {
+        let traces = std::mem::take(&mut view.traces);
+        self.learn(view, traces);
+        let view = &*view;
+        let current = view.replicas();
+        let Some((mix, load)) = self.target(view) else {
+            return current;
+        };
+        let observed = Self::observed(view);
+        let n_graphs = mix.len();
+        let load = load.max(1e-3) * (1.0 + LOAD_HEADROOM);
+        let moved = self.plan.as_ref().is_none_or(|(p, m)| {
+            // Rescaling up is unsafe (see the module docs): any load increase re-solves.
+            optimize::mix_distance(m, &mix) > RESOLVE_DISTANCE || load > p.load_rps
+        });
+        let plan = if moved || self.refitted || self.since_solve >= RESOLVE_EVERY {
+            let entries = self.entries(view, &mix);
+            let result = if entries.is_empty() {
+                Err("no predicted graph has profiles for all its services".to_owned())
+            } else {
+                self.solve(&entries, load, &observed).map_err(|e| e.to_string())
+            };
+            match result {
+                Ok(p) => {
+                    self.stats.solves += 1;
+                    self.refitted = false;
+                    self.since_solve = 0;
+                    self.plan = Some((p.clone(), mix));
+                    Some(p)
+                }
+                Err(e) => {
+                    self.note(e);
+                    self.plan.as_ref().map(|(p, _)| rescale(p, load))
+                }
+            }
+        } else {
+            self.since_solve += 1;
+            self.stats.rescales += 1;
+            self.plan.as_ref().map(|(p, _)| rescale(p, load))
+        };
+        let Some(plan) = plan else { return current };
+        tracing::debug!(
+            policy = self.name.as_str(),
+            now_s = view.now_s,
+            load_rps = load,
+            graphs = n_graphs,
+            replicas = plan.total_replicas,
+            predicted = plan.predicted_sla_probability,
+            "decision"
+        );
+        let seen: BTreeSet<&str> = self
+            .online
+            .last()
+            .map(|w| w.calls_rps.iter().filter(|(_, r)| **r > 0.0).map(|(s, _)| s.as_str()).collect())
+            .unwrap_or_default();
+        view.scenario
+            .app
+            .services
+            .iter()
+            .zip(&current)
+            .map(|(s, cur)| {
+                let planned = match plan.services.get(&s.name) {
+                    Some(p) => p.replicas.max(1),
+                    None if seen.contains(s.name.as_str()) => (*cur).max(1),
+                    None => 1,
+                };
+                // Never below what the observed call rate needs inside the trust region.
+                let floor = self.trusted_load(&s.name).map_or(1, |w| {
+                    let d = observed.get(s.name.as_str()).copied().unwrap_or(0.0);
+                    if w.is_finite() && w > 0.0 { ((d / w - 1e-9).ceil() as u32).max(1) } else { 1 }
+                });
+                planned.max(floor)
+            })
+            .collect()
+    }
+}
+
+impl Policy for Derm {
+    fn name(&self) -> &str {
+        self.name.as_str()
+    }
+
+    fn period_s(&self) -> f64 {
+        f64::from(self.config.interval_s)
+    }
+
+    fn decide(&mut self, mut view: View<'_>) -> Vec<u32> {
+        let t0 = Instant::now();
+        let out = self.decide_inner(&mut view);
+        self.stats.decisions += 1;
+        self.spent_ms += t0.elapsed().as_secs_f64() * 1e3;
+        out
+    }
+
+    fn stats(&self) -> Stats {
+        let mut s = self.stats.clone();
+        s.mean_decision_ms = self.spent_ms / s.decisions.max(1) as f64;
+        s
+    }
+}

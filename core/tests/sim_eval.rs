@@ -1,0 +1,175 @@
+//! `derm simulate` end to end on small runs: determinism, traces that the decoders and the
+//! pipeline accept, result files and plots, and errors that name the flag or field.
+
+use std::path::Path;
+
+use clap::Parser as _;
+use derm_core::cli::Cli;
+use derm_core::graph::window;
+use derm_core::pipeline::Ingest;
+use derm_core::sim::engine::{Config as EngineConfig, Engine};
+use derm_core::sim::eval::{self, Config};
+use derm_core::sim::policy::Name;
+use derm_core::sim::{Pattern, Scenario, plot};
+use derm_core::trace::{self, Skips};
+
+fn small(policies: Vec<Name>) -> Config {
+    Config {
+        scenario: "trainticket".into(),
+        policies,
+        duration_s: 120.0,
+        warmup_s: 30,
+        profile_levels: 4,
+        profile_level_s: 20,
+        refit_every: 2,
+        ..Config::default()
+    }
+}
+
+/// The report as JSON without wall-clock fields.
+fn deterministic_part(config: &Config) -> serde_json::Value {
+    let e = eval::evaluate(config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"));
+    let mut v = serde_json::to_value(&e.report).unwrap_or_else(|e| panic!("{e}"));
+    if let Some(ps) = v["policies"].as_object_mut() {
+        for p in ps.values_mut() {
+            p["wall_s"] = 0.into();
+            p["stats"]["mean_decision_ms"] = 0.into();
+        }
+    }
+    v["profiling"]["wall_s"] = 0.into();
+    v["series"] = serde_json::to_value(&e.series).unwrap_or_else(|e| panic!("{e}"));
+    v
+}
+
+#[test]
+fn sim_same_seed_same_results() {
+    let config = small(vec![Name::Derm, Name::HpaCpu]);
+    let a = deterministic_part(&config);
+    let b = deterministic_part(&config);
+    assert_eq!(a, b);
+    let other = deterministic_part(&Config { seed: 2, ..config });
+    assert_ne!(a["policies"], other["policies"], "a different seed must change the run");
+    assert!(a["policies"]["derm"]["requests"].as_u64().unwrap_or(0) > 10_000);
+}
+
+#[test]
+fn sim_traces_decode_and_profile() {
+    let scenario = Scenario::named("trainticket").unwrap_or_else(|e| panic!("{e}"));
+    let pattern = Pattern::Constant { rps: 100.0 };
+    let app = &scenario.app;
+    let replicas = app.replicas_for(&app.demand(&app.mix(0.0, 100.0), 100.0), 0.5);
+    let config = EngineConfig {
+        sampling: 0.2,
+        startup_s: 10.0,
+        seed: 5,
+        origin_s: 1_699_999_200,
+        start_s: 0.0,
+        stop_s: 60.0,
+        record_from_s: 0.0,
+        window_s: 60.0,
+    };
+    let run = || {
+        let mut e = Engine::new(app, &pattern, config.clone(), &replicas);
+        e.run_until(60.0);
+        e.drain(120.0);
+        e.take_traces()
+    };
+    let traces = run();
+    assert_eq!(traces, run(), "same seed, same traces");
+    assert!(traces.len() > 800, "{}", traces.len());
+    let mut json = Vec::new();
+    trace::jaeger::write(&mut json, &traces).unwrap_or_else(|e| panic!("{e}"));
+    let mut ingest = Ingest::new(window::Config {
+        args: vec![window::ArgSpec::parse("distance").unwrap_or_else(|e| panic!("{e}"))],
+        ..Default::default()
+    });
+    let mut skips = Skips::default();
+    let decode = ingest.decode_config().clone();
+    let mut decoded = 0;
+    trace::jaeger::read(json.as_slice(), "sim.json", &decode, &mut skips, &mut |t| {
+        decoded += 1;
+        ingest.add(t);
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(decoded, traces.len());
+    let out = ingest.finish();
+    assert_eq!(out.skips.total() + skips.total(), 0, "{:?}", out.skips);
+    // Every graph the pipeline rebuilt from spans is one of the application's graphs.
+    for g in &out.windows.graphs.graphs {
+        assert!(app.ids.contains(&g.id), "unknown graph {}", g.root.signature());
+    }
+    let w = &out.windows.windows[0];
+    assert!((w.load_rps - 100.0).abs() < 10.0, "sampling-corrected load {}", w.load_rps);
+    assert!(w.arg_mix.keys().any(|k| k.starts_with("distance=")), "{:?}", w.arg_mix);
+    assert!(w.containers["ts-basic-service"] > 1, "containers named in spans");
+}
+
+#[test]
+fn sim_writes_results_and_plots() {
+    let config = small(vec![Name::HpaCpu, Name::StaticPeak]);
+    let e = eval::evaluate(&config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"));
+    assert!(e.report.profiling.is_none(), "no profile-based policy, no profiling phase");
+    let hpa = &e.report.policies["hpa-cpu"];
+    assert_eq!(hpa.containers_vs_hpa, Some(1.0));
+    assert!(hpa.summary.mean_containers > 32.0 && hpa.summary.windows == 4);
+    let md = eval::markdown(&e.report);
+    assert!(md.contains("| hpa-cpu |") && md.contains("| static-peak |"), "{md}");
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let files = plot::write_all(dir.path(), &e).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(files.len(), 6);
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        match f.extension().and_then(|x| x.to_str()) {
+            Some("png") => assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{}", f.display()),
+            _ => {
+                let text = String::from_utf8_lossy(&bytes);
+                assert!(text.contains("<svg") && text.contains("hpa-cpu"), "{}", f.display());
+            }
+        }
+    }
+}
+
+fn parse_error(args: &[&str]) -> String {
+    let mut full = vec!["derm", "simulate", "--out-dir", "x"];
+    full.extend_from_slice(args);
+    match Cli::try_parse_from(full) {
+        Ok(_) => panic!("{args:?} parsed"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn sim_bad_input_names_the_flag() {
+    assert!(parse_error(&["--scenario", "kubeflow"]).contains("--scenario"));
+    let e = parse_error(&["--scenario", "alibaba", "--policies", "derm,kpa"]);
+    assert!(e.contains("--policies") && e.contains("kpa"), "{e}");
+    let e = parse_error(&["--scenario", "alibaba", "--duration-s", "0"]);
+    assert!(e.contains("--duration-s"), "{e}");
+    let e = parse_error(&["--scenario", "alibaba", "--duration-s", "-5"]);
+    assert!(e.contains("--duration-s"), "{e}");
+    let e = parse_error(&["--scenario", "alibaba", "--pattern", "diurnal:5,1,60"]);
+    assert!(e.contains("--pattern") && e.contains("min_rps"), "{e}");
+
+    // The library says the same without clap.
+    assert!(Scenario::named("kubeflow").unwrap_err().to_string().contains("--scenario"));
+    assert!(Name::parse("kpa").unwrap_err().to_string().contains("--policies"));
+    let bad = Config { duration_s: 0.0, ..Config::default() };
+    assert!(eval::evaluate(&bad, &|_| {}, None).unwrap_err().to_string().contains("--duration-s"));
+    let bad = Config { interval_s: 0, ..Config::default() };
+    assert!(bad.validate().unwrap_err().to_string().contains("--interval-s"));
+
+    // A rate CSV without an `rps` column names the column and the file.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("load.csv");
+    std::fs::write(&path, "time_s,requests\n0,10\n60,20\n").unwrap_or_else(|e| panic!("{e}"));
+    let e = Pattern::from_csv(&path).unwrap_err().to_string();
+    assert!(e.contains("`rps`") && e.contains("load.csv"), "{e}");
+    let e = parse_error(&["--scenario", "alibaba", "--pattern", &format!("csv:{}", path.display())]);
+    assert!(e.contains("`rps`"), "{e}");
+    assert!(
+        Pattern::from_csv(Path::new("/nonexistent/load.csv"))
+            .unwrap_err()
+            .to_string()
+            .contains("/nonexistent/load.csv")
+    );
+}
