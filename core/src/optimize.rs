@@ -131,6 +131,12 @@ pub fn solve(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Er
         }
     };
     let int = integer::plan(problem, kind, &weights, &space, &rates);
+    if int.probability < problem.percentile {
+        // Whole replicas within the bounds could not reach the target: say so rather than
+        // publish a plan that misses it (callers keep their current replicas).
+        let worst = problem.graphs.iter().filter(|g| g.weight > 0.0).map(|g| g.id.clone()).next().unwrap_or_default();
+        return Err(Error::Unreachable { best: int.probability, percentile: problem.percentile, worst_graph: worst });
+    }
     let mut plan = assemble(problem, policy, &space, &int.replicas, &rates);
     plan.iterations = iterations;
     plan.continuous_containers = continuous;
@@ -186,6 +192,9 @@ pub fn assemble(problem: &Problem, policy: Policy, space: &kkt::Space, replicas:
 /// Load-only change: keep every per-container load `w*` and scale replicas with the new
 /// total load (the paper's observation: `w*` does not depend on `W`). The caller re-solves
 /// when the graph mix, profiles or SLA change; [`mix_distance`] measures the mix change.
+/// Services whose optimum sat on a bound (min replicas, the utilisation floor) have no
+/// load-independent `w*`: rescaling keeps their current per-container load, which is safe
+/// but can step a one-replica service to two on a small rise; re-solve for those.
 pub fn rescale(plan: &Plan, load_rps: f64, bounds: &BTreeMap<String, Bounds>) -> Plan {
     let factor = if plan.load_rps > 0.0 { load_rps / plan.load_rps } else { 1.0 };
     let mut out = plan.clone();
@@ -195,7 +204,11 @@ pub fn rescale(plan: &Plan, load_rps: f64, bounds: &BTreeMap<String, Bounds>) ->
     for (name, s) in &mut out.services {
         let b = bounds.get(name).copied().unwrap_or_default();
         s.demand_rps *= factor;
-        let n = if s.target_load_rps > 0.0 { (s.demand_rps / s.target_load_rps - 1e-9).ceil() as u32 } else { 1 };
+        // The plan's own per-container load met the constraint at these rates, so it is a
+        // safe lower bound on the target: a continuous optimum at the rate ceiling (target
+        // near zero) must not turn into thousands of replicas.
+        let target = s.target_load_rps.max(s.per_container_load_rps);
+        let n = if target > 0.0 { (s.demand_rps / target - 1e-9).ceil() as u32 } else { 1 };
         s.replicas = n.max(b.min).min(b.max).max(1);
         s.per_container_load_rps = s.demand_rps / f64::from(s.replicas);
     }

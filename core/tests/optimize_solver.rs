@@ -209,3 +209,19 @@ fn bad_input_names_the_field() {
         other => panic!("expected Infeasible, got {other:?}"),
     }
 }
+
+#[test]
+fn rescale_never_explodes_on_a_target_at_the_rate_ceiling() {
+    let inst = Spec { services: 10, graphs: 2, graph_size: (4, 8), parallel: 0.3, seed: 4 }.generate();
+    let inp = input(&inst.profiles, &inst.graphs, 300.0, inst.sla_ms);
+    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let mut plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    // A continuous optimum at the ceiling b * (1 - 1e-9) gives w* of about zero.
+    let name = plan.services.keys().next().cloned().unwrap_or_default();
+    plan.services.get_mut(&name).unwrap_or_else(|| panic!("svc")).target_load_rps = 1e-9;
+    let scaled = optimize::rescale(&plan, 303.0, &BTreeMap::new());
+    for (svc, s) in &scaled.services {
+        let before = plan.services[svc].replicas;
+        assert!(s.replicas <= 2 * before, "{svc}: {before} -> {}", s.replicas);
+    }
+}

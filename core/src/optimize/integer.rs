@@ -66,7 +66,11 @@ pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates
     let mut value = eval_grad(&replicas, &mut grad);
     evaluations += 1;
     // Add where bounds or rounding broke the constraint.
-    while value < target {
+    // Rounding up only raises rates, so adding is needed only where max bounds cut the
+    // rounding; a budget keeps a target the bounds cannot reach from adding without end.
+    let mut budget = 4 * n + 16;
+    while value < target && budget > 0 {
+        budget -= 1;
         let best = (0..n)
             .filter(|i| space.active[*i] && replicas[*i] < problem.services[*i].bounds.max)
             .map(|i| {
