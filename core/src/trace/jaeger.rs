@@ -324,7 +324,7 @@ where
             match key.as_str() {
                 "data" => {
                     seen_data = true;
-                    map.next_value_seed(List::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?;
+                    map.next_value_seed(json::RawList::<_, Raw>::new(&mut *self.decoder, "a list of traces or null"))?;
                 }
                 "traceID" => bare.push(("traceID", map.next_value()?)),
                 "spans" => bare.push(("spans", map.next_value()?)),
@@ -352,62 +352,18 @@ where
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        List::<Raw> { decoder: self.decoder, raw: PhantomData }.visit_seq(seq)
+        json::RawList::<_, Raw>::new(self.decoder, "a list of traces or null").visit_seq(seq)
     }
 }
 
-/// The list of traces (`data`, or a top-level list), read one element at a time.
-struct List<'a, 'c, Raw> {
-    decoder: &'a mut Decoder<'c>,
-    raw: PhantomData<Raw>,
-}
-
-impl<'de, Raw> DeserializeSeed<'de> for List<'_, '_, Raw>
-where
-    Raw: Deserialize<'de> + Deref<Target = RawValue>,
-{
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, Raw> Visitor<'de> for List<'_, '_, Raw>
-where
-    Raw: Deserialize<'de> + Deref<Target = RawValue>,
-{
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of traces or null")
+/// The list of traces (`data`, or a top-level list) goes through [`json::RawList`].
+impl json::Elements for Decoder<'_> {
+    fn begin(&mut self) {
+        self.elements += 1;
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Element::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?.is_some() {}
-        Ok(())
-    }
-}
-
-/// One trace element: captured as raw text, then decoded on its own.
-struct Element<'a, 'c, Raw> {
-    decoder: &'a mut Decoder<'c>,
-    raw: PhantomData<Raw>,
-}
-
-impl<'de, Raw> DeserializeSeed<'de> for Element<'_, '_, Raw>
-where
-    Raw: Deserialize<'de> + Deref<Target = RawValue>,
-{
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.decoder.elements += 1;
-        let raw = Raw::deserialize(d)?;
-        self.decoder.trace_text(raw.get());
-        Ok(())
+    fn element(&mut self, text: &str) {
+        self.trace_text(text);
     }
 }
 

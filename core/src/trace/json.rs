@@ -1,10 +1,12 @@
 //! JSON helpers shared by the Jaeger and OTLP decoders: borrowed strings, lenient integers,
 //! tag values of any type, and the error classification of a streamed document.
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
+use std::ops::Deref;
 
 /// A string borrowed from the input when it has no escapes (the usual case), owned otherwise.
 /// (`Option<Cow<str>>` never borrows under serde, this does.)
@@ -260,5 +262,75 @@ mod tests {
         let s: Vec<String> = v.into_iter().map(|r| raw_to_string(Some(r))).collect();
         assert_eq!(s, ["s\"q", "12", "1.5", "true", "", "[1, 2]"]);
         assert_eq!(raw_to_string(None), "");
+    }
+}
+
+/// What a streamed list hands its elements to: `begin` before an element is read (so an
+/// input cut inside it is known to have started one), `element` with its raw text.
+pub(crate) trait Elements {
+    fn begin(&mut self);
+    fn element(&mut self, text: &str);
+}
+
+/// A JSON list (or null) read one element at a time, each captured as raw text (`Raw` is
+/// `&RawValue` from a slice, `Box<RawValue>` from a reader) and decoded on its own by the
+/// sink, so that a malformed element is skipped without losing the rest.
+pub(crate) struct RawList<'a, S, Raw> {
+    sink: &'a mut S,
+    expecting: &'static str,
+    raw: PhantomData<Raw>,
+}
+
+impl<'a, S, Raw> RawList<'a, S, Raw> {
+    pub(crate) fn new(sink: &'a mut S, expecting: &'static str) -> Self {
+        RawList { sink, expecting, raw: PhantomData }
+    }
+}
+
+impl<'de, S: Elements, Raw> DeserializeSeed<'de> for RawList<'_, S, Raw>
+where
+    Raw: Deserialize<'de> + Deref<Target = RawValue>,
+{
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de, S: Elements, Raw> Visitor<'de> for RawList<'_, S, Raw>
+where
+    Raw: Deserialize<'de> + Deref<Target = RawValue>,
+{
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(RawElement::<S, Raw> { sink: &mut *self.sink, raw: PhantomData })?.is_some() {}
+        Ok(())
+    }
+}
+
+struct RawElement<'a, S, Raw> {
+    sink: &'a mut S,
+    raw: PhantomData<Raw>,
+}
+
+impl<'de, S: Elements, Raw> DeserializeSeed<'de> for RawElement<'_, S, Raw>
+where
+    Raw: Deserialize<'de> + Deref<Target = RawValue>,
+{
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.sink.begin();
+        let raw = Raw::deserialize(d)?;
+        self.sink.element(raw.get());
+        Ok(())
     }
 }

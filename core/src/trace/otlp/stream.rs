@@ -5,7 +5,7 @@ use super::{Decoder, Incoming, JSON, Origin};
 use crate::trace::json::{self, Broken, Int, Text, nullable, raw_to_string};
 use crate::trace::{Error, Reason, ids};
 use serde::Deserialize;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 use std::fmt;
 use std::io::{BufRead, Read};
@@ -277,7 +277,7 @@ where
             match key.as_str() {
                 "resourceSpans" | "resource_spans" => {
                     known = true;
-                    map.next_value_seed(List::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?;
+                    map.next_value_seed(json::RawList::<_, Raw>::new(&mut *self.decoder, "a list of resourceSpans"))?;
                 }
                 "result" => {
                     known = true;
@@ -300,57 +300,14 @@ where
     }
 }
 
-/// `resourceSpans`, one element at a time.
-struct List<'a, 'c, Raw> {
-    decoder: &'a mut Decoder<'c>,
-    raw: PhantomData<Raw>,
-}
-
-impl<'de, Raw> DeserializeSeed<'de> for List<'_, '_, Raw>
-where
-    Raw: Deserialize<'de> + Deref<Target = RawValue>,
-{
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de, Raw> Visitor<'de> for List<'_, '_, Raw>
-where
-    Raw: Deserialize<'de> + Deref<Target = RawValue>,
-{
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a list of resourceSpans")
+/// `resourceSpans` goes through [`json::RawList`], one element at a time.
+impl json::Elements for Decoder<'_> {
+    fn begin(&mut self) {
+        self.elements += 1;
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        Ok(())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element_seed(Element::<Raw> { decoder: &mut *self.decoder, raw: PhantomData })?.is_some() {}
-        Ok(())
-    }
-}
-
-struct Element<'a, 'c, Raw> {
-    decoder: &'a mut Decoder<'c>,
-    raw: PhantomData<Raw>,
-}
-
-impl<'de, Raw> DeserializeSeed<'de> for Element<'_, '_, Raw>
-where
-    Raw: Deserialize<'de> + Deref<Target = RawValue>,
-{
-    type Value = ();
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        self.decoder.elements += 1;
-        let raw = Raw::deserialize(d)?;
-        self.decoder.resource_spans_text(raw.get());
-        Ok(())
+    fn element(&mut self, text: &str) {
+        self.resource_spans_text(text);
     }
 }
 
