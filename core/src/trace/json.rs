@@ -220,51 +220,6 @@ pub(crate) fn next_line(bytes: &[u8], line: usize) -> Option<usize> {
     Some(start)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn int(json: &str) -> Result<Int, serde_json::Error> {
-        serde_json::from_str(json)
-    }
-
-    #[test]
-    fn ints_from_numbers_and_strings() {
-        assert_eq!(int("12").ok(), Some(Int::Value(12)));
-        assert_eq!(int("-3").ok(), Some(Int::Value(-3)));
-        assert_eq!(int("\"1700000000000000\"").ok(), Some(Int::Value(1_700_000_000_000_000)));
-        assert_eq!(int("1.5e6").ok(), Some(Int::Value(1_500_000)));
-        assert_eq!(int("\"2.5\"").ok(), Some(Int::Value(2)));
-        assert_eq!(int("1e300").ok(), Some(Int::OutOfRange));
-        assert_eq!(int("18446744073709551615").ok(), Some(Int::OutOfRange));
-        assert_eq!(int("\"99999999999999999999999\"").ok(), Some(Int::OutOfRange));
-        assert_eq!(int("\"inf\"").ok(), None);
-        assert_eq!(int("\"NaN\"").ok(), None);
-        assert_eq!(int("\"abc\"").ok(), None);
-        assert_eq!(int("\"\"").ok(), None);
-        assert!(int("true").is_err());
-        assert!(int("null").is_err());
-    }
-
-    #[test]
-    fn text_borrows_unless_escaped() {
-        let t: Text<'_> = serde_json::from_str("\"abc\"").unwrap_or_default();
-        assert!(matches!(t.0, Cow::Borrowed("abc")));
-        let t: Text<'_> = serde_json::from_str("\"a\\u0062c\"").unwrap_or_default();
-        assert_eq!(t.as_str(), "abc");
-        let t: Option<Text<'_>> = serde_json::from_str("\"x\"").unwrap_or_default();
-        assert!(matches!(t, Some(Text(Cow::Borrowed("x")))));
-    }
-
-    #[test]
-    fn raw_values_as_strings() {
-        let v: Vec<&RawValue> = serde_json::from_str(r#"["s\"q", 12, 1.5, true, null, [1, 2]]"#).unwrap_or_default();
-        let s: Vec<String> = v.into_iter().map(|r| raw_to_string(Some(r))).collect();
-        assert_eq!(s, ["s\"q", "12", "1.5", "true", "", "[1, 2]"]);
-        assert_eq!(raw_to_string(None), "");
-    }
-}
-
 /// What a streamed list hands its elements to: `begin` before an element is read (so an
 /// input cut inside it is known to have started one), `element` with its raw text.
 pub(crate) trait Elements {
@@ -332,5 +287,50 @@ where
         let raw = Raw::deserialize(d)?;
         self.sink.element(raw.get());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int(json: &str) -> Result<Int, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn ints_from_numbers_and_strings() {
+        assert_eq!(int("12").ok(), Some(Int::Value(12)));
+        assert_eq!(int("-3").ok(), Some(Int::Value(-3)));
+        assert_eq!(int("\"1700000000000000\"").ok(), Some(Int::Value(1_700_000_000_000_000)));
+        assert_eq!(int("1.5e6").ok(), Some(Int::Value(1_500_000)));
+        assert_eq!(int("\"2.5\"").ok(), Some(Int::Value(2)));
+        assert_eq!(int("1e300").ok(), Some(Int::OutOfRange));
+        assert_eq!(int("18446744073709551615").ok(), Some(Int::OutOfRange));
+        assert_eq!(int("\"99999999999999999999999\"").ok(), Some(Int::OutOfRange));
+        assert_eq!(int("\"inf\"").ok(), None);
+        assert_eq!(int("\"NaN\"").ok(), None);
+        assert_eq!(int("\"abc\"").ok(), None);
+        assert_eq!(int("\"\"").ok(), None);
+        assert!(int("true").is_err());
+        assert!(int("null").is_err());
+    }
+
+    #[test]
+    fn text_borrows_unless_escaped() {
+        let t: Text<'_> = serde_json::from_str("\"abc\"").unwrap_or_default();
+        assert!(matches!(t.0, Cow::Borrowed("abc")));
+        let t: Text<'_> = serde_json::from_str("\"a\\u0062c\"").unwrap_or_default();
+        assert_eq!(t.as_str(), "abc");
+        let t: Option<Text<'_>> = serde_json::from_str("\"x\"").unwrap_or_default();
+        assert!(matches!(t, Some(Text(Cow::Borrowed("x")))));
+    }
+
+    #[test]
+    fn raw_values_as_strings() {
+        let v: Vec<&RawValue> = serde_json::from_str(r#"["s\"q", 12, 1.5, true, null, [1, 2]]"#).unwrap_or_default();
+        let s: Vec<String> = v.into_iter().map(|r| raw_to_string(Some(r))).collect();
+        assert_eq!(s, ["s\"q", "12", "1.5", "true", "", "[1, 2]"]);
+        assert_eq!(raw_to_string(None), "");
     }
 }
