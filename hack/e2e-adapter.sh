@@ -21,23 +21,14 @@ RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
 . "$RUN/env"
 K="$DERM_KUBECTL"
 TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NS=derm-e2e-adapter
 SVC=derm-adapter
 APISERVICE=v1beta1.external.metrics.k8s.io
 WORK="$RUN/e2e-adapter"
 rm -rf "$WORK"
 mkdir -p "$WORK"
-pass=0 fail=0
-ok() { echo "PASS $*"; pass=$((pass + 1)); }
-ko() { echo "FAIL $*"; fail=$((fail + 1)); }
-eventually() {
-  local deadline=$((SECONDS + TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- the binary -------------------------------------------------------------------------------
 t0=$SECONDS
@@ -111,30 +102,7 @@ else
 fi
 
 # --- registration -----------------------------------------------------------------------------
-cat <<EOF | "$K" apply -f - >/dev/null
-apiVersion: v1
-kind: Namespace
-metadata: {name: $NS}
----
-apiVersion: v1
-kind: Service
-metadata: {name: $SVC, namespace: $NS}
-spec:
-  type: ExternalName
-  externalName: localhost
-  ports: [{name: https, port: $PORT, protocol: TCP}]
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {name: $APISERVICE}
-spec:
-  group: external.metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  service: {name: $SVC, namespace: $NS, port: $PORT}
-  caBundle: $(base64 -w0 <"$WORK/ca.crt")
-EOF
+register_external_metrics "$NS" "$SVC" "$PORT" "$WORK/ca.crt"
 
 available() {
   [[ "$("$K" get apiservice "$APISERVICE" -o jsonpath='{.status.conditions[?(@.type=="Available")].status}')" == True ]]

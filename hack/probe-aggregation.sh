@@ -15,19 +15,11 @@ RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
 . "$RUN/env"
 K="$DERM_KUBECTL"
 TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NS=derm-agg-probe
 WORK="$RUN/probe-aggregation"
 mkdir -p "$WORK"
-pass=0 fail=0
-ok() { echo "PASS $*"; pass=$((pass + 1)); }
-ko() { echo "FAIL $*"; fail=$((fail + 1)); }
-eventually() {
-  local deadline=$((SECONDS + TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
 
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 echo '{"derm_probe_metric": "7"}' >"$WORK/values.json"
@@ -41,30 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cat <<EOF | "$K" apply -f - >/dev/null
-apiVersion: v1
-kind: Namespace
-metadata: {name: $DERM_ADAPTER_NAMESPACE}
----
-apiVersion: v1
-kind: Service
-metadata: {name: $DERM_ADAPTER_SERVICE, namespace: $DERM_ADAPTER_NAMESPACE}
-spec:
-  type: ExternalName
-  externalName: localhost
-  ports: [{name: https, port: $PORT, protocol: TCP}]
----
-apiVersion: apiregistration.k8s.io/v1
-kind: APIService
-metadata: {name: v1beta1.external.metrics.k8s.io}
-spec:
-  group: external.metrics.k8s.io
-  version: v1beta1
-  groupPriorityMinimum: 100
-  versionPriority: 100
-  service: {name: $DERM_ADAPTER_SERVICE, namespace: $DERM_ADAPTER_NAMESPACE, port: $PORT}
-  caBundle: $(base64 -w0 <"$DERM_CA_FILE")
-EOF
+register_external_metrics "$DERM_ADAPTER_NAMESPACE" "$DERM_ADAPTER_SERVICE" "$PORT" "$DERM_CA_FILE"
 
 available() {
   [[ "$("$K" get apiservice v1beta1.external.metrics.k8s.io -o jsonpath='{.status.conditions[?(@.type=="Available")].status}')" == True ]]

@@ -13,18 +13,9 @@ RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
 K="$DERM_KUBECTL"
 NS="derm-smoke-$$"
 TIMEOUT="${DERM_SMOKE_TIMEOUT:-90}"
-pass=0 fail=0
+# shellcheck source=hack/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ok() { echo "PASS $*"; pass=$((pass + 1)); }
-ko() { echo "FAIL $*"; fail=$((fail + 1)); }
-# poll until the command succeeds, with a deadline
-eventually() {
-  local deadline=$((SECONDS + TIMEOUT))
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.5
-  done
-}
 
 # 1. API
 if [[ "$("$K" get --raw /readyz 2>&1)" == ok ]]; then ok "GET /readyz = ok"; else ko "GET /readyz"; fi
