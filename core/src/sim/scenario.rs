@@ -18,7 +18,7 @@ pub mod alibaba;
 pub mod socialnetwork;
 pub mod trainticket;
 
-use super::app::App;
+use super::app::{App, Service, ServiceTime};
 use super::{Error, Pattern};
 use crate::graph::Node;
 
@@ -98,4 +98,25 @@ pub(crate) fn seq(parent: &str, children: impl IntoIterator<Item = Node>) -> Nod
 
 pub(crate) fn leaf(s: &str) -> Node {
     Node::leaf(s)
+}
+
+/// One row of a scenario's service table: name, `l0` (ms), mean service time (ms, before
+/// the scenario's scale), workers per container, and the coefficient of variation (0:
+/// exponential service, > 0: lognormal with that spread).
+pub(crate) type ServiceRow = (&'static str, f64, f64, u32, f64);
+
+/// Services from a table, every mean service time multiplied by `scale`.
+pub(crate) fn services(rows: &[ServiceRow], scale: f64) -> Vec<Service> {
+    rows.iter()
+        .map(|(name, l0, mean, workers, cv)| Service {
+            name: (*name).into(),
+            l0_ms: *l0,
+            time: if *cv > 0.0 {
+                ServiceTime::LogNormal { mean_ms: mean * scale, cv: *cv }
+            } else {
+                ServiceTime::Exponential { mean_ms: mean * scale }
+            },
+            workers: *workers,
+        })
+        .collect()
 }

@@ -4,7 +4,7 @@
 //! Caches and Redis are fast single-worker servers; MongoDB reads are lognormal (mismatch).
 //! Load: diurnal 250-800 requests/s, one cycle per hour.
 
-use super::super::app::{App, Argument, Curve, RequestType, Service, ServiceTime};
+use super::super::app::{App, Argument, Curve, RequestType};
 use super::super::{Error, Pattern};
 use super::{Scenario, leaf, par, seq};
 use crate::graph::Node;
@@ -14,7 +14,7 @@ use crate::graph::Node;
 pub const SERVICE_TIME_SCALE: f64 = 4.0;
 
 /// `(name, l0_ms, mean service ms before scaling, workers, lognormal cv or 0)`.
-const SERVICES: [(&str, f64, f64, u32, f64); 31] = [
+const SERVICES: [super::ServiceRow; 31] = [
     ("nginx-web-server", 0.3, 0.8, 4, 0.0),
     ("compose-post-service", 0.5, 3.0, 1, 0.0),
     ("text-service", 0.4, 2.0, 1, 0.0),
@@ -104,19 +104,7 @@ fn compose() -> Node {
 }
 
 pub fn scenario() -> Result<Scenario, Error> {
-    let services = SERVICES
-        .iter()
-        .map(|(name, l0, mean, workers, cv)| Service {
-            name: (*name).into(),
-            l0_ms: *l0,
-            time: if *cv > 0.0 {
-                ServiceTime::LogNormal { mean_ms: mean * SERVICE_TIME_SCALE, cv: *cv }
-            } else {
-                ServiceTime::Exponential { mean_ms: mean * SERVICE_TIME_SCALE }
-            },
-            workers: *workers,
-        })
-        .collect();
+    let services = super::services(&SERVICES, SERVICE_TIME_SCALE);
     let graphs = vec![
         home(false),
         home(true),

@@ -9,7 +9,7 @@
 //! Most services have one worker and exponential service (Derm's model holds); seat and order
 //! have two workers, basic and seat lognormal service times (model mismatch).
 
-use super::super::app::{App, Argument, Curve, RequestType, Service, ServiceTime};
+use super::super::app::{App, Argument, Curve, RequestType};
 use super::super::{Error, Pattern};
 use super::{Scenario, leaf, par, seq};
 use crate::graph::Node;
@@ -21,7 +21,7 @@ use crate::graph::Node;
 pub const SERVICE_TIME_SCALE: f64 = 20.0;
 
 /// `(name, l0_ms, mean service ms before scaling, workers, lognormal cv or 0)`.
-const SERVICES: [(&str, f64, f64, u32, f64); 32] = [
+const SERVICES: [super::ServiceRow; 32] = [
     ("ts-ui-dashboard", 0.3, 1.0, 2, 0.0),
     ("ts-auth-service", 0.5, 4.0, 1, 0.0),
     ("ts-user-service", 0.5, 2.5, 1, 0.0),
@@ -126,19 +126,7 @@ fn drift(base: f64, amplitude: f64, period_s: f64, phase_s: f64) -> Curve {
 }
 
 pub fn scenario() -> Result<Scenario, Error> {
-    let services = SERVICES
-        .iter()
-        .map(|(name, l0, mean, workers, cv)| Service {
-            name: (*name).into(),
-            l0_ms: *l0,
-            time: if *cv > 0.0 {
-                ServiceTime::LogNormal { mean_ms: mean * SERVICE_TIME_SCALE, cv: *cv }
-            } else {
-                ServiceTime::Exponential { mean_ms: mean * SERVICE_TIME_SCALE }
-            },
-            workers: *workers,
-        })
-        .collect();
+    let services = super::services(&SERVICES, SERVICE_TIME_SCALE);
     let mut graphs = Vec::new();
     let mut add = |n: Node| {
         graphs.push(n);
