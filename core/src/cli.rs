@@ -60,6 +60,23 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The model files `derm profile` writes, as inputs of `derm latency` and `derm solve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModelFiles {
+    /// profiles.json from `derm profile`.
+    #[arg(long)]
+    profiles: std::path::PathBuf,
+    /// graphs.json from `derm profile` (the graph mix: shares and call trees).
+    #[arg(long)]
+    graphs: std::path::PathBuf,
+}
+
+impl ModelFiles {
+    pub(crate) fn load(&self) -> anyhow::Result<(crate::profile::Profiles, crate::graph::catalog::Graphs)> {
+        Ok((read_json(&self.profiles)?, read_json(&self.graphs)?))
+    }
+}
+
 /// Read and parse a JSON file, naming it in errors.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let file = std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;

@@ -5,18 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 
-use crate::graph::catalog::Graphs;
 use crate::latency::Compiled;
-use crate::profile::Profiles;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// profiles.json from `derm profile`.
-    #[arg(long)]
-    profiles: PathBuf,
-    /// graphs.json from `derm profile`.
-    #[arg(long)]
-    graphs: PathBuf,
+    #[command(flatten)]
+    model: super::ModelFiles,
     /// JSON object: service -> per-container load (requests/s).
     #[arg(long)]
     per_container_rps: PathBuf,
@@ -29,8 +23,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if !(args.sla_ms.is_finite() && args.sla_ms > 0.0) {
         bail!("--sla-ms must be a positive number, got {}", args.sla_ms);
     }
-    let profiles: Profiles = super::read_json(&args.profiles)?;
-    let graphs: Graphs = super::read_json(&args.graphs)?;
+    let (profiles, graphs) = args.model.load()?;
     let loads: BTreeMap<String, f64> = super::read_json(&args.per_container_rps)?;
     let names: Vec<&String> = profiles.services.keys().collect();
     let mut params = Vec::with_capacity(names.len());

@@ -4,18 +4,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use crate::graph::catalog::Graphs;
 use crate::optimize::{self, Bounds, Input, Plan, Policy, Problem, Start};
-use crate::profile::Profiles;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// profiles.json from `derm profile`.
-    #[arg(long)]
-    profiles: PathBuf,
-    /// graphs.json: the graph mix (shares) to plan for.
-    #[arg(long)]
-    graphs: PathBuf,
+    #[command(flatten)]
+    model: super::ModelFiles,
     /// Total entry load W, requests/s.
     #[arg(long)]
     load_rps: f64,
@@ -45,8 +39,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let profiles: Profiles = super::read_json(&args.profiles)?;
-    let graphs: Graphs = super::read_json(&args.graphs)?;
+    let (profiles, graphs) = args.model.load()?;
     let bounds: BTreeMap<String, Bounds> = match &args.bounds {
         Some(p) => super::read_json(p)?,
         None => BTreeMap::new(),
