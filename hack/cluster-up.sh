@@ -220,6 +220,8 @@ start() { # name binary args...
   # setsid: the component outlives this script and the shell that ran it.
   setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN/pids/$name.pid"
+  # The command line, NUL-separated, for hack/restart-component.sh.
+  printf '%s\0' "$@" >"$RUN/pids/$name.cmd"
   log "started $name (pid $!), log $RUN/logs/$name.log"
 }
 

@@ -19,6 +19,8 @@
 //! |---|---|
 //! | [`cli`] | `Args` (clap derive): server, auth, admin and log flags, each with `--long` and env |
 //! | [`crd`] | the `DermApp` custom resource (derm.dev/v1alpha1) and its validation |
+//! | [`status`] | DermApp status -> published values (timestamped by the solve time) |
+//! | [`dermapps`] | the DermApp watch every replica runs (kube-runtime reflector) |
 //! | [`metrics`] | published values: immutable snapshots behind `ArcSwap`, freshness, `--static-values` |
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
 //! | [`api`] | the axum router of the aggregated API; wire types; errors as `Status` objects |
@@ -28,22 +30,22 @@
 //!
 //! # State of this crate
 //!
-//! Values come from `--static-values FILE` (polled, reloaded when it changes) or from
-//! [`metrics::Store::publish`] in tests. Not yet
-//! written (next slices, noted as TODOs in the modules): the DermApp watch that publishes
-//! status values, the leader's online loop (trace sources, predict, solve), reading
-//! kube-system/extension-apiserver-authentication with reload, TokenReview and
-//! SubjectAccessReview, serving-certificate reload, `--upstream` forwarding, HPA audit, and
-//! `derm-adapter demo`.
+//! Values come from the DermApps' status (watched in every namespace, or `--watch-namespace`),
+//! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster. Not
+//! yet written: the leader's online loop (trace sources, predict, solve) that writes the
+//! status, reading kube-system/extension-apiserver-authentication with reload, TokenReview
+//! and SubjectAccessReview, serving-certificate reload, `--upstream` forwarding, HPA audit.
 
 pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod crd;
+pub mod dermapps;
 pub mod metrics;
 pub mod selector;
 pub mod server;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -63,7 +65,12 @@ use crate::server::{Limits, Server};
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log)?;
     match args.command {
-        Command::Serve(serve) => run_serve(serve).await,
+        Command::Serve(serve) => run_serve(*serve).await,
+        Command::Crd => {
+            use kube::CustomResourceExt as _;
+            println!("{}", serde_json::to_string_pretty(&crd::DermApp::crd())?);
+            Ok(())
+        }
     }
 }
 
@@ -122,8 +129,20 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         policy: Arc::new(policy),
         metrics: metrics.clone(),
     });
-    let admin = admin::router(Arc::new(registry), metrics, store, health.clone());
+    let admin = admin::router(Arc::new(registry), metrics, store.clone(), health.clone());
 
+    let dermapp_watch = match &static_values {
+        Some(_) => {
+            health.mark_synced();
+            None
+        }
+        None => {
+            let client = kube::Client::try_default().await.context(
+                "no cluster to watch DermApps in (in-cluster config or KUBECONFIG); or pass --static-values",
+            )?;
+            Some(tokio::spawn(dermapps::run(client, args.watch_namespace.clone(), store.clone(), health.clone())))
+        }
+    };
     let (api_stop, api_stopped) = watch::channel(false);
     let (admin_stop, admin_stopped) = watch::channel(false);
     tracing::info!(listen = %api_server.local_addr()?, admin = %admin_server.local_addr()?, "serving");
@@ -134,6 +153,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(admin_server.serve(admin, stopped(admin_stopped)).instrument(tracing::info_span!("admin")));
 
     signal().await.context("cannot listen for signals")?;
+    if let Some(task) = dermapp_watch {
+        task.abort();
+    }
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
     api_stop.send_replace(true);
