@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit e2e bench demo help cluster-build cluster-up cluster-down
+.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down
 
 all: build
 
@@ -40,5 +40,9 @@ test: lint unit e2e ## Every test (what CI runs)
 bench: ## Criterion benchmarks (figures in the README)
 	$(CARGO) bench -p derm-core
 
-demo: ## The main job on an embedded default
-	./hack/demo.sh $(OUT)/demo
+demo: ## The main job: derm-adapter demo (simulated trainticket, metrics API on https://127.0.0.1:6443)
+	$(CARGO) build --release -p derm-adapter
+	./target/release/derm-adapter demo $(DEMO_ARGS)
+
+pipeline: ## The offline pipeline on generated traces: generate -> profile -> latency -> solve
+	./hack/pipeline-demo.sh $(OUT)/pipeline

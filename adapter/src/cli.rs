@@ -26,6 +26,8 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Print the DermApp CustomResourceDefinition (generated from the Rust type).
     Crd,
+    /// Derm's whole loop on a simulated app, served on https://127.0.0.1:6443; no cluster needed.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Arguments of `serve`.

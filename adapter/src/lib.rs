@@ -20,6 +20,7 @@
 //! | [`cli`] | `Args` (clap derive): server, auth, admin and log flags, each with `--long` and env |
 //! | [`crd`] | the `DermApp` custom resource (derm.dev/v1alpha1) and its validation |
 //! | [`status`] | DermApp status -> published values (timestamped by the solve time) |
+//! | [`demo`] | `derm-adapter demo`: the online loop on the simulated `trainticket` app, served live |
 //! | [`dermapps`] | the DermApp watch every replica runs (kube-runtime reflector) |
 //! | [`metrics`] | published values: immutable snapshots behind `ArcSwap`, freshness, `--static-values` |
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
@@ -41,6 +42,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod crd;
+pub mod demo;
 pub mod dermapps;
 pub mod metrics;
 pub mod selector;
@@ -66,6 +68,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log)?;
     match args.command {
         Command::Serve(serve) => run_serve(*serve).await,
+        Command::Demo(demo) => demo::run(demo).await,
         Command::Crd => {
             use kube::CustomResourceExt as _;
             println!("{}", serde_json::to_string_pretty(&crd::DermApp::crd())?);
@@ -174,13 +177,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Waits for SIGINT or SIGTERM.
-async fn signal() -> std::io::Result<()> {
+pub(crate) async fn signal() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result,
