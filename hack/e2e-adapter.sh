@@ -76,7 +76,7 @@ apiVersion: derm.dev/v1alpha1
 kind: DermApp
 metadata: {name: shop, namespace: $NS}
 spec:
-  sla: {latencyMs: 200, percentile: 0.95}
+  sla: {latencyMs: 200, percentile: 95}
   entryService: frontend
   traceSource: {otlp: {}}
   services:

@@ -50,6 +50,13 @@ pub struct ServeArgs {
     /// from the in-cluster service account or `KUBECONFIG`.
     #[arg(long, env = "DERM_WATCH_NAMESPACE", conflicts_with = "static_values")]
     pub watch_namespace: Option<String>,
+    /// Run the online loop: receive traces on `--otlp-listen`, solve every DermApp's
+    /// interval and write its status. One replica only (leader election is not written yet).
+    #[arg(long, env = "DERM_CONTROLLER", conflicts_with = "static_values")]
+    pub controller: bool,
+    /// Address of the OTLP/HTTP trace receiver (`POST /v1/traces`) of `--controller`.
+    #[arg(long, env = "DERM_OTLP_LISTEN", default_value = "0.0.0.0:4318")]
+    pub otlp_listen: SocketAddr,
     /// How often to check `--static-values` for changes (modification time and size), e.g. `1s`.
     /// A changed file replaces the published values; a bad one is logged and the previous
     /// values are kept.

@@ -81,7 +81,7 @@ pub struct Sla {
 }
 
 /// Exactly one trace source.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TraceSource {
     /// Poll a Jaeger query service.
@@ -90,6 +90,14 @@ pub struct TraceSource {
     /// Receive OTLP/HTTP pushes (an OpenTelemetry Collector exports to Derm).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub otlp: Option<Otlp>,
+    /// Share of requests that are traced, (0, 1]: loads are traced requests divided by it.
+    #[serde(default = "default_sampling_ratio")]
+    #[schemars(range(min = 0.000001, max = 1.0))]
+    pub sampling_ratio: f64,
+}
+
+fn default_sampling_ratio() -> f64 {
+    1.0
 }
 
 /// A Jaeger query service.
@@ -290,6 +298,10 @@ impl DermAppSpec {
                 }
             }
             (None, Some(_)) => {}
+        }
+        let ratio = self.trace_source.sampling_ratio;
+        if !(ratio > 0.0 && ratio <= 1.0) {
+            bad("spec.traceSource.samplingRatio".into(), "must be in (0, 1], the share of requests traced");
         }
         let mut tags = BTreeSet::new();
         for (i, tag) in self.argument_tags.iter().enumerate() {

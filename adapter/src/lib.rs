@@ -41,10 +41,12 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod dermapps;
 pub mod metrics;
+pub mod online;
 pub mod selector;
 pub mod server;
 pub mod status;
@@ -121,7 +123,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let api_server =
         Server::bind(args.server.listen, Some(tls::server_config(identity, client_ca.as_ref())?), limits.clone())
             .await?;
-    let admin_server = Server::bind(args.admin.admin_listen, None, limits).await?;
+    let admin_server = Server::bind(args.admin.admin_listen, None, limits.clone()).await?;
 
     let mut registry = Registry::default();
     let metrics = admin::Metrics::register(&mut registry);
@@ -146,6 +148,20 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(tokio::spawn(dermapps::run(client, args.watch_namespace.clone(), store.clone(), health.clone())))
         }
     };
+    let controller = if args.controller {
+        let client = kube::Client::try_default().await.context("--controller needs a cluster")?;
+        let apps = controller::Apps::default();
+        let receiver = Server::bind(args.otlp_listen, None, limits.clone())
+            .await
+            .with_context(|| format!("--otlp-listen {}", args.otlp_listen))?;
+        tracing::info!(otlp = %receiver.local_addr()?, "controller: OTLP/HTTP receiver");
+        let (_stop, stopped_rx) = watch::channel(false);
+        let serve = tokio::spawn(receiver.serve(controller::receiver(apps.clone()), stopped(stopped_rx)));
+        let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1)));
+        Some((serve, tick, _stop))
+    } else {
+        None
+    };
     let (api_stop, api_stopped) = watch::channel(false);
     let (admin_stop, admin_stopped) = watch::channel(false);
     tracing::info!(listen = %api_server.local_addr()?, admin = %admin_server.local_addr()?, "serving");
@@ -158,6 +174,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     signal().await.context("cannot listen for signals")?;
     if let Some(task) = dermapp_watch {
         task.abort();
+    }
+    if let Some((receiver, tick, _stop)) = controller {
+        receiver.abort();
+        tick.abort();
     }
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();

@@ -58,7 +58,7 @@ mod tests {
 
     fn app(desired: &[(&str, u32)], solved_secs_ago: Option<u64>) -> DermApp {
         let spec: DermAppSpec = serde_json::from_value(serde_json::json!({
-            "sla": {"latencyMs": 200.0, "percentile": 0.95},
+            "sla": {"latencyMs": 200.0, "percentile": 95.0},
             "entryService": "gateway",
             "traceSource": {"otlp": {}},
             "services": [
