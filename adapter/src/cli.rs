@@ -24,6 +24,8 @@ pub struct Args {
 pub enum Command {
     /// Serve external.metrics.k8s.io and custom.metrics.k8s.io over TLS, plus the admin port.
     Serve(ServeArgs),
+    /// Print the DermApp CustomResourceDefinition (YAML) generated from the Rust type.
+    Crd,
 }
 
 /// Arguments of `serve`.
@@ -155,7 +157,7 @@ mod tests {
             "1500ms",
         ])
         .unwrap();
-        let Command::Serve(serve) = args.command;
+        let Command::Serve(serve) = args.command else { panic!("not serve") };
         assert_eq!(serve.server.listen.port(), 6443);
         assert_eq!(serve.auth.requestheader_allowed_names, ["front-proxy-client", "aggregator"]);
         assert_eq!(serve.server.drain_timeout, Duration::from_millis(1500));

@@ -6,6 +6,7 @@
 //! an in-memory snapshot; values too old answer 503 so the HPA keeps its count.
 //!
 //! ```text
+//! derm-adapter crd > manifests/crd-dermapp.yaml
 //! derm-adapter serve --listen 127.0.0.1:6443 [--tls-cert F --tls-key F]
 //!     [--requestheader-client-ca F] [--requestheader-allowed-names N,...]
 //!     [--static-values F] --admin-listen 127.0.0.1:8080
@@ -64,6 +65,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log)?;
     match args.command {
         Command::Serve(serve) => run_serve(serve).await,
+        Command::Crd => {
+            print!("{}", crd::yaml().context("cannot render the CRD as YAML")?);
+            Ok(())
+        }
     }
 }
 
