@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build (cached), start a cluster in its own run dir, run hack/smoke-test.sh,
-# hack/probe-aggregation.sh and hack/e2e-adapter.sh (builds derm-adapter), stop it. Keeps
+# hack/probe-aggregation.sh, hack/e2e-adapter.sh (builds derm-adapter), hack/e2e-manifests.sh
+# (builds derm too) and hack/check-chart.sh (builds helm), stop it. Keeps
 # the run dir (logs) when something failed. Prints each step's wall time.
 #   DERM_CLUSTER_DIR  run dir (default /tmp/derm-probe-$$, so it never touches a running
 #                     /tmp/derm-cluster)
@@ -21,6 +22,8 @@ echo "== cluster-up.sh: $((SECONDS - t_up))s"
 timed "$HACK_DIR/smoke-test.sh"
 timed "$HACK_DIR/probe-aggregation.sh"
 timed "$HACK_DIR/e2e-adapter.sh"
+timed "$HACK_DIR/e2e-manifests.sh"
+timed "$HACK_DIR/check-chart.sh"
 if [[ $rc == 0 ]]; then
   "$HACK_DIR/cluster-down.sh"
 else
