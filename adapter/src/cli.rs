@@ -23,7 +23,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve external.metrics.k8s.io and custom.metrics.k8s.io over TLS, plus the admin port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print the DermApp CustomResourceDefinition (YAML) generated from the Rust type.
     Crd,
 }

@@ -64,7 +64,7 @@ use crate::server::{Limits, Server};
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log)?;
     match args.command {
-        Command::Serve(serve) => run_serve(serve).await,
+        Command::Serve(serve) => run_serve(*serve).await,
         Command::Crd => {
             print!("{}", crd::yaml().context("cannot render the CRD as YAML")?);
             Ok(())

@@ -178,17 +178,15 @@ pub fn migrate(hpa: &Value, targets: &[Target], options: Options) -> Result<Outc
     }
     let mut notes = Vec::new();
     let old_behavior = hpa.pointer("/spec/behavior").filter(|b| !b.is_null()).cloned();
-    if let Some(old) = &old_behavior {
-        if *old != behavior {
-            if !options.replace_behavior {
-                return Ok(Outcome::Refused(
-                    "has its own spec.behavior, which would keep it off Derm's count (stabilization windows, rate \
-                     policies, the 10% tolerance): pass --replace-behavior to use the exact-landing recipe"
-                        .into(),
-                ));
-            }
-            notes.push("spec.behavior replaced by the exact-landing recipe (the old one is in the annotation)".into());
+    if old_behavior.as_ref().is_some_and(|old| *old != behavior) {
+        if !options.replace_behavior {
+            return Ok(Outcome::Refused(
+                "has its own spec.behavior, which would keep it off Derm's count (stabilization windows, rate \
+                 policies, the 10% tolerance): pass --replace-behavior to use the exact-landing recipe"
+                    .into(),
+            ));
         }
+        notes.push("spec.behavior replaced by the exact-landing recipe (the old one is in the annotation)".into());
     }
     if !kept.is_empty() {
         notes.push(format!(
