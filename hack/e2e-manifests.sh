@@ -14,7 +14,7 @@
 #      --apply), which lands exactly on the published value 7 -> 13 -> 12 (tolerance 0). A
 #      second run is a no-op; an HPA with its own behavior is refused and left alone, then
 #      migrated with --replace-behavior; an HPA on a workload in no DermApp, given with -f, is
-#      refused.
+#      refused; -f ... -o yaml output passes a server-side dry run.
 # Deletes what it created, also on failure. Prints "N passed, N failed".
 #   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
 #   DERM_PROBE_TIMEOUT seconds per wait (default 90)
@@ -278,6 +278,15 @@ if ! "$DERM" migrate -n "$APP_NS" -f "$WORK/unrelated.yaml" >"$WORK/migrate-unre
   ok "-f with an HPA on a workload in no DermApp: refused"
 else
   ko "unrelated HPA: $(head -c 400 "$WORK/migrate-unrelated.out")"
+fi
+
+cpu_hpa ts-route-service >"$WORK/route.yaml"
+if "$DERM" migrate -n "$APP_NS" -f "$WORK/route.yaml" -o yaml >"$WORK/route.migrated.yaml" 2>"$WORK/migrate-yaml.err" &&
+  grep -q 'name: derm_desired_replicas' "$WORK/route.migrated.yaml" &&
+  "$K" apply --server-side --dry-run=server -f "$WORK/route.migrated.yaml" >/dev/null 2>&1; then
+  ok "-f ... -o yaml: the migrated HPA passes a server-side dry run (for a Git repository)"
+else
+  ko "-o yaml: $(head -c 400 "$WORK/migrate-yaml.err") $(head -c 400 "$WORK/route.migrated.yaml")"
 fi
 
 # --- cleanup ----------------------------------------------------------------------------------
