@@ -45,6 +45,7 @@ if [[ -z "${DERM_ADAPTER_BIN:-}" || -z "${DERM_BIN:-}" ]]; then
     exit 1
   fi
 fi
+# shellcheck disable=SC2034 # used in the eval that starts the adapter
 ADAPTER="${DERM_ADAPTER_BIN:-$ROOT/target/release/derm-adapter}"
 DERM="${DERM_BIN:-$ROOT/target/release/derm}"
 echo "binaries ready in $((SECONDS - t0))s"
@@ -264,7 +265,7 @@ if ! "$DERM" migrate -n "$APP_NS" --apply >"$WORK/migrate-refused.out" 2>&1 &&
   [[ "$(metric_of ts-seat-service)" == Resource ]]; then
   ok "HPA with its own behavior: refused (exit != 0), left on CPU"
 else
-  ko "HPA with its own behavior: $(cat "$WORK/migrate-refused.out" | head -c 600)"
+  ko "HPA with its own behavior: $(head -c 600 "$WORK/migrate-refused.out")"
 fi
 if "$DERM" migrate -n "$APP_NS" --apply --replace-behavior >"$WORK/migrate-replace.out" 2>&1 &&
   [[ "$("$K" -n "$APP_NS" get hpa ts-seat-service -o jsonpath='{.spec.behavior.scaleDown.stabilizationWindowSeconds} {.spec.metrics[0].type}')" == "0 External" ]]; then
