@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down
+.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down manifests
 
 all: build
 
@@ -36,6 +36,10 @@ e2e: cluster-build ## End-to-end checks against a real local control plane (buil
 	./hack/probe-all.sh
 
 test: lint unit e2e ## Every test (what CI runs)
+
+manifests: ## Regenerate manifests/ from deploy/helm/derm (and the CRD from derm-adapter)
+	$(CARGO) run --release -q -p derm-adapter -- crd > manifests/crd-dermapp.yaml
+	./hack/gen-manifests.sh
 
 bench: ## Criterion benchmarks (figures in the README)
 	$(CARGO) bench -p derm-core

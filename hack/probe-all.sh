@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build (cached), start a cluster in its own run dir, run hack/smoke-test.sh,
-# hack/probe-aggregation.sh, hack/e2e-adapter.sh (builds derm-adapter) and hack/e2e-demo.sh,
-# stop it. Keeps the run dir (logs) when something failed. Prints each step's wall time.
+# hack/probe-aggregation.sh, hack/e2e-adapter.sh (builds derm-adapter), hack/e2e-demo.sh,
+# hack/e2e-manifests.sh (builds derm too) and hack/check-chart.sh (builds helm), stop it.
+# Keeps the run dir (logs) when something failed. Prints each step's wall time.
 #   DERM_CLUSTER_DIR  run dir (default /tmp/derm-probe-$$, so it never touches a running
 #                     /tmp/derm-cluster)
 set -euo pipefail
@@ -22,6 +23,8 @@ timed "$HACK_DIR/smoke-test.sh"
 timed "$HACK_DIR/probe-aggregation.sh"
 timed "$HACK_DIR/e2e-adapter.sh"
 DERM_KUBECTL="$(. "$DERM_CLUSTER_DIR/env" && echo "$DERM_KUBECTL")" timed "$HACK_DIR/e2e-demo.sh"
+timed "$HACK_DIR/e2e-manifests.sh"
+timed "$HACK_DIR/check-chart.sh"
 if [[ $rc == 0 ]]; then
   "$HACK_DIR/cluster-down.sh"
 else

@@ -24,7 +24,7 @@ pub struct Args {
 pub enum Command {
     /// Serve external.metrics.k8s.io and custom.metrics.k8s.io over TLS, plus the admin port.
     Serve(Box<ServeArgs>),
-    /// Print the DermApp CustomResourceDefinition (generated from the Rust type).
+    /// Print the DermApp CustomResourceDefinition (YAML) generated from the Rust type.
     Crd,
     /// Derm's whole loop on a simulated app, served on https://127.0.0.1:6443; no cluster needed.
     Demo(crate::demo::DemoArgs),

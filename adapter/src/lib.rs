@@ -6,6 +6,7 @@
 //! an in-memory snapshot; values too old answer 503 so the HPA keeps its count.
 //!
 //! ```text
+//! derm-adapter crd > manifests/crd-dermapp.yaml
 //! derm-adapter serve --listen 127.0.0.1:6443 [--tls-cert F --tls-key F]
 //!     [--requestheader-client-ca F] [--requestheader-allowed-names N,...]
 //!     [--static-values F] --admin-listen 127.0.0.1:8080
@@ -72,8 +73,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Command::Serve(serve) => run_serve(*serve).await,
         Command::Demo(demo) => demo::run(demo).await,
         Command::Crd => {
-            use kube::CustomResourceExt as _;
-            println!("{}", serde_json::to_string_pretty(&crd::DermApp::crd())?);
+            print!("{}", crd::yaml().context("cannot render the CRD as YAML")?);
             Ok(())
         }
     }

@@ -2,6 +2,7 @@
 
 mod generate;
 mod latency;
+mod migrate;
 mod profile;
 mod simulate;
 mod solve;
@@ -35,6 +36,8 @@ enum Command {
     Simulate(simulate::Args),
     /// Write synthetic traces with known parameters (tests, benchmarks, demos).
     Generate(generate::Args),
+    /// Turn HPAs on a DermApp's workloads into HPAs on Derm's count (diff; --apply to write).
+    Migrate(migrate::Args),
 }
 
 /// Entry point of the `derm` binary.
@@ -50,6 +53,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Solve(args) => solve::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Migrate(args) => migrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

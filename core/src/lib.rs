@@ -10,6 +10,8 @@
 //! - [`generate`]: synthetic traces with known parameters, for tests, benches and demos.
 //! - [`predict`]: the next window's graph mix ([`predict::Predictor`]) and baselines.
 //! - [`sim`]: discrete-event simulator that emits traces, scaling policies, `derm simulate`.
+//! - [`migrate`]: `derm migrate`'s rewrite of existing HPAs onto Derm's metric (JSON in, JSON
+//!   out; the command's cluster I/O sits behind the `cluster` feature, outside the model).
 //!
 //! Units everywhere: milliseconds for latency, 1/ms for rates, requests/s for load.
 
@@ -17,6 +19,7 @@ pub mod cli;
 pub mod generate;
 pub mod graph;
 pub mod latency;
+pub mod migrate;
 pub mod optimize;
 pub mod pipeline;
 pub mod predict;
