@@ -20,6 +20,7 @@ use tracing::Instrument;
 
 use crate::inflight::InFlight;
 use crate::knowledge::{self, Knowledge, NodeInfo, Placement, Store, Workload};
+use crate::metrics::Health;
 
 /// The three caches.
 #[derive(Clone)]
@@ -36,8 +37,15 @@ impl std::fmt::Debug for Watches {
 }
 
 impl Watches {
-    /// Starts the watches and the rebuild task, publishing into `store`.
-    pub fn start(client: Client, store: Arc<Store>, inflight: Arc<InFlight>, every: Duration) -> Self {
+    /// Starts the watches and the rebuild task, publishing into `store`; `health` turns ready
+    /// once the first snapshot (of fully listed caches) is published.
+    pub fn start(
+        client: Client,
+        store: Arc<Store>,
+        inflight: Arc<InFlight>,
+        health: Arc<Health>,
+        every: Duration,
+    ) -> Self {
         let dirty = Arc::new(Notify::new());
         let (apps, apps_writer) = reflector::store::<DermApp>();
         let (pods, pods_writer) = reflector::store::<Pod>();
@@ -88,6 +96,7 @@ impl Watches {
                     let k = watches.knowledge(SystemTime::now());
                     tracing::debug!(services = k.services.len(), nodes = k.nodes.len(), took = ?t0.elapsed(), "knowledge rebuilt");
                     store.publish(k);
+                    health.loaded();
                     dirty.notified().await;
                     tokio::time::sleep(every).await;
                 }

@@ -86,16 +86,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => {
             let client = kube::Client::try_default().await.context("no cluster: set KUBECONFIG or use --state-file")?;
-            let watches = cluster::Watches::start(client, store.clone(), inflight.clone(), args.rebuild_interval);
-            let ready = health.clone();
-            _tasks.push(tokio::spawn(
-                async move {
-                    watches.synced().await;
-                    ready.loaded();
-                    tracing::info!("caches synced");
-                }
-                .instrument(tracing::info_span!("watch")),
-            ));
+            cluster::Watches::start(client, store.clone(), inflight.clone(), health.clone(), args.rebuild_interval);
         }
     }
     let plans = Arc::new(PlanStore::default());

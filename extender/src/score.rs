@@ -175,7 +175,11 @@ pub fn score(
     counts: &Counts,
     cfg: &Config,
 ) -> Scored {
-    let w = cfg.weights;
+    let mut w = cfg.weights;
+    if counts.planned.is_empty() {
+        // No plan for this service: its term would be 0 everywhere and only compress the range.
+        w.plan = 0.0;
+    }
     let s = &k.services[service];
     // Affinity mass per node, accumulated over the peers' (sparse) placements.
     let mut mass: HashMap<&str, f64> = HashMap::new();
