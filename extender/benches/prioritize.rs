@@ -3,7 +3,8 @@
 //!
 //! Knowledge: 1,000 nodes, 100 DermApps x 10 services x 10 replicas = 10,000 pods, about 25
 //! calling pairs per app; every request offers all 1,000 nodes. Prints latency percentiles and
-//! calls/s for 1 connection (kube-scheduler scores one pod at a time) and for 4.
+//! calls/s for the handler alone, then over HTTP for 1 connection (kube-scheduler scores one pod
+//! at a time) and for 4.
 //!
 //! `cargo bench -p derm-extender --bench prioritize [-- REQUESTS]`
 
@@ -161,7 +162,25 @@ fn main() {
         println!("request body: {} bytes", bodies[0].len());
         let server = Server::bind("127.0.0.1:0".parse().expect("addr"), None, Limits::default()).await.expect("bind");
         let addr = server.local_addr().expect("addr");
-        tokio::spawn(server.serve(api::router(ctx), std::future::pending()));
+        tokio::spawn(server.serve(api::router(ctx.clone()), std::future::pending()));
+        // The handler alone (decode, score, encode), without HTTP or a client on the same cores.
+        let mut lat = Vec::with_capacity(requests);
+        let t0 = Instant::now();
+        for r in 0..requests {
+            let t = Instant::now();
+            let reply = api::prioritize_body(&ctx, bodies[r % bodies.len()].as_bytes()).expect("scored");
+            std::hint::black_box(serde_json::to_vec(&reply).expect("encode"));
+            lat.push(t.elapsed());
+        }
+        let wall = t0.elapsed();
+        lat.sort();
+        println!(
+            "prioritize handler only (decode + score + encode), {requests} calls: p50 {:?}, p99 {:?}, max {:?}, {:.0} calls/s",
+            percentile(&lat, 0.50),
+            percentile(&lat, 0.99),
+            lat.last().copied().unwrap_or_default(),
+            requests as f64 / wall.as_secs_f64()
+        );
         run(addr, bodies.clone(), 1, requests / 10).await; // warm-up
         run(addr, bodies.clone(), 1, requests).await;
         run(addr, bodies, 4, requests).await;

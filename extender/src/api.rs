@@ -95,7 +95,7 @@ async fn prioritize(State(ctx): State<Arc<Context>>, body: Bytes) -> Response {
 }
 
 /// The prioritize reply for a request body (the handler minus HTTP; benchmarks call it).
-pub fn prioritize_body(ctx: &Context, body: &[u8]) -> Result<Vec<HostPriority>, wire::Error> {
+pub fn prioritize_body<'a>(ctx: &Context, body: &'a [u8]) -> Result<Vec<HostPriority<'a>>, wire::Error> {
     let req = Request::decode(body, ctx.max_nodes)?;
     let k = ctx.store.load();
     let scored = decide(ctx, &k, &req.pod, &req.names);
@@ -128,12 +128,9 @@ pub fn prioritize_body(ctx: &Context, body: &[u8]) -> Result<Vec<HostPriority>, 
     let neutral = ctx.shadow || scored.outcome != Outcome::Scored;
     Ok(req
         .names
-        .iter()
+        .into_iter()
         .zip(&scored.scores)
-        .map(|(host, s)| HostPriority {
-            host: host.to_string(),
-            score: if neutral { score::Score::NEUTRAL.get() } else { s.get() },
-        })
+        .map(|(host, s)| HostPriority { host, score: if neutral { score::Score::NEUTRAL.get() } else { s.get() } })
         .collect())
 }
 

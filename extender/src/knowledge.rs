@@ -126,6 +126,8 @@ pub struct ServiceEntry {
     pub peers: Vec<(ServiceId, f64)>,
     /// Bound replicas per node.
     pub per_node: HashMap<Arc<str>, u32>,
+    /// The same by node index ([`Knowledge::node_index`]), for the request path.
+    pub placed: Vec<(usize, u32)>,
     /// Bound replicas in all.
     pub total: u32,
 }
@@ -150,6 +152,10 @@ pub struct Knowledge {
     pub workloads: HashMap<Workload, ServiceId>,
     /// Node name -> capacity.
     pub nodes: HashMap<Arc<str>, NodeInfo>,
+    /// Node name -> dense index, over the Nodes and every node a placement names.
+    pub node_index: HashMap<Arc<str>, usize>,
+    /// Capacity by node index (`None`: not a known Node).
+    pub node_info: Vec<Option<NodeInfo>>,
     /// When the snapshot was built.
     pub built: Option<SystemTime>,
 }
@@ -188,6 +194,7 @@ impl Knowledge {
                     desired: s.desired,
                     peers: Vec::new(),
                     per_node: HashMap::new(),
+                    placed: Vec::new(),
                     total: 0,
                 });
             }
@@ -211,6 +218,20 @@ impl Knowledge {
                 let s = &mut k.services[id];
                 *s.per_node.entry(intern(&p.node)).or_default() += p.count;
                 s.total += p.count;
+            }
+        }
+        for (name, info) in &k.nodes {
+            k.node_index.insert(name.clone(), k.node_info.len());
+            k.node_info.push(Some(info.clone()));
+        }
+        for s in &mut k.services {
+            for (name, count) in &s.per_node {
+                let next = k.node_info.len();
+                let i = *k.node_index.entry(name.clone()).or_insert(next);
+                if i == next {
+                    k.node_info.push(None);
+                }
+                s.placed.push((i, *count));
             }
         }
         k
@@ -282,6 +303,8 @@ mod tests {
         assert_eq!(k.services[b].peers, [(a, 15.0)]);
         assert_eq!(k.services[b].total, 3);
         assert_eq!(k.services[b].per_node.get("n1"), Some(&2));
+        let n1 = k.node_index["n1"];
+        assert!(k.services[b].placed.contains(&(n1, 2)) && k.node_info[n1].is_none(), "n1 is not a known Node");
         assert_eq!(&*k.services[b].key, "shop/shop/b");
         assert!(k.service_of(&Workload::new("other", "Deployment", "b")).is_none());
     }

@@ -181,8 +181,10 @@ pub fn score(
         w.plan = 0.0;
     }
     let s = &k.services[service];
-    // Affinity mass per node, accumulated over the peers' (sparse) placements.
-    let mut mass: HashMap<&str, f64> = HashMap::new();
+    // Affinity mass per node index, accumulated over the peers' (sparse) placements; in-flight
+    // pods are keyed by name (they may sit on nodes the snapshot has not indexed).
+    let mut mass = vec![0.0; k.node_info.len()];
+    let mut mass_inflight: HashMap<&str, f64> = HashMap::new();
     for (p, &(j, rate)) in s.peers.iter().enumerate() {
         let peer = &k.services[j];
         let inflight = counts.peers.get(p);
@@ -191,20 +193,28 @@ pub fn score(
             continue;
         }
         let per_replica = rate / f64::from(total);
-        for (node, n) in &peer.per_node {
-            *mass.entry(node).or_default() += per_replica * f64::from(*n);
+        for &(i, n) in &peer.placed {
+            mass[i] += per_replica * f64::from(n);
         }
         for (node, n) in inflight.into_iter().flatten() {
-            *mass.entry(node).or_default() += per_replica * f64::from(*n);
+            *mass_inflight.entry(node).or_default() += per_replica * f64::from(*n);
         }
     }
+    let mut here = vec![0u32; k.node_info.len()];
+    for &(i, n) in &s.placed {
+        here[i] = n;
+    }
     let own_total = s.total + counts.own.values().sum::<u32>();
+    let by_name =
+        |m: &HashMap<Arc<str>, u32>, name: &str| if m.is_empty() { 0 } else { m.get(name).copied().unwrap_or(0) };
     let mut terms: Vec<Terms> = candidates
         .iter()
         .map(|name| {
             let name = name.as_ref();
-            let here = s.per_node.get(name).copied().unwrap_or(0) + counts.own.get(name).copied().unwrap_or(0);
-            let headroom = match k.nodes.get(name) {
+            let index = k.node_index.get(name).copied();
+            let here = index.map_or(0, |i| here[i]) + by_name(&counts.own, name);
+            let extra = if mass_inflight.is_empty() { 0.0 } else { mass_inflight.get(name).copied().unwrap_or(0.0) };
+            let headroom = match index.and_then(|i| k.node_info[i].as_ref()) {
                 Some(info) => match info.pods_allocatable {
                     Some(a) if a > 0 => (1.0 - f64::from(info.pods_used) / f64::from(a)).clamp(0.0, 1.0),
                     Some(_) => 0.0,
@@ -212,12 +222,11 @@ pub fn score(
                 },
                 None => 1.0,
             };
-            let planned = counts.planned.get(name).copied().unwrap_or(0);
             Terms {
-                affinity: mass.get(name).copied().unwrap_or(0.0),
+                affinity: index.map_or(0.0, |i| mass[i]) + extra,
                 spread: f64::from(here) / f64::from(own_total + 1),
                 headroom,
-                plan: if planned > here { 1.0 } else { 0.0 },
+                plan: if by_name(&counts.planned, name) > here { 1.0 } else { 0.0 },
             }
         })
         .collect();
@@ -322,7 +331,8 @@ mod tests {
     #[test]
     fn full_nodes_lose_headroom() {
         let mut k = shop();
-        if let Some(n) = k.nodes.get_mut("n3") {
+        let n3 = k.node_index["n3"];
+        if let Some(n) = k.node_info[n3].as_mut() {
             n.pods_used = 10;
         }
         let db = k.service_of(&w("db")).unwrap();

@@ -25,8 +25,13 @@ pub struct Args<'a> {
     pub nodes: Option<NodeList<'a>>,
     /// Candidate node names (`nodeCacheCapable: true`).
     #[serde(default, borrow)]
-    pub node_names: Option<Vec<Cow<'a, str>>>,
+    pub node_names: Option<Vec<Name<'a>>>,
 }
+
+/// A node name borrowed from the request body (serde borrows a `Cow` only as a direct field;
+/// inside a `Vec` it would allocate every name).
+#[derive(Debug, Deserialize)]
+pub struct Name<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 /// A `v1.NodeList` whose items stay raw JSON.
 #[derive(Debug, Deserialize, Serialize)]
@@ -119,9 +124,9 @@ pub struct FilterResult<'a> {
 /// `HostPriority`: one entry of the reply to `prioritize` (a bare JSON array).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct HostPriority {
+pub struct HostPriority<'a> {
     /// Node name.
-    pub host: String,
+    pub host: Cow<'a, str>,
     /// Score, 0..=10 (see [`crate::score::Score`]).
     pub score: i64,
 }
@@ -173,7 +178,7 @@ impl<'a> Request<'a> {
         let args: Args<'a> = serde_json::from_slice(body)?;
         let pod = args.pod.ok_or(Error::MissingPod)?;
         let (names, full) = match (args.node_names, args.nodes) {
-            (Some(names), _) => (names, None),
+            (Some(names), _) => (names.into_iter().map(|n| n.0).collect(), None),
             (None, Some(list)) => {
                 let names = list
                     .items
@@ -286,8 +291,9 @@ mod tests {
     }
 
     #[test]
-    fn escaped_names_decode() {
-        let req = Request::decode(br#"{"Pod":{},"NodeNames":["n\u0031"]}"#, 3).unwrap();
-        assert_eq!(req.names, ["n1"]);
+    fn names_are_borrowed_unless_escaped() {
+        let req = Request::decode(br#"{"Pod":{},"NodeNames":["n\u0031","n2"]}"#, 3).unwrap();
+        assert_eq!(req.names, ["n1", "n2"]);
+        assert!(matches!(req.names[0], Cow::Owned(_)) && matches!(req.names[1], Cow::Borrowed(_)));
     }
 }
