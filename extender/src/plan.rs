@@ -118,7 +118,19 @@ pub enum Error {
 /// Plans every app of `k`.
 pub fn plan(k: &Knowledge, cfg: &Config) -> (Plan, Vec<Result<AppPlan, Error>>) {
     let mut out = Plan { by_service: HashMap::new(), computed: Some(SystemTime::now()) };
-    let results: Vec<_> = (0..k.apps.len()).map(|a| plan_app(k, a, cfg)).collect();
+    // Apps are planned one after another; pods an app's plan adds to a node are reserved there,
+    // so later apps do not plan into the same room.
+    let mut reserved: HashMap<Arc<str>, u32> = HashMap::new();
+    let results: Vec<_> = (0..k.apps.len())
+        .map(|a| {
+            let result = plan_app(k, a, cfg, &reserved);
+            for (s, node, n) in result.iter().flat_map(|r| &r.counts) {
+                let added = n.saturating_sub(k.services[*s].per_node.get(node).copied().unwrap_or(0));
+                *reserved.entry(node.clone()).or_default() += added;
+            }
+            result
+        })
+        .collect();
     for r in results.iter().flatten() {
         for (s, node, n) in &r.counts {
             out.by_service.entry(k.services[*s].key.clone()).or_default().insert(node.clone(), *n);
@@ -141,8 +153,8 @@ fn cross_share(pairs: &[(usize, usize, f64)], x: &[Vec<f64>]) -> Option<f64> {
     (total > 0.0).then(|| 1.0 - local / total)
 }
 
-/// Plans app `a` of `k`.
-pub fn plan_app(k: &Knowledge, a: usize, cfg: &Config) -> Result<AppPlan, Error> {
+/// Plans app `a` of `k`, leaving `reserved` pods per node to other apps' plans.
+pub fn plan_app(k: &Knowledge, a: usize, cfg: &Config, reserved: &HashMap<Arc<str>, u32>) -> Result<AppPlan, Error> {
     let app = k.apps[a].key.clone();
     let services: Vec<ServiceId> = (0..k.services.len())
         .filter(|&s| k.services[s].app == a && k.services[s].desired.unwrap_or(k.services[s].total) > 0)
@@ -167,7 +179,8 @@ pub fn plan_app(k: &Knowledge, a: usize, cfg: &Config) -> Result<AppPlan, Error>
     let demand: u32 = target.iter().sum();
     let capacity = |n: &str| match k.nodes.get(n) {
         Some(info) => match info.pods_allocatable {
-            Some(alloc) => alloc.saturating_sub(info.pods_used) + app_pods(n),
+            Some(alloc) => (alloc.saturating_sub(info.pods_used) + app_pods(n))
+                .saturating_sub(reserved.get(n).copied().unwrap_or(0)),
             None => demand,
         },
         None => demand,
@@ -308,7 +321,7 @@ mod tests {
             .collect();
         let mut placements = vec![place("a", "n1"), place("b", "n2"), place("c", "n3"), place("d", "n3")];
         let k = Knowledge::build(&[app], &placements, &nodes, SystemTime::UNIX_EPOCH);
-        let p = plan_app(&k, 0, &Config::default()).unwrap();
+        let p = plan_app(&k, 0, &Config::default(), &HashMap::new()).unwrap();
         assert_eq!(p.cross_now, Some(1.0 - 1.0 / 101.0));
         assert_eq!(p.cross_planned, Some(0.0), "{p:?}");
         // Spread: at most one replica of each (2-replica) service per node; capacity 4 per node.
@@ -331,6 +344,41 @@ mod tests {
             updated: None,
         };
         let k = Knowledge::build(&[app], &placements, &tiny, SystemTime::UNIX_EPOCH);
-        assert!(matches!(plan_app(&k, 0, &Config::default()), Err(Error::Solve { .. })));
+        assert!(matches!(plan_app(&k, 0, &Config::default(), &HashMap::new()), Err(Error::Solve { .. })));
+    }
+
+    #[test]
+    fn later_apps_do_not_plan_into_room_reserved_by_earlier_ones() {
+        // Three apps of 2 services x 2 replicas; 3 nodes of 4 pods: exactly full. Solved alone,
+        // each app would pick the same two nodes.
+        let app = |name: &str| App {
+            namespace: name.into(),
+            name: name.into(),
+            services: ["a", "b"]
+                .iter()
+                .map(|s| Service {
+                    name: (*s).into(),
+                    workload: Workload::new(name, "Deployment", *s),
+                    desired: Some(2),
+                })
+                .collect(),
+            calls: vec![Call { from: "a".into(), to: "b".into(), rate: 10.0 }],
+            updated: None,
+        };
+        let nodes: Vec<NodeInfo> = ["n1", "n2", "n3"]
+            .iter()
+            .map(|n| NodeInfo { name: (*n).into(), pods_allocatable: Some(4), pods_used: 0 })
+            .collect();
+        let k = Knowledge::build(&[app("x"), app("y"), app("z")], &[], &nodes, SystemTime::UNIX_EPOCH);
+        let (plan, results) = plan(&k, &Config::default());
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let mut per_node: HashMap<&str, u32> = HashMap::new();
+        for counts in plan.by_service.values() {
+            for (n, c) in counts {
+                *per_node.entry(n).or_default() += c;
+            }
+        }
+        assert_eq!(per_node.values().sum::<u32>(), 12, "{per_node:?}");
+        assert!(per_node.values().all(|&c| c <= 4), "{per_node:?}");
     }
 }
