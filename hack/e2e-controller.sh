@@ -48,7 +48,11 @@ $services
 YAML
 
 PORT="$(free_port)" ADMIN_PORT="$(free_port)" OTLP_PORT="$(free_port)"
+# A self-signed serving certificate for the name the aggregator dials (it is its own caBundle).
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=derm-adapter.$NS.svc" \
+  -addext "subjectAltName=DNS:derm-adapter.$NS.svc" -keyout "$WORK/serving.key" -out "$WORK/serving.crt" 2>/dev/null
 KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --controller --otlp-listen "127.0.0.1:$OTLP_PORT" \
+  --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
   --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/adapter.log" 2>&1 &
 ADAPTER_PID=$!
 cleanup() {
@@ -58,8 +62,6 @@ cleanup() {
 }
 trap cleanup EXIT
 eventually curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" || ko "adapter not ready: $(tail -n 5 "$WORK/adapter.log")"
-# The adapter serves with a self-signed certificate here: fetch it for the caBundle.
-openssl s_client -connect "127.0.0.1:$PORT" </dev/null 2>/dev/null | openssl x509 >"$WORK/serving.crt"
 register_external_metrics "$NS" derm-adapter "$PORT" "$WORK/serving.crt"
 
 # Ten levels of 12 s that all closed at least one interval ago.
