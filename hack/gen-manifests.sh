@@ -4,6 +4,8 @@
 #   manifests/NN-<kind>-<name>.yaml   (NN orders kubectl apply -f manifests/: namespace first)
 #   manifests/cert-manager/*.yaml     (Issuers and Certificates: need cert-manager)
 #   manifests/crd-dermapp.yaml        (from `derm-adapter crd`; copied into the chart's crds/)
+# manifests/scheduler/ (KubeSchedulerConfiguration examples for the extender) is written by
+# hand and left alone.
 # Usage: hack/gen-manifests.sh          rewrite manifests/ and the chart's crds/
 #        hack/gen-manifests.sh --check  render to a temp dir and diff; exit 1 when out of sync
 #   DERM_HELM   helm binary (default: hack/build-helm.sh, built from the Go module proxy)
@@ -53,7 +55,7 @@ cp "$ROOT/manifests/crd-dermapp.yaml" "$OUT/manifests/crd-dermapp.yaml"
 
 if ((CHECK)); then
   status=0
-  diff -r "$OUT/manifests" "$ROOT/manifests" || {
+  diff -r -x scheduler "$OUT/manifests" "$ROOT/manifests" || {
     echo "manifests/ is out of sync with deploy/helm/derm: run hack/gen-manifests.sh" >&2
     status=1
   }
@@ -64,7 +66,7 @@ if ((CHECK)); then
   [[ $status == 0 ]] && echo "manifests/ in sync with deploy/helm/derm ($(find "$ROOT/manifests" -name '*.yaml' | wc -l) files)"
   exit "$status"
 fi
-find "$ROOT/manifests" -name '*.yaml' ! -name crd-dermapp.yaml -delete
+find "$ROOT/manifests" -name '*.yaml' ! -name crd-dermapp.yaml ! -path "$ROOT/manifests/scheduler/*" -delete
 cp -r "$OUT/manifests/." "$ROOT/manifests/"
 cp "$ROOT/manifests/crd-dermapp.yaml" "$CHART/crds/crd-dermapp.yaml"
 echo "wrote $(find "$ROOT/manifests" -name '*.yaml' | wc -l) files under manifests/"
