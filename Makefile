@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit e2e bench demo help cluster-build cluster-up cluster-down
+.PHONY: all build lint fmt test unit e2e bench demo help cluster-build cluster-up cluster-down libtorch unit-lstm
 
 all: build
 
@@ -22,6 +22,12 @@ lint: ## fmt check and clippy -D warnings
 
 unit: ## Unit and integration tests, release (the Monte Carlo checks run in release only)
 	$(CARGO) test --workspace --release
+
+libtorch: ## Install libtorch (torch 2.13.0 from PyPI) into a cached venv for the `lstm` feature
+	./hack/install-libtorch.sh >/dev/null
+
+unit-lstm: libtorch ## derm-core tests with the attention LSTM (feature lstm, libtorch)
+	./hack/with-libtorch.sh $(CARGO) test -p derm-core --release --features lstm
 
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd from Go modules (cached)
 	./hack/build-control-plane.sh
