@@ -2,11 +2,12 @@
 //! `train_fraction` of windows and scored on the rest, one step ahead, every prediction from
 //! the windows before it only. Never a random split, which would leak neighbouring windows.
 //! Scores are accuracy (`1 - TV`) and KL, over all scored windows and separately over the
-//! windows whose mix changed by more than [`CHANGED_TV`] from the window before.
+//! windows whose mix changed by more than `changed_tv` (default [`super::metrics::CHANGED_TV`]) from the
+//! window before.
 
 use serde::Serialize;
 
-use super::metrics::{CHANGED_TV, kl, tv};
+use super::metrics::{kl, tv};
 use super::{Error, Predictor};
 use crate::graph::Window;
 
@@ -28,6 +29,8 @@ pub struct Row {
     pub name: String,
     pub all: Score,
     pub changed: Score,
+    /// Mean wall time of one prediction, microseconds.
+    pub predict_us: f64,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +63,7 @@ pub fn evaluate(
     make: &mut dyn FnMut() -> Result<Box<dyn Predictor>, Error>,
     series: &[Vec<Window>],
     train_fraction: f64,
+    changed_tv: f64,
 ) -> Result<Row, Error> {
     if !(train_fraction > 0.0 && train_fraction < 1.0) {
         return Err(Error::Invalid {
@@ -70,6 +74,7 @@ pub fn evaluate(
     }
     let (mut all, mut changed) = (Acc::default(), Acc::default());
     let mut name = String::new();
+    let mut elapsed = std::time::Duration::ZERO;
     for windows in series {
         let at = split_at(windows.len(), train_fraction);
         if at < 2 || at >= windows.len() {
@@ -79,34 +84,38 @@ pub fn evaluate(
         p.fit(&windows[..at])?;
         name = p.name().to_owned();
         for t in at..windows.len() {
+            let started = std::time::Instant::now();
             let predicted = p.predict(&windows[t.saturating_sub(CONTEXT)..t])?;
+            elapsed += started.elapsed();
             let actual = &windows[t].graph_mix;
             let (d, k) = (tv(&predicted, actual), kl(actual, &predicted));
             all.add(d, k);
-            if tv(actual, &windows[t - 1].graph_mix) > CHANGED_TV {
+            if tv(actual, &windows[t - 1].graph_mix) > changed_tv {
                 changed.add(d, k);
             }
         }
     }
-    Ok(Row { name, all: all.score(), changed: changed.score() })
+    let predict_us = 1e6 * elapsed.as_secs_f64() / all.n.max(1) as f64;
+    Ok(Row { name, all: all.score(), changed: changed.score(), predict_us })
 }
 
 /// A markdown table of rows.
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| model | accuracy | KL | windows | accuracy (mix changed) | KL (mix changed) | windows (mix changed) |\n\
-         |---|---:|---:|---:|---:|---:|---:|\n",
+        "| model | accuracy | KL | windows | accuracy (mix changed) | KL (mix changed) | windows (mix changed) | predict |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "| {} | {:.2}% | {:.4} | {} | {:.2}% | {:.4} | {} |\n",
+            "| {} | {:.2}% | {:.4} | {} | {:.2}% | {:.4} | {} | {:.1} us |\n",
             r.name,
             100.0 * r.all.accuracy,
             r.all.kl,
             r.all.windows,
             100.0 * r.changed.accuracy,
             r.changed.kl,
-            r.changed.windows
+            r.changed.windows,
+            r.predict_us
         ));
     }
     s
@@ -136,11 +145,11 @@ mod tests {
     fn scores_on_the_later_range_and_separates_changes() {
         // Alternating mix: last value is always off by 0.6 TV, AR(1) learns the alternation.
         let series = vec![(0..100).map(|t| window(t, if t % 2 == 0 { 0.8 } else { 0.2 })).collect::<Vec<_>>()];
-        let last = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5).unwrap_or_else(|e| panic!("{e}"));
+        let last = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(last.all.windows, 50);
         assert_eq!(last.changed.windows, 50);
         assert!((last.all.accuracy - 0.4).abs() < 1e-12, "{last:?}");
-        let ar = evaluate(&mut || Ok(Box::new(Arima::new(1)?)), &series, 0.5).unwrap_or_else(|e| panic!("{e}"));
+        let ar = evaluate(&mut || Ok(Box::new(Arima::new(1)?)), &series, 0.5, 0.1).unwrap_or_else(|e| panic!("{e}"));
         assert!(ar.all.accuracy > 0.99, "{ar:?}");
         assert!(markdown(&[last, ar]).contains("| arima | 100.00% |"));
     }
@@ -148,8 +157,10 @@ mod tests {
     #[test]
     fn bad_split_is_an_error() {
         let series = vec![(0..3).map(|t| window(t, 1.0)).collect::<Vec<_>>()];
-        assert!(evaluate(&mut || Ok(Box::new(Last)), &series, 1.0).unwrap_err().to_string().contains("train_fraction"));
-        let err = evaluate(&mut || Ok(Box::new(Last)), &series, 0.1).unwrap_err().to_string();
+        assert!(
+            evaluate(&mut || Ok(Box::new(Last)), &series, 1.0, 0.1).unwrap_err().to_string().contains("train_fraction")
+        );
+        let err = evaluate(&mut || Ok(Box::new(Last)), &series, 0.1, 0.1).unwrap_err().to_string();
         assert!(err.contains("too short"), "{err}");
     }
 }

@@ -67,6 +67,23 @@ impl Tracker {
     }
 }
 
+/// Mean TV distance of `p`'s one-step predictions of the last `last` windows, each from the
+/// windows before it (at most `context` of them); `None` when no window has enough history.
+pub fn recent_error(
+    p: &dyn super::Predictor,
+    windows: &[crate::graph::Window],
+    last: usize,
+    context: usize,
+) -> Option<f64> {
+    let mut tracker = Tracker::new(last);
+    for t in windows.len().saturating_sub(last).max(1)..windows.len() {
+        if let Ok(predicted) = p.predict(&windows[t.saturating_sub(context)..t]) {
+            tracker.record(&predicted, &windows[t].graph_mix);
+        }
+    }
+    tracker.mean_tv()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
