@@ -56,10 +56,10 @@ impl Predictor for Arima {
             let mut xty = vec![0.0; n];
             for t in p..series.len() {
                 let row: Vec<f64> = std::iter::once(1.0).chain((1..=p).map(|k| series[t - k])).collect();
-                for i in 0..n {
-                    xty[i] += row[i] * series[t];
-                    for j in 0..n {
-                        xtx[i][j] += row[i] * row[j];
+                for ((ri, xty_i), xtx_i) in row.iter().zip(xty.iter_mut()).zip(xtx.iter_mut()) {
+                    *xty_i += ri * series[t];
+                    for (rj, x) in row.iter().zip(xtx_i.iter_mut()) {
+                        *x += ri * rj;
                     }
                 }
             }
@@ -113,9 +113,11 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
             continue;
         }
         for row in col + 1..n {
-            let f = a[row][col] / a[col][col];
-            for k in col..n {
-                a[row][k] -= f * a[col][k];
+            let (head, tail) = a.split_at_mut(row);
+            let (pivot, target) = (&head[col], &mut tail[0]);
+            let f = target[col] / pivot[col];
+            for (t, p) in target[col..].iter_mut().zip(&pivot[col..]) {
+                *t -= f * p;
             }
             b[row] -= f * b[col];
         }
