@@ -98,13 +98,18 @@ fn predict(path: &Path, windows: &[Window], args: &Args) -> anyhow::Result<()> {
         );
     }
     let next = model.predict(windows)?;
+    let started = std::time::Instant::now();
     let recent_tv = metrics::recent_error(&model, recent_windows, args.recent as usize, meta.window);
+    // One prediction per recent window that has a full history before it.
+    let steps = recent_windows.len().saturating_sub(meta.window).clamp(1, args.recent as usize);
+    let predict_us = 1e6 * started.elapsed().as_secs_f64() / steps as f64;
     let out = serde_json::json!({
         "model": path.display().to_string(),
         "next": next,
         "unseen_share": other,
         "recent_tv": recent_tv,
         "recent_windows": args.recent,
+        "predict_us": predict_us,
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

@@ -108,6 +108,13 @@ struct Trained {
     net: Net,
 }
 
+/// The epoch with the lowest validation loss so far: its weights are restored at the end.
+struct Best {
+    loss: f64,
+    accuracy: f64,
+    weights: Vec<(String, Tensor)>,
+}
+
 /// Inputs `[n, l, d]` and targets `[n, g + 1]` of the samples of a set of series.
 struct Samples {
     x: Vec<f32>,
@@ -226,7 +233,7 @@ impl Lstm {
         let (vx, vy) = val.tensors(&meta, device);
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         let mut order: Vec<i64> = (0..train.n as i64).collect();
-        let mut best: Option<(f64, f64, Vec<(String, Tensor)>)> = None;
+        let mut best: Option<Best> = None;
         let mut since_best = 0;
         for epoch in 1..=self.config.epochs {
             order.shuffle(&mut rng);
@@ -254,9 +261,9 @@ impl Lstm {
                     detail: format!("validation loss became {vloss} at epoch {epoch}"),
                 });
             }
-            if best.as_ref().is_none_or(|(b, _, _)| vloss < *b) {
+            if best.as_ref().is_none_or(|b| vloss < b.loss) {
                 let weights = store.variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect();
-                best = Some((vloss, vacc, weights));
+                best = Some(Best { loss: vloss, accuracy: vacc, weights });
                 since_best = 0;
             } else {
                 since_best += 1;
@@ -265,16 +272,16 @@ impl Lstm {
                 }
             }
         }
-        if let Some((_, vacc, weights)) = best {
+        if let Some(best) = best {
             let vars = store.variables();
             tch::no_grad(|| {
-                for (k, w) in &weights {
+                for (k, w) in &best.weights {
                     if let Some(v) = vars.get(k) {
                         v.shallow_clone().copy_(w);
                     }
                 }
             });
-            meta.validation_accuracy = vacc;
+            meta.validation_accuracy = best.accuracy;
         }
         self.meta = Some(meta);
         self.trained = Some(Mutex::new(Trained { store, net }));
