@@ -86,6 +86,7 @@ fn predict(path: &Path, windows: &[Window], args: &Args) -> anyhow::Result<()> {
     use crate::predict::{lstm::Lstm, metrics};
     /// A share of requests in unseen graphs above this is reported as a reason to retrain.
     const OTHER_WARN: f64 = 0.1;
+    tch::set_num_threads(args.lstm.threads);
     let model = Lstm::load(path, !args.lstm.cpu)?;
     let meta = model.meta().context("model without metadata")?;
     let recent_windows = &windows[windows.len().saturating_sub(args.recent as usize + meta.window)..];

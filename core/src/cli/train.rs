@@ -40,6 +40,11 @@ pub(crate) struct LstmArgs {
     /// Stay on the CPU even when CUDA is available.
     #[arg(long)]
     pub cpu: bool,
+    /// libtorch CPU threads. 1 by default: this model's operations are small, and on a busy
+    /// machine two threads spinning for each other made training and inference 10 to 50
+    /// times slower than one (README, Graph-mix prediction).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub threads: i32,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -87,6 +92,7 @@ mod imp {
 
     /// Fit with a progress bar (epoch, train and validation loss).
     pub(crate) fn fit(series: &[Vec<Window>], args: &LstmArgs, attention: bool) -> anyhow::Result<Lstm> {
+        tch::set_num_threads(args.threads);
         let mut model = Lstm::new(args.config(attention))?;
         let bar = ProgressBar::new(args.epochs);
         bar.set_style(
