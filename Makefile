@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit e2e bench demo help cluster-build cluster-up cluster-down libtorch unit-lstm
+.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down manifests libtorch unit-lstm
 
 all: build
 
@@ -27,6 +27,7 @@ libtorch: ## Install libtorch (torch 2.13.0 from PyPI) into a cached venv for th
 	./hack/install-libtorch.sh >/dev/null
 
 unit-lstm: libtorch ## derm-core tests with the attention LSTM (feature lstm, libtorch)
+	./hack/with-libtorch.sh $(CARGO) clippy -p derm-core --all-targets --features lstm -- -D warnings
 	./hack/with-libtorch.sh $(CARGO) test -p derm-core --release --features lstm
 
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd from Go modules (cached)
@@ -41,10 +42,18 @@ cluster-down: ## Stop it
 e2e: cluster-build ## End-to-end checks against a real local control plane (builds or reuses it)
 	./hack/probe-all.sh
 
-test: lint unit e2e ## Every test (what CI runs)
+test: lint unit unit-lstm e2e ## Every test (what CI runs)
+
+manifests: ## Regenerate manifests/ from deploy/helm/derm (and the CRD from derm-adapter)
+	$(CARGO) run --release -q -p derm-adapter -- crd > manifests/crd-dermapp.yaml
+	./hack/gen-manifests.sh
 
 bench: ## Criterion benchmarks (figures in the README)
 	$(CARGO) bench -p derm-core
 
-demo: ## The main job on an embedded default
-	./hack/demo.sh $(OUT)/demo
+demo: ## The main job: derm-adapter demo (simulated trainticket, metrics API on https://127.0.0.1:6443)
+	$(CARGO) build --release -p derm-adapter
+	./target/release/derm-adapter demo $(DEMO_ARGS)
+
+pipeline: ## The offline pipeline on generated traces: generate -> profile -> latency -> solve
+	./hack/pipeline-demo.sh $(OUT)/pipeline

@@ -22,6 +22,7 @@
 #   DERM_EXTENDER_PORT   port the scheduler extender is expected on (default: a free port)
 #   DERM_EXTENDER_URL    extender urlPrefix (default http://127.0.0.1:$DERM_EXTENDER_PORT)
 #   DERM_EXTENDER=0      configure no extender at all
+#   DERM_EXTENDER_WEIGHT extender prioritize weight (default 1; hack/e2e-extender.sh wants 5)
 #   DERM_ADAPTER_SERVICE / DERM_ADAPTER_NAMESPACE  names in the adapter serving cert SANs
 #                        (default derm-adapter / derm-system)
 #   DERM_FEATURE_GATES   extra --feature-gates for apiserver and controller-manager
@@ -220,6 +221,8 @@ start() { # name binary args...
   # setsid: the component outlives this script and the shell that ran it.
   setsid "$@" >"$RUN/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$RUN/pids/$name.pid"
+  # The command line, NUL-separated, for hack/restart-component.sh.
+  printf '%s\0' "$@" >"$RUN/pids/$name.cmd"
   log "started $name (pid $!), log $RUN/logs/$name.log"
 }
 
@@ -337,7 +340,7 @@ extenders:
 - urlPrefix: "$EXT_URL"
   filterVerb: filter
   prioritizeVerb: prioritize
-  weight: 1
+  weight: ${DERM_EXTENDER_WEIGHT:-1}
   nodeCacheCapable: true
   ignorable: true
   httpTimeout: 2s

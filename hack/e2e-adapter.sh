@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # End to end test of the real adapter (target/release/derm-adapter) against a cluster started
 # by hack/cluster-up.sh: its own serving CA and certificate for derm-adapter.<ns>.svc, the
-# front-proxy CA from the cluster, --static-values rewritten while it runs, an ExternalName
+# front-proxy CA from the cluster, a DermApp whose status subresource is patched while it runs
+# (the adapter watches it, as every replica does in a cluster), an ExternalName
 # Service + APIService v1beta1.external.metrics.k8s.io with caBundle (no insecureSkipTLSVerify).
 # Checks: Available; a GET through the aggregator with a label selector; a stock HPA (External
 # derm_desired_replicas, AverageValue 1, tolerance 0) landing exactly on the value 1 -> 8 -> 5
 # -> 20 -> 19; direct requests without the front-proxy certificate (401) or with one from
 # another CA (refused); the adapter killed (HPA keeps its replicas, FailedGetExternalMetric)
-# and restarted (served again). Deletes the APIService, then the namespace, and stops the
-# adapter, also on failure. Prints "N passed, N failed".
+# and restarted (served again from the DermApp status); values whose solve time is older than
+# the hold (still served) and the error limit (HPA FailedGetExternalMetric, replicas kept);
+# kube-apiserver restarted (the watch reconnects, a new value lands). Deletes the APIService,
+# then the namespace, and stops the adapter, also on failure. Prints "N passed, N failed".
 #   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
 #   DERM_PROBE_TIMEOUT seconds per wait (default 90)
 #   DERM_ADAPTER_BIN   use this binary instead of building target/release/derm-adapter
@@ -62,22 +65,45 @@ echo "derm-adapter built in $((SECONDS - t0))s"
     -extfile client.ext -out rogue.crt 2>/dev/null
 )
 
-# --- the adapter ------------------------------------------------------------------------------
-PORT="$(free_port)"
-ADMIN_PORT="$(free_port)"
-VALUES="$WORK/values.json"
-publish() { # cart replicas; another series in the same app shows the selector at work
-  printf '[{"namespace":"%s","app":"shop","service":"cart","replicas":%s},
- {"namespace":"%s","app":"shop","service":"frontend","replicas":3}]\n' "$NS" "$1" "$NS" >"$VALUES.tmp"
-  mv "$VALUES.tmp" "$VALUES"
+# --- the DermApp whose status the adapter publishes -------------------------------------------
+"$K" create namespace "$NS" --dry-run=client -o yaml | "$K" apply -f - >/dev/null
+"$BIN" crd | "$K" apply --server-side -f - >/dev/null
+eventually "$K" wait --for condition=Established crd/dermapps.derm.dev --timeout 5s ||
+  ko "CRD dermapps.derm.dev not Established"
+dermapp() { # hold-seconds error-after-seconds: applies the DermApp spec
+  cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: derm.dev/v1alpha1
+kind: DermApp
+metadata: {name: shop, namespace: $NS}
+spec:
+  sla: {latencyMs: 200, percentile: 95}
+  entryService: frontend
+  traceSource: {otlp: {}}
+  services:
+  - {name: frontend, scaleTargetRef: {kind: Deployment, name: frontend}, minReplicas: 1, maxReplicas: 40}
+  - {name: cart, scaleTargetRef: {kind: Deployment, name: cart}, minReplicas: 1, maxReplicas: 40}
+  staleness: {holdSeconds: $1, errorAfterSeconds: $2}
+YAML
+}
+dermapp 600 900
+# What the leader's online loop does each interval, here by hand: desired replicas and the
+# solve time (values age from it) into the status subresource.
+publish() { # cart-replicas [solve-time]; frontend (another series of the app) shows the selector
+  local at="${2:-$(date -u +%Y-%m-%dT%H:%M:%SZ)}"
+  "$K" -n "$NS" patch dermapp shop --subresource=status --type=merge \
+    -p "{\"status\":{\"desiredReplicas\":{\"cart\":$1,\"frontend\":3},\"lastSolveTime\":\"$at\"}}" >/dev/null
 }
 publish 1
+
+# --- the adapter: watches DermApps with the admin kubeconfig ----------------------------------
+PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
 ADAPTER_PID=
 start_adapter() {
-  "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
+  KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
     --requestheader-client-ca "$DERM_FRONT_PROXY_CA_FILE" --requestheader-allowed-names system:auth-proxy \
-    --static-values "$VALUES" --static-values-poll 500ms --drain-timeout 2s >>"$WORK/adapter.log" 2>&1 &
+    --drain-timeout 2s >>"$WORK/adapter.log" 2>&1 &
   ADAPTER_PID=$!
 }
 stop_adapter() {
@@ -235,6 +261,42 @@ else
   ko "adapter restarted: ScalingActive $(hpa_condition ScalingActive), (desired, spec) = ($(state))"
 fi
 step 12 "after the restart, 19 -> 12"
+
+# --- the online loop stops (trace source down): values age from their solve time ------------
+dermapp 5 30
+publish 12 "$(date -u -d '-15 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+stale_counted() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -q 'derm_adapter_published_series{freshness="Stale"} 2'; }
+if eventually stale_counted && [[ "$(served)" == 12 ]]; then
+  ok "solve 15 s old (hold 5 s): the last good value is still served (12), counted as stale"
+else
+  ko "stale value: GET $(served); $(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep published_series | tr '\n' ' ')"
+fi
+publish 12 "$(date -u -d '-60 seconds' +%Y-%m-%dT%H:%M:%SZ)"
+t0=$SECONDS
+if eventually failed_metric; then
+  ok "solve 60 s old (error after 30 s): HPA ScalingActive False / FailedGetExternalMetric in $((SECONDS - t0))s"
+else
+  ko "expired value: ScalingActive $(hpa_condition ScalingActive); GET $(served)"
+fi
+deadline=$((SECONDS + 6)) held=yes
+while ((SECONDS < deadline)); do
+  lands_on 12 || held="no: (desired, spec) = ($(state))"
+  sleep 0.5
+done
+if [[ "$held" == yes ]]; then ok "expired value: HPA keeps 12 replicas (no scale-down on missing data)"; else
+  ko "expired value: HPA moved, $held"
+fi
+dermapp 600 900
+step 12 "fresh again, holds 12"
+
+# --- kube-apiserver restarts: the adapter's watch reconnects ---------------------------------
+"$HACK_DIR/restart-component.sh" kube-apiserver >/dev/null
+t0=$SECONDS
+if eventually "$K" get --raw /readyz; then ok "kube-apiserver restarted, ready in $((SECONDS - t0))s"; else
+  ko "kube-apiserver not ready after restart"
+fi
+eventually available || ko "APIService not Available after the kube-apiserver restart"
+step 7 "after the kube-apiserver restart, a new status value 12 -> 7 (watch reconnected)"
 
 # --- cleanup ----------------------------------------------------------------------------------
 cleanup

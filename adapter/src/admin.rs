@@ -1,8 +1,9 @@
 //! The admin port (plain HTTP, for the kubelet and Prometheus): `/livez`, `/readyz`, `/metrics`.
 //!
-//! Readiness ([`Health`]) is false until a value is published, false when every value has
-//! expired, and false from the first shutdown signal on, so endpoints drain before the server
-//! stops. Metrics ([`Metrics`]) use bounded label sets only.
+//! Readiness ([`Health`]) is false until the value source has loaded once (or a value is
+//! published), false when every value has expired, and false from the first shutdown signal
+//! on, so endpoints drain before the server stops. Metrics ([`Metrics`]) use bounded label
+//! sets only.
 //!
 //! TODO(next slice): traces ingested and rejected by reason, solve time, published value vs
 //! the HPA's desired replicas.
@@ -142,12 +143,20 @@ impl Metrics {
 pub struct Health {
     store: Arc<Store>,
     shutting_down: AtomicBool,
+    /// The value source has loaded once (DermApps listed, static file read): from then on an
+    /// empty store is a real "nothing to publish", not "not loaded yet".
+    synced: AtomicBool,
 }
 
 impl Health {
     /// Readiness over `store`.
     pub fn new(store: Arc<Store>) -> Self {
-        Self { store, shutting_down: AtomicBool::new(false) }
+        Self { store, shutting_down: AtomicBool::new(false), synced: AtomicBool::new(false) }
+    }
+
+    /// Marks the value source as loaded once.
+    pub fn mark_synced(&self) {
+        self.synced.store(true, Ordering::Relaxed);
     }
 
     /// Marks the replica not ready for good (first shutdown signal).
@@ -162,7 +171,7 @@ impl Health {
         }
         let snapshot = self.store.load();
         if snapshot.is_empty() {
-            return Err("no published values yet");
+            return if self.synced.load(Ordering::Relaxed) { Ok(()) } else { Err("no published values yet") };
         }
         if snapshot.iter().all(|(_, v)| v.freshness(now) == Freshness::Expired) {
             return Err("every published value has expired");

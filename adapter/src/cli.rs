@@ -23,7 +23,11 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve external.metrics.k8s.io and custom.metrics.k8s.io over TLS, plus the admin port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Print the DermApp CustomResourceDefinition (YAML) generated from the Rust type.
+    Crd,
+    /// Derm's whole loop on a simulated app, served on https://127.0.0.1:6443; no cluster needed.
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Arguments of `serve`.
@@ -38,9 +42,21 @@ pub struct ServeArgs {
     /// The admin port.
     #[command(flatten)]
     pub admin: AdminArgs,
-    /// JSON file of values to publish: `[{"namespace","app","service","replicas"}]`.
+    /// JSON file of values to publish: `[{"namespace","app","service","replicas"}]`. Replaces
+    /// the DermApp watch (no cluster access needed).
     #[arg(long, env = "DERM_STATIC_VALUES")]
     pub static_values: Option<PathBuf>,
+    /// Watch DermApps in this namespace only (default: every namespace). The cluster comes
+    /// from the in-cluster service account or `KUBECONFIG`.
+    #[arg(long, env = "DERM_WATCH_NAMESPACE", conflicts_with = "static_values")]
+    pub watch_namespace: Option<String>,
+    /// Run the online loop: receive traces on `--otlp-listen`, solve every DermApp's
+    /// interval and write its status. One replica only (leader election is not written yet).
+    #[arg(long, env = "DERM_CONTROLLER", conflicts_with = "static_values")]
+    pub controller: bool,
+    /// Address of the OTLP/HTTP trace receiver (`POST /v1/traces`) of `--controller`.
+    #[arg(long, env = "DERM_OTLP_LISTEN", default_value = "0.0.0.0:4318")]
+    pub otlp_listen: SocketAddr,
     /// How often to check `--static-values` for changes (modification time and size), e.g. `1s`.
     /// A changed file replaces the published values; a bad one is logged and the previous
     /// values are kept.
@@ -155,7 +171,7 @@ mod tests {
             "1500ms",
         ])
         .unwrap();
-        let Command::Serve(serve) = args.command;
+        let Command::Serve(serve) = args.command else { panic!("not serve") };
         assert_eq!(serve.server.listen.port(), 6443);
         assert_eq!(serve.auth.requestheader_allowed_names, ["front-proxy-client", "aggregator"]);
         assert_eq!(serve.server.drain_timeout, Duration::from_millis(1500));

@@ -6,6 +6,7 @@
 //! an in-memory snapshot; values too old answer 503 so the HPA keeps its count.
 //!
 //! ```text
+//! derm-adapter crd > manifests/crd-dermapp.yaml
 //! derm-adapter serve --listen 127.0.0.1:6443 [--tls-cert F --tls-key F]
 //!     [--requestheader-client-ca F] [--requestheader-allowed-names N,...]
 //!     [--static-values F] --admin-listen 127.0.0.1:8080
@@ -19,6 +20,9 @@
 //! |---|---|
 //! | [`cli`] | `Args` (clap derive): server, auth, admin and log flags, each with `--long` and env |
 //! | [`crd`] | the `DermApp` custom resource (derm.dev/v1alpha1) and its validation |
+//! | [`status`] | DermApp status -> published values (timestamped by the solve time) |
+//! | [`demo`] | `derm-adapter demo`: the online loop on the simulated `trainticket` app, served live |
+//! | [`dermapps`] | the DermApp watch every replica runs (kube-runtime reflector) |
 //! | [`metrics`] | published values: immutable snapshots behind `ArcSwap`, freshness, `--static-values` |
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
 //! | [`api`] | the axum router of the aggregated API; wire types; errors as `Status` objects |
@@ -28,22 +32,25 @@
 //!
 //! # State of this crate
 //!
-//! Values come from `--static-values FILE` (polled, reloaded when it changes) or from
-//! [`metrics::Store::publish`] in tests. Not yet
-//! written (next slices, noted as TODOs in the modules): the DermApp watch that publishes
-//! status values, the leader's online loop (trace sources, predict, solve), reading
-//! kube-system/extension-apiserver-authentication with reload, TokenReview and
-//! SubjectAccessReview, serving-certificate reload, `--upstream` forwarding, HPA audit, and
-//! `derm-adapter demo`.
+//! Values come from the DermApps' status (watched in every namespace, or `--watch-namespace`),
+//! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster. Not
+//! yet written: the leader's online loop (trace sources, predict, solve) that writes the
+//! status, reading kube-system/extension-apiserver-authentication with reload, TokenReview
+//! and SubjectAccessReview, serving-certificate reload, `--upstream` forwarding, HPA audit.
 
 pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod controller;
 pub mod crd;
+pub mod demo;
+pub mod dermapps;
 pub mod metrics;
+pub mod online;
 pub mod selector;
 pub mod server;
+pub mod status;
 
 use std::sync::Arc;
 
@@ -63,7 +70,12 @@ use crate::server::{Limits, Server};
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_logging(&args.log)?;
     match args.command {
-        Command::Serve(serve) => run_serve(serve).await,
+        Command::Serve(serve) => run_serve(*serve).await,
+        Command::Demo(demo) => demo::run(demo).await,
+        Command::Crd => {
+            print!("{}", crd::yaml().context("cannot render the CRD as YAML")?);
+            Ok(())
+        }
     }
 }
 
@@ -111,7 +123,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let api_server =
         Server::bind(args.server.listen, Some(tls::server_config(identity, client_ca.as_ref())?), limits.clone())
             .await?;
-    let admin_server = Server::bind(args.admin.admin_listen, None, limits).await?;
+    let admin_server = Server::bind(args.admin.admin_listen, None, limits.clone()).await?;
 
     let mut registry = Registry::default();
     let metrics = admin::Metrics::register(&mut registry);
@@ -122,8 +134,34 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         policy: Arc::new(policy),
         metrics: metrics.clone(),
     });
-    let admin = admin::router(Arc::new(registry), metrics, store, health.clone());
+    let admin = admin::router(Arc::new(registry), metrics, store.clone(), health.clone());
 
+    let dermapp_watch = match &static_values {
+        Some(_) => {
+            health.mark_synced();
+            None
+        }
+        None => {
+            let client = kube::Client::try_default().await.context(
+                "no cluster to watch DermApps in (in-cluster config or KUBECONFIG); or pass --static-values",
+            )?;
+            Some(tokio::spawn(dermapps::run(client, args.watch_namespace.clone(), store.clone(), health.clone())))
+        }
+    };
+    let controller = if args.controller {
+        let client = kube::Client::try_default().await.context("--controller needs a cluster")?;
+        let apps = controller::Apps::default();
+        let receiver = Server::bind(args.otlp_listen, None, limits.clone())
+            .await
+            .with_context(|| format!("--otlp-listen {}", args.otlp_listen))?;
+        tracing::info!(otlp = %receiver.local_addr()?, "controller: OTLP/HTTP receiver");
+        let (_stop, stopped_rx) = watch::channel(false);
+        let serve = tokio::spawn(receiver.serve(controller::receiver(apps.clone()), stopped(stopped_rx)));
+        let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1)));
+        Some((serve, tick, _stop))
+    } else {
+        None
+    };
     let (api_stop, api_stopped) = watch::channel(false);
     let (admin_stop, admin_stopped) = watch::channel(false);
     tracing::info!(listen = %api_server.local_addr()?, admin = %admin_server.local_addr()?, "serving");
@@ -134,6 +172,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(admin_server.serve(admin, stopped(admin_stopped)).instrument(tracing::info_span!("admin")));
 
     signal().await.context("cannot listen for signals")?;
+    if let Some(task) = dermapp_watch {
+        task.abort();
+    }
+    if let Some((receiver, tick, _stop)) = controller {
+        receiver.abort();
+        tick.abort();
+    }
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
     api_stop.send_replace(true);
@@ -152,13 +197,13 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Waits for SIGINT or SIGTERM.
-async fn signal() -> std::io::Result<()> {
+pub(crate) async fn signal() -> std::io::Result<()> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         result = tokio::signal::ctrl_c() => result,

@@ -3,6 +3,7 @@
 mod generate;
 mod latency;
 mod predict;
+mod migrate;
 mod profile;
 mod simulate;
 mod solve;
@@ -41,6 +42,8 @@ enum Command {
     Train(train::Args),
     /// Next window's graph mix from a model, or `--evaluate`: predictors compared on a time split.
     Predict(predict::Args),
+    /// Turn HPAs on a DermApp's workloads into HPAs on Derm's count (diff; --apply to write).
+    Migrate(migrate::Args),
 }
 
 /// Entry point of the `derm` binary.
@@ -58,6 +61,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => simulate::run(args),
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
+        Command::Migrate(args) => migrate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

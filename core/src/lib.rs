@@ -11,6 +11,8 @@
 //! - [`predict`]: the next window's graph mix ([`predict::Predictor`]): baselines, ARIMA, the
 //!   attention LSTM (feature `lstm`, libtorch) and their time-split evaluation.
 //! - [`sim`]: discrete-event simulator that emits traces, scaling policies, `derm simulate`.
+//! - [`migrate`]: `derm migrate`'s rewrite of existing HPAs onto Derm's metric (JSON in, JSON
+//!   out; the command's cluster I/O sits behind the `cluster` feature, outside the model).
 //!
 //! Units everywhere: milliseconds for latency, 1/ms for rates, requests/s for load.
 
@@ -18,6 +20,7 @@ pub mod cli;
 pub mod generate;
 pub mod graph;
 pub mod latency;
+pub mod migrate;
 pub mod optimize;
 pub mod pipeline;
 pub mod predict;

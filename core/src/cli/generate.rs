@@ -24,6 +24,12 @@ pub struct Args {
     /// Sampling probability of the emitted traces, in (0, 1].
     #[arg(long)]
     sampling: Option<f64>,
+    /// Unix time of the first span (default: a fixed, window-aligned time in 2023).
+    #[arg(long, default_value_t = 1_699_999_980)]
+    origin_s: i64,
+    /// Seconds per load level (default: the scenario's 240).
+    #[arg(long)]
+    level_s: Option<u32>,
     /// Output file.
     #[arg(long, short = 'o')]
     out: PathBuf,
@@ -43,6 +49,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         scenario.sampling = p;
     }
+    if let Some(l) = args.level_s {
+        if l == 0 {
+            anyhow::bail!("--level-s must be > 0");
+        }
+        scenario.level_s = l;
+    }
     for w in &mut scenario.levels_rps {
         *w *= args.load_scale;
     }
@@ -50,8 +62,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         // Keep every service below capacity at the scaled load.
         s.a /= args.load_scale;
     }
-    // A window-aligned origin (a multiple of 60 s), so windows never straddle two load levels.
-    let traces = scenario.traces(1_699_999_980);
+    // The default origin is a multiple of 60 s, so windows never straddle two load levels.
+    let traces = scenario.traces(args.origin_s);
     let file = std::fs::File::create(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     match args.format.as_str() {

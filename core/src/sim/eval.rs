@@ -187,13 +187,29 @@ fn warmup(config: &Config) -> u32 {
     config.warmup_s.div_ceil(config.interval_s) * config.interval_s
 }
 
-/// Run the evaluation. `progress` gets simulated seconds; `sink` the sampled traces of the
-/// first policy's measured run.
-pub fn evaluate(
-    config: &Config,
-    progress: &(dyn Fn(u64) + Sync),
-    sink: Option<TraceSink<'_>>,
-) -> Result<Evaluation, Error> {
+/// What every policy of an evaluation shares: the scenario, its pattern, run settings and
+/// (when a profile-based policy is asked for) the profiling phase's result.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub scenario: Scenario,
+    pub pattern: Pattern,
+    pub run: run::Config,
+    pub derm: derm::Config,
+    pub profiled: Option<profiling::Profiled>,
+}
+
+impl Prepared {
+    /// A Derm-family policy on the profiling phase's result, with the configured predictor.
+    pub fn derm_policy(&self, name: Name, predictor_name: &str) -> Derm {
+        let learned = self.profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
+        let pred = predictor(predictor_name).unwrap_or_else(|_| Box::new(Last));
+        Derm::new(name, self.derm.clone(), pred, learned)
+    }
+}
+
+/// Validates `config`, builds the scenario and runs the profiling phase when a policy needs
+/// profiles. `progress` gets the profiling phase's simulated seconds.
+pub fn prepare(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Prepared, Error> {
     config.validate()?;
     let scenario = Scenario::named(&config.scenario)?;
     let pattern = config.pattern.clone().unwrap_or_else(|| scenario.pattern.clone());
@@ -224,7 +240,7 @@ pub fn evaluate(
         None
     };
 
-    let run_config = run::Config {
+    let run = run::Config {
         duration_s: config.duration_s,
         warmup_s,
         interval_s: f64::from(config.interval_s),
@@ -234,7 +250,7 @@ pub fn evaluate(
         seed: config.seed,
         origin_s,
     };
-    let derm_config = derm::Config {
+    let derm = derm::Config {
         sla_ms,
         percentile: config.percentile,
         interval_s: config.interval_s,
@@ -242,6 +258,20 @@ pub fn evaluate(
         refit_every: config.refit_every,
         seed: config.seed,
     };
+    Ok(Prepared { scenario, pattern, run, derm, profiled })
+}
+
+/// Run the evaluation. `progress` gets simulated seconds; `sink` the sampled traces of the
+/// first policy's measured run.
+pub fn evaluate(
+    config: &Config,
+    progress: &(dyn Fn(u64) + Sync),
+    sink: Option<TraceSink<'_>>,
+) -> Result<Evaluation, Error> {
+    let prepared = prepare(config, progress)?;
+    let Prepared { scenario, pattern, run: run_config, profiled, .. } = &prepared;
+    let warmup_s = run_config.warmup_s;
+    let (sla_ms, sampling) = (run_config.sla_ms, run_config.sampling);
     let sink = Mutex::new(sink);
     let outcomes: Vec<(Outcome, f64)> = config
         .policies
@@ -251,15 +281,11 @@ pub fn evaluate(
             let t0 = std::time::Instant::now();
             let mut policy: Box<dyn Policy> = match name {
                 Name::HpaCpu => Box::new(Hpa::new(scenario.app.services.len(), hpa::Config::default())),
-                Name::StaticPeak => Box::new(StaticPeak::new(&scenario, &pattern, -warmup_s, config.duration_s)),
-                _ => {
-                    let learned = profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
-                    let pred = predictor(&config.predictor).unwrap_or_else(|_| Box::new(Last));
-                    Box::new(Derm::new(*name, derm_config.clone(), pred, learned))
-                }
+                Name::StaticPeak => Box::new(StaticPeak::new(scenario, pattern, -warmup_s, config.duration_s)),
+                _ => Box::new(prepared.derm_policy(*name, &config.predictor)),
             };
             let mut own_sink = if i == 0 { sink.lock().ok().and_then(|mut s| s.take()) } else { None };
-            let outcome = run::run(&scenario, &pattern, policy.as_mut(), &run_config, progress, own_sink.take());
+            let outcome = run::run(scenario, pattern, policy.as_mut(), run_config, progress, own_sink.take());
             (outcome, t0.elapsed().as_secs_f64())
         })
         .collect();
@@ -273,12 +299,12 @@ pub fn evaluate(
             .insert(o.name.clone(), PolicyReport { summary: o.summary.clone(), containers_vs_hpa, wall_s: *wall_s });
         series.insert(o.name.clone(), o.series.clone());
     }
-    let profiling = profiled.map(|p| ProfilingReport {
+    let profiling = profiled.as_ref().map(|p| ProfilingReport {
         requests: p.requests,
         services_profiled: p.learned.profiles.services.len(),
         services_total: scenario.app.services.len(),
-        fallback_profiles: p.fallbacks,
-        errors: p.errors,
+        fallback_profiles: p.fallbacks.clone(),
+        errors: p.errors.clone(),
         duration_s: f64::from(config.profile_levels * config.profile_level_s),
         wall_s: p.wall_s,
     });

@@ -71,6 +71,21 @@ pub trait Policy: Send {
     /// Replicas per service (in `scenario.app.services` order), each >= 1.
     fn decide(&mut self, view: View<'_>) -> Vec<u32>;
     fn stats(&self) -> Stats;
+    /// What the last decision planned for (profile-based policies), for live displays.
+    fn insight(&self) -> Option<Insight> {
+        None
+    }
+}
+
+/// The mix, load and predicted SLA probability behind a decision.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Insight {
+    /// Graph id -> share.
+    pub mix: std::collections::BTreeMap<String, f64>,
+    /// Load planned for, requests/s (headroom included).
+    pub load_rps: f64,
+    /// The plan's predicted weighted probability of meeting the SLA.
+    pub predicted_sla_probability: f64,
 }
 
 /// Policy names accepted by `--policies`.

@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::engine::{self, Engine};
-use super::policy::{Policy, Stats, View};
+use super::policy::{Insight, Policy, Stats, View};
 use super::{Pattern, Scenario};
 use crate::trace::Trace;
 
@@ -79,6 +79,22 @@ pub fn quantile(sorted: &[f32], q: f64) -> f64 {
     f64::from(sorted[k - 1])
 }
 
+/// One decision, as a live display sees it.
+#[derive(Debug)]
+pub struct Decision<'a> {
+    /// Scenario time, s.
+    pub now_s: f64,
+    /// Entry requests per second since the previous decision.
+    pub arrivals_rps: f64,
+    /// The replicas decided, per service (in `scenario.app.services` order).
+    pub replicas: &'a [u32],
+    /// What the policy planned for, when it says.
+    pub insight: Option<Insight>,
+}
+
+/// Receives every decision of a run.
+pub type Observer<'a> = &'a mut (dyn FnMut(&Decision<'_>) + Send);
+
 /// Run `policy`. `progress` gets simulated seconds as they pass; `sink` every batch of
 /// sampled traces.
 pub fn run(
@@ -87,7 +103,20 @@ pub fn run(
     policy: &mut dyn Policy,
     config: &Config,
     progress: &(dyn Fn(u64) + Sync),
+    sink: Option<TraceSink<'_>>,
+) -> Outcome {
+    run_observed(scenario, pattern, policy, config, progress, sink, None)
+}
+
+/// [`run`], calling `observer` after every decision.
+pub fn run_observed(
+    scenario: &Scenario,
+    pattern: &Pattern,
+    policy: &mut dyn Policy,
+    config: &Config,
+    progress: &(dyn Fn(u64) + Sync),
     mut sink: Option<TraceSink<'_>>,
+    mut observer: Option<Observer<'_>>,
 ) -> Outcome {
     let app = &scenario.app;
     let start = -config.warmup_s;
@@ -166,6 +195,9 @@ pub fn run(
                 calls_rps,
             };
             let decision = policy.decide(view);
+            if let Some(o) = observer.as_deref_mut() {
+                o(&Decision { now_s: t, arrivals_rps, replicas: &decision, insight: policy.insight() });
+            }
             if t >= 0.0 {
                 decided += 1;
                 for (m, n) in mean_replicas.iter_mut().zip(&decision) {

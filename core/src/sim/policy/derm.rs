@@ -55,7 +55,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::{Name, Policy, Stats, View};
+use super::{Insight, Name, Policy, Stats, View};
 use crate::graph::Node;
 use crate::graph::catalog::Entry;
 use crate::graph::window::{self, ArgSpec, Samples, Window};
@@ -162,6 +162,7 @@ pub struct Derm {
     since_solve: u32,
     stats: Stats,
     spent_ms: f64,
+    insight: Option<Insight>,
 }
 
 impl std::fmt::Debug for Derm {
@@ -190,6 +191,7 @@ impl Derm {
             since_solve: 0,
             stats: Stats::default(),
             spent_ms: 0.0,
+            insight: None,
         }
     }
 
@@ -427,6 +429,11 @@ impl Derm {
             self.plan.as_ref().map(|(p, _)| rescale(p, load))
         };
         let Some(plan) = plan else { return current };
+        self.insight = self.plan.as_ref().map(|(_, m)| Insight {
+            mix: m.clone(),
+            load_rps: plan.load_rps,
+            predicted_sla_probability: plan.predicted_sla_probability,
+        });
         tracing::debug!(
             policy = self.name.as_str(),
             now_s = view.now_s,
@@ -470,6 +477,10 @@ impl Policy for Derm {
 
     fn period_s(&self) -> f64 {
         f64::from(self.config.interval_s)
+    }
+
+    fn insight(&self) -> Option<Insight> {
+        self.insight.clone()
     }
 
     fn decide(&mut self, mut view: View<'_>) -> Vec<u32> {

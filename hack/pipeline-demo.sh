@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The main job on an embedded default, until the adapter's demo lands: generate traces with
-# known parameters, learn profiles and graphs from them, and evaluate the SLA probability.
+# The offline pipeline on generated traces (`make pipeline`): generate traces with known
+# parameters, learn profiles and graphs from them, evaluate the SLA probability, and solve.
 set -euo pipefail
-out=${1:-out/demo}
+out=${1:-out/pipeline}
 cd "$(dirname "$0")/.."
 mkdir -p "$out"
 cargo build --release -p derm-core --bin derm

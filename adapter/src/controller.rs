@@ -1,0 +1,275 @@
+//! The controller: an OTLP/HTTP receiver feeding one [`OnlineApp`] per DermApp, and the loop
+//! that ticks them every `intervalSeconds` and writes the DermApp status that every replica
+//! serves ([`crate::dermapps`]).
+//!
+//! Receiver: `POST /v1/traces`, OTLP protobuf or JSON (detected from the bytes), optionally
+//! gzip-encoded, answered with an empty `ExportTraceServiceResponse` (200) or 400 naming the
+//! problem. A trace goes to every DermApp whose `entryService` served one of its spans. Each
+//! request must carry whole traces (a collector's `groupbytrace` or tail-sampling processor
+//! does that); spans of one trace split over requests are decoded as separate partial traces.
+//!
+//! Only one controller may run per cluster: leader election (a Lease) is not written yet, so
+//! run `--controller` on one replica. Learned state lives in memory (not yet persisted).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::post;
+use derm_core::trace::{self, Skips, Trace};
+use http::{HeaderMap, StatusCode, header};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+
+use crate::crd::{DermApp, DermAppSpec};
+use crate::online::{OnlineApp, Tick};
+
+/// Largest OTLP request body accepted (after decompression too).
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// One DermApp's loop.
+#[derive(Debug)]
+struct Slot {
+    entry: String,
+    online: OnlineApp,
+    next_tick_s: i64,
+}
+
+/// Online loops by (namespace, name), shared by the receiver and the ticking loop.
+#[derive(Debug, Clone, Default)]
+pub struct Apps {
+    slots: Arc<Mutex<BTreeMap<(String, String), Slot>>>,
+}
+
+impl Apps {
+    /// Hands each trace to the apps whose entry service it reaches; returns how many traces
+    /// found at least one app.
+    pub fn route(&self, traces: Vec<Trace>) -> usize {
+        let Ok(mut slots) = self.slots.lock() else { return 0 };
+        let mut routed = 0;
+        for t in traces {
+            let mut used = false;
+            for slot in slots.values_mut() {
+                if t.spans.iter().any(|s| s.service == slot.entry) {
+                    slot.online.add(t.clone());
+                    used = true;
+                }
+            }
+            routed += usize::from(used);
+        }
+        routed
+    }
+
+    /// Makes the set of loops match `apps` (new ones start empty; edits keep learned state).
+    fn sync(&self, apps: &[DermApp], now_s: i64) {
+        let Ok(mut slots) = self.slots.lock() else { return };
+        let mut keep = std::collections::BTreeSet::new();
+        for app in apps.iter().filter(|a| a.spec.trace_source.otlp.is_some()) {
+            let key = (app.namespace().unwrap_or_default(), app.name_any());
+            if let Err(e) = app.spec.validate() {
+                tracing::warn!(app = %key.1, namespace = %key.0, error = %e, "invalid DermApp; not controlled");
+                continue;
+            }
+            keep.insert(key.clone());
+            let spec: DermAppSpec = app.spec.clone();
+            let interval = i64::from(spec.interval_seconds.max(1));
+            slots
+                .entry(key)
+                .and_modify(|s| {
+                    s.entry = spec.entry_service.clone();
+                    s.online.set_spec(spec.clone());
+                })
+                .or_insert_with(|| Slot {
+                    entry: spec.entry_service.clone(),
+                    online: OnlineApp::new(spec.clone(), spec.trace_source.sampling_ratio),
+                    next_tick_s: (now_s.div_euclid(interval) + 1) * interval,
+                });
+        }
+        slots.retain(|k, _| keep.contains(k));
+    }
+
+    /// Ticks every loop that is due; returns (namespace, name, tick).
+    fn due(&self, now_s: i64) -> Vec<(String, String, Tick)> {
+        let Ok(mut slots) = self.slots.lock() else { return Vec::new() };
+        let mut out = Vec::new();
+        for ((ns, name), slot) in slots.iter_mut() {
+            if now_s < slot.next_tick_s {
+                continue;
+            }
+            let interval = slot.online.interval_s();
+            slot.next_tick_s = (now_s.div_euclid(i64::from(interval)) + 1) * i64::from(interval);
+            out.push((ns.clone(), name.clone(), slot.online.tick(now_s, interval)));
+        }
+        out
+    }
+}
+
+/// The receiver's router.
+pub fn receiver(apps: Apps) -> Router {
+    Router::new().route("/v1/traces", post(export)).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(apps)
+}
+
+async fn export(State(apps): State<Apps>, headers: HeaderMap, body: Bytes) -> (StatusCode, HeaderMap, Vec<u8>) {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let mut out = HeaderMap::new();
+    let content_type = if json { "application/json" } else { "application/x-protobuf" };
+    out.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let decoded = tokio::task::spawn_blocking(move || decode(&body, gzip)).await;
+    match decoded {
+        Ok(Ok((traces, skips))) => {
+            let n = traces.len();
+            let routed = apps.route(traces);
+            tracing::debug!(traces = n, routed, skipped = skips.total(), "OTLP export");
+            let body = if json { b"{}".to_vec() } else { Vec::new() };
+            (StatusCode::OK, out, body)
+        }
+        Ok(Err(message)) => {
+            out.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+            (StatusCode::BAD_REQUEST, out, message.into_bytes())
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, out, e.to_string().into_bytes()),
+    }
+}
+
+fn decode(body: &[u8], gzip: bool) -> Result<(Vec<Trace>, Skips), String> {
+    let inflated;
+    let bytes = if gzip {
+        let mut buf = Vec::new();
+        flate2::read::GzDecoder::new(body)
+            .take(MAX_BODY_BYTES as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| format!("gzip body: {e}"))?;
+        if buf.len() > MAX_BODY_BYTES {
+            return Err(format!("body larger than {MAX_BODY_BYTES} bytes after gzip"));
+        }
+        inflated = buf;
+        &inflated[..]
+    } else {
+        body
+    };
+    let mut traces = Vec::new();
+    let mut skips = Skips::default();
+    trace::otlp::read(bytes, "OTLP/HTTP request", &trace::Config::default(), &mut skips, &mut |t| traces.push(t))
+        .map_err(|e| e.to_string())?;
+    Ok((traces, skips))
+}
+
+/// Lists DermApps and ticks the due loops every `period`, writing status; runs until dropped.
+pub async fn run(client: Client, apps: Apps, period: Duration) {
+    let api: Api<DermApp> = Api::all(client.clone());
+    let mut timer = tokio::time::interval(period);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let now_s = unix_now();
+        match api.list(&ListParams::default()).await {
+            Ok(list) => apps.sync(&list.items, now_s),
+            Err(e) => tracing::warn!(error = %e, "cannot list DermApps; keeping the loops as they are"),
+        }
+        let ticks = match tokio::task::spawn_blocking({
+            let apps = apps.clone();
+            move || apps.due(now_s)
+        })
+        .await
+        {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "tick task");
+                continue;
+            }
+        };
+        for (ns, name, tick) in ticks {
+            let patch = status_patch(&tick);
+            if let Tick::Hold(reason) = &tick {
+                tracing::info!(app = %name, namespace = %ns, reason, "holding the published values");
+            }
+            let api: Api<DermApp> = Api::namespaced(client.clone(), &ns);
+            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                tracing::warn!(app = %name, namespace = %ns, error = %e, "cannot write status");
+            }
+        }
+    }
+}
+
+/// The status merge patch for one tick: a plan sets the values and the solve time; a hold
+/// only says why (the values and their time stay, so they age).
+fn status_patch(tick: &Tick) -> serde_json::Value {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    match tick {
+        Tick::Plan(u) => serde_json::json!({"status": {
+            "observedLoadRps": u.observed_load_rps,
+            "predictedGraphMix": u.predicted_graph_mix,
+            "predictedSlaProbability": u.predicted_sla_probability,
+            "desiredReplicas": u.desired_replicas,
+            "callAffinity": u.call_affinity,
+            "lastSolveTime": now,
+            "conditions": [condition("Ready", true, "Solved", "desired replicas published", &now)],
+        }}),
+        Tick::Hold(reason) => serde_json::json!({"status": {
+            "conditions": [condition("Ready", false, "Holding", reason, &now)],
+        }}),
+    }
+}
+
+fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &Time) -> serde_json::Value {
+    serde_json::json!({
+        "type": kind,
+        "status": if ok { "True" } else { "False" },
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use derm_core::generate::Scenario;
+
+    use super::*;
+
+    #[test]
+    fn decodes_protobuf_json_and_gzip_and_names_bad_bodies() {
+        let traces = Scenario::acceptance(1).traces(0).into_iter().take(20).collect::<Vec<_>>();
+        let proto = trace::otlp::encode_protobuf(&traces);
+        let (got, _) = decode(&proto, false).unwrap();
+        assert_eq!(got.len(), 20);
+        let mut json = Vec::new();
+        trace::otlp::write_json(&mut json, &traces).unwrap();
+        assert_eq!(decode(&json, false).unwrap().0.len(), 20);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &proto).unwrap();
+        assert_eq!(decode(&gz.finish().unwrap(), true).unwrap().0.len(), 20);
+        assert!(decode(b"{\"resourceSpans\": 7}", false).is_err());
+        assert!(decode(b"not gzip", true).unwrap_err().contains("gzip"));
+    }
+
+    #[test]
+    fn plan_patch_sets_values_and_time_hold_patch_does_not() {
+        let hold = status_patch(&Tick::Hold("no traces".into()));
+        assert!(hold["status"].get("lastSolveTime").is_none());
+        assert!(hold["status"].get("desiredReplicas").is_none());
+        assert_eq!(hold["status"]["conditions"][0]["status"], "False");
+        let plan = status_patch(&Tick::Plan(crate::online::Update {
+            observed_load_rps: 10.0,
+            predicted_graph_mix: Vec::new(),
+            predicted_sla_probability: 0.97,
+            desired_replicas: [("a".to_owned(), 3)].into_iter().collect(),
+            call_affinity: Vec::new(),
+        }));
+        assert_eq!(plan["status"]["desiredReplicas"]["a"], 3);
+        assert!(plan["status"]["lastSolveTime"].is_string());
+    }
+}

@@ -1,0 +1,346 @@
+//! The online loop of one DermApp, without Kubernetes: traces in, a status update out.
+//!
+//! [`OnlineApp::add`] takes decoded traces as they arrive; [`OnlineApp::tick`], once per
+//! interval, turns the traces of the interval into one window ([`derm_core::pipeline::Ingest`]),
+//! keeps the exclusive-latency samples, refits the profiles on a schedule, predicts the next
+//! mix (EWMA over the recent windows), solves for the fewest replicas
+//! ([`derm_core::optimize`]) and clamps the plan to each service's min/max.
+//!
+//! Missing data never lowers a count: an interval without traces, a solve that fails, or
+//! services without profiles give [`Tick::Hold`] (the caller leaves the status alone, so the
+//! published values age and the HPA keeps its replicas once they expire).
+//!
+//! Not yet here (the simulator's `derm` policy has them): the trust region on per-container
+//! load and the observed-demand floors; this loop plans with the same load headroom and tail
+//! margin but trusts the profile's linear rate model up to the solver's utilisation cap.
+
+use std::collections::BTreeMap;
+
+use derm_core::graph::Node;
+use derm_core::graph::catalog::Entry;
+use derm_core::graph::window::{self, ArgSpec, Samples, Window};
+use derm_core::optimize::{self, Bounds, Input, Problem, Start};
+use derm_core::pipeline::Ingest;
+use derm_core::predict::{Ewma, Predictor};
+use derm_core::profile::{self, Profiles};
+use derm_core::trace::Trace;
+
+use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
+
+/// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
+pub const LOAD_HEADROOM: f64 = 0.10;
+/// Share of the allowed tail `1 - p` removed from the optimisation target.
+pub const TAIL_MARGIN: f64 = 0.4;
+/// Refit profiles every this many intervals.
+pub const REFIT_EVERY: u32 = 4;
+/// Windows the predictor looks at.
+const RECENT: usize = 20;
+/// Windows and per-service samples kept (bounded memory for a long-running leader).
+const KEEP: usize = 240;
+
+/// What one interval produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tick {
+    /// New values for the status.
+    Plan(Update),
+    /// Keep the published values; why.
+    Hold(String),
+}
+
+/// The status fields one solve sets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Update {
+    pub observed_load_rps: f64,
+    pub predicted_graph_mix: Vec<GraphShare>,
+    pub predicted_sla_probability: f64,
+    pub desired_replicas: BTreeMap<String, u32>,
+    pub call_affinity: Vec<CallAffinity>,
+}
+
+/// Learned state and pending traces of one DermApp.
+#[derive(Debug)]
+pub struct OnlineApp {
+    spec: DermAppSpec,
+    sampling: f64,
+    pending: Vec<Trace>,
+    windows: Vec<Window>,
+    samples: BTreeMap<String, Vec<Samples>>,
+    catalog: BTreeMap<String, Node>,
+    profiles: Profiles,
+    since_refit: u32,
+    ticks: u64,
+}
+
+impl OnlineApp {
+    /// A fresh loop for `spec`; `sampling` is the share of requests traced (0, 1].
+    pub fn new(spec: DermAppSpec, sampling: f64) -> Self {
+        OnlineApp {
+            spec,
+            sampling: sampling.clamp(1e-6, 1.0),
+            pending: Vec::new(),
+            windows: Vec::new(),
+            samples: BTreeMap::new(),
+            catalog: BTreeMap::new(),
+            profiles: Profiles::default(),
+            since_refit: 0,
+            ticks: 0,
+        }
+    }
+
+    /// Replaces the spec (a DermApp edit); learned state stays.
+    pub fn set_spec(&mut self, spec: DermAppSpec) {
+        self.spec = spec;
+    }
+
+    /// Seconds between decisions (the spec's `intervalSeconds`).
+    pub fn interval_s(&self) -> u32 {
+        self.spec.interval_seconds.max(1)
+    }
+
+    /// Traces that arrived since the last tick.
+    pub fn add(&mut self, trace: Trace) {
+        self.pending.push(trace);
+    }
+
+    /// Profiles learned so far.
+    pub fn profiles(&self) -> &Profiles {
+        &self.profiles
+    }
+
+    /// The decision at Unix time `now_s`, every `interval_s` seconds.
+    ///
+    /// Windows are aligned to multiples of the interval; the one that closed one interval
+    /// ago is ingested (with any older ones still pending), so slow requests, whose spans
+    /// arrive last, are not missing from its mix (the simulator's `derm` policy found that
+    /// ingesting at once biases the mix towards short graphs).
+    pub fn tick(&mut self, now_s: i64, interval_s: u32) -> Tick {
+        self.ticks += 1;
+        let interval = i64::from(interval_s.max(1));
+        let cutoff_us = (now_s.div_euclid(interval) - 1) * interval * 1_000_000;
+        let (ready, later): (Vec<Trace>, Vec<Trace>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|t| t.spans.iter().map(|s| s.start_us).min().is_some_and(|s| s < cutoff_us));
+        self.pending = later;
+        if ready.is_empty() {
+            return Tick::Hold("no traces in the last closed window".into());
+        }
+        let Some(load) = self.ingest(ready, interval_s) else {
+            return Tick::Hold("no complete request in the last closed window".into());
+        };
+        self.since_refit += 1;
+        if self.profiles.services.is_empty() || self.since_refit >= REFIT_EVERY {
+            let (profiles, errors) = profile::fit_all(&self.samples, &profile::Config::default());
+            for e in errors {
+                tracing::debug!(error = %e, "profile fit");
+            }
+            // Keep services the refit could not fit: a failed refit is no reason to forget.
+            self.profiles.services.extend(profiles.services);
+            self.since_refit = 0;
+        }
+        let recent = &self.windows[self.windows.len().saturating_sub(RECENT)..];
+        let mix = match Ewma::new(0.5).and_then(|mut p| p.fit(recent).and_then(|()| p.predict(recent))) {
+            Ok(m) => m,
+            Err(e) => return Tick::Hold(format!("mix prediction: {e}")),
+        };
+        self.solve(&mix, load)
+    }
+
+    /// Ingests closed windows; returns the newest one's entry load.
+    fn ingest(&mut self, traces: Vec<Trace>, interval_s: u32) -> Option<f64> {
+        let args = self.spec.argument_tags.iter().map(|t| ArgSpec { tag: t.name.clone(), edges: t.buckets.clone() });
+        let mut ingest = Ingest::new(window::Config {
+            window_s: interval_s.max(1),
+            sampling: Some(self.sampling),
+            args: args.collect(),
+            max_samples: window::DEFAULT_MAX_SAMPLES,
+            seed: self.ticks,
+        });
+        for t in traces {
+            ingest.add(t);
+        }
+        let out = ingest.finish();
+        for e in out.windows.graphs.graphs {
+            self.catalog.entry(e.id).or_insert(e.root);
+        }
+        for (svc, mut s) in out.windows.samples {
+            let kept = self.samples.entry(svc).or_default();
+            kept.append(&mut s);
+            let excess = kept.len().saturating_sub(KEEP);
+            kept.drain(..excess);
+        }
+        let load = out.windows.windows.last().map(|w| w.load_rps);
+        self.windows.extend(out.windows.windows);
+        let excess = self.windows.len().saturating_sub(KEEP);
+        self.windows.drain(..excess);
+        load
+    }
+
+    fn solve(&self, mix: &BTreeMap<String, f64>, load: f64) -> Tick {
+        let entries: Vec<Entry> = mix
+            .iter()
+            .filter(|(_, s)| **s > 0.0)
+            .filter_map(|(id, share)| {
+                let root = self.catalog.get(id)?.clone();
+                let mut usable = true;
+                root.walk(&mut |n| usable &= self.profiles.services.get(&n.service).is_some_and(|p| p.b > 0.0));
+                usable.then(|| Entry { id: id.clone(), share: *share, count: 0, root })
+            })
+            .collect();
+        if entries.is_empty() {
+            return Tick::Hold("no predicted graph has profiles for all its services yet".into());
+        }
+        let bounds = self
+            .spec
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), Bounds { min: s.min_replicas.max(1), max: s.max_replicas.max(1) }))
+            .collect();
+        // The spec's percentile is in percent (95 for P95).
+        let percentile = 1.0 - (1.0 - self.spec.sla.percentile / 100.0) * (1.0 - TAIL_MARGIN);
+        let input = Input {
+            profiles: &self.profiles,
+            graphs: &entries,
+            load_rps: load.max(1e-3) * (1.0 + LOAD_HEADROOM),
+            sla_ms: self.spec.sla.latency_ms,
+            percentile,
+            rare_threshold: self.spec.rare_graph_threshold,
+            bounds,
+            max_utilization: 0.9,
+        };
+        let plan = match Problem::new(&input).and_then(|p| optimize::solve(&p, optimize::Policy::Derm, Start::Paired)) {
+            Ok(p) => p,
+            Err(e) => return Tick::Hold(format!("solve: {e}")),
+        };
+        let desired = self
+            .spec
+            .services
+            .iter()
+            .map(|s| {
+                let n = plan.services.get(&s.name).map_or(s.min_replicas, |p| p.replicas);
+                (s.name.clone(), n.clamp(s.min_replicas.max(1), s.max_replicas.max(1)))
+            })
+            .collect();
+        Tick::Plan(Update {
+            observed_load_rps: load,
+            predicted_graph_mix: mix.iter().map(|(g, s)| GraphShare { graph: g.clone(), share: *s }).collect(),
+            predicted_sla_probability: plan.predicted_sla_probability,
+            desired_replicas: desired,
+            call_affinity: affinity(&entries, load),
+        })
+    }
+}
+
+/// Calls per second between each caller and callee under the planned mix.
+fn affinity(entries: &[Entry], load: f64) -> Vec<CallAffinity> {
+    let total: f64 = entries.iter().map(|e| e.share).sum();
+    let mut rates: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for e in entries {
+        let rate = load * e.share / total.max(1e-12);
+        edges(&e.root, rate, &mut rates);
+    }
+    rates.into_iter().map(|((from, to), r)| CallAffinity { from, to, calls_per_second: r }).collect()
+}
+
+fn edges(node: &Node, rate: f64, out: &mut BTreeMap<(String, String), f64>) {
+    for stage in &node.stages {
+        for child in stage {
+            *out.entry((node.service.clone(), child.service.clone())).or_insert(0.0) += rate;
+            edges(child, rate, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use derm_core::generate::Scenario;
+
+    use super::*;
+
+    fn spec(sla_ms: f64) -> DermAppSpec {
+        let services: Vec<_> = ["frontend", "auth", "ticket", "route", "seat", "price", "order"]
+            .iter()
+            .map(|s| serde_json::json!({"name": s, "scaleTargetRef": {"kind": "Deployment", "name": s}, "minReplicas": 1, "maxReplicas": 50}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "sla": {"latencyMs": sla_ms, "percentile": 95.0},
+            "entryService": "frontend",
+            "traceSource": {"otlp": {}},
+            "services": services,
+            "intervalSeconds": 240
+        }))
+        .unwrap()
+    }
+
+    /// Feeds the acceptance scenario level by level (one 240 s window each) and returns the
+    /// ticks, one per level.
+    fn run(app: &mut OnlineApp, scenario: &Scenario) -> Vec<Tick> {
+        let level = i64::from(scenario.level_s);
+        let mut traces = scenario.traces(0).into_iter().peekable();
+        (0..scenario.levels_rps.len() as i64)
+            .map(|k| {
+                while let Some(t) = traces.next_if(|t| t.spans[0].start_us < (k + 1) * level * 1_000_000) {
+                    app.add(t);
+                }
+                // One interval after level k closed.
+                app.tick((k + 2) * level, scenario.level_s)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learns_and_plans_from_traces() {
+        let scenario = Scenario::acceptance(3);
+        let mut app = OnlineApp::new(spec(40.0), scenario.sampling);
+        let ticks = run(&mut app, &scenario);
+        let plans: Vec<(usize, &Update)> = ticks
+            .iter()
+            .enumerate()
+            .filter_map(|(k, t)| match t {
+                Tick::Plan(u) => Some((k, u)),
+                Tick::Hold(_) => None,
+            })
+            .collect();
+        assert!(plans.len() >= 7, "{ticks:?}");
+        for (k, u) in &plans {
+            let want = scenario.levels_rps[*k];
+            assert!((u.observed_load_rps - want).abs() < 0.15 * want, "level {k}: {} vs {want}", u.observed_load_rps);
+            assert!(u.predicted_sla_probability >= 0.95, "level {k}: {}", u.predicted_sla_probability);
+            assert_eq!(u.desired_replicas.len(), 7);
+            assert!(u.desired_replicas.values().all(|n| (1..=50).contains(n)));
+            let mix: f64 = u.predicted_graph_mix.iter().map(|g| g.share).sum();
+            assert!((mix - 1.0).abs() < 1e-6);
+            let fa = u.call_affinity.iter().find(|c| c.from == "frontend" && c.to == "auth").unwrap();
+            assert!((fa.calls_per_second - u.observed_load_rps).abs() < 0.2 * u.observed_load_rps);
+        }
+        // More load, more containers.
+        let total = |u: &Update| u.desired_replicas.values().sum::<u32>();
+        let (first, last) = (plans[0].1, plans[plans.len() - 1].1);
+        assert!(total(last) > total(first), "{} vs {}", total(last), total(first));
+        assert_eq!(app.profiles().services.len(), 7);
+    }
+
+    #[test]
+    fn holds_without_data_or_when_infeasible() {
+        let scenario = Scenario::acceptance(4);
+        let mut app = OnlineApp::new(spec(40.0), scenario.sampling);
+        assert!(matches!(app.tick(1_000, 240), Tick::Hold(r) if r.contains("no traces")));
+        // An SLA below every graph's zero-load latency: the solver refuses, the loop holds.
+        let mut tight = OnlineApp::new(spec(0.5), scenario.sampling);
+        let ticks = run(&mut tight, &scenario);
+        assert!(ticks.iter().all(|t| matches!(t, Tick::Hold(_))), "{ticks:?}");
+    }
+
+    #[test]
+    fn traces_of_the_open_window_wait() {
+        let scenario = Scenario::acceptance(5);
+        let mut app = OnlineApp::new(spec(40.0), scenario.sampling);
+        for t in scenario.traces(0).into_iter().take_while(|t| t.spans[0].start_us < 240_000_000) {
+            app.add(t);
+        }
+        // At t = 300 s the window [0, 240) closed less than one interval ago.
+        assert!(matches!(app.tick(300, 240), Tick::Hold(_)));
+        assert!(app.pending.len() > 100);
+        let _ = app.tick(480, 240);
+        assert!(app.pending.is_empty());
+    }
+}

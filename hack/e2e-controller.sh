@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# End to end test of `derm-adapter serve --controller` against a cluster started by
+# hack/cluster-up.sh: a DermApp with an OTLP trace source; traces of the acceptance scenario
+# (`derm generate`, ten load levels of 12 s that closed in the last few minutes) POSTed to the
+# receiver as OTLP JSON, gzip; the controller profiles, predicts, solves and writes the status;
+# the same adapter serves it (`kubectl get --raw` through the aggregator equals the status);
+# with no more traces the next intervals hold (Ready False/Holding) and keep the values and
+# their solve time. Prints "N passed, N failed".
+#   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
+#   DERM_PROBE_TIMEOUT seconds per wait (default 120)
+set -euo pipefail
+
+HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HACK_DIR/.." && pwd)"
+RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
+# shellcheck disable=SC1091
+. "$RUN/env"
+K="$DERM_KUBECTL"
+TIMEOUT="${DERM_PROBE_TIMEOUT:-120}"
+# shellcheck source=hack/lib.sh
+. "$HACK_DIR/lib.sh"
+NS=derm-e2e-controller
+APISERVICE=v1beta1.external.metrics.k8s.io
+WORK="$RUN/e2e-controller"
+rm -rf "$WORK" && mkdir -p "$WORK"
+(cd "$ROOT" && cargo build --release -p derm-adapter -p derm-core --bin derm-adapter --bin derm) >"$WORK/build.log" 2>&1 ||
+  { tail -n 30 "$WORK/build.log" >&2; exit 1; }
+BIN="$ROOT/target/release/derm-adapter"
+
+"$K" create namespace "$NS" --dry-run=client -o yaml | "$K" apply -f - >/dev/null
+"$BIN" crd | "$K" apply --server-side -f - >/dev/null
+eventually "$K" wait --for condition=Established crd/dermapps.derm.dev --timeout 5s || ko "CRD not Established"
+services=""
+for s in frontend auth ticket route seat price order; do
+  services+="  - {name: $s, scaleTargetRef: {kind: Deployment, name: $s}, minReplicas: 1, maxReplicas: 50}"$'\n'
+done
+cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: derm.dev/v1alpha1
+kind: DermApp
+metadata: {name: tickets, namespace: $NS}
+spec:
+  sla: {latencyMs: 40, percentile: 95}
+  entryService: frontend
+  traceSource: {otlp: {}, samplingRatio: 0.25}
+  intervalSeconds: 12
+  services:
+$services
+YAML
+
+PORT="$(free_port)" ADMIN_PORT="$(free_port)" OTLP_PORT="$(free_port)"
+KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --controller --otlp-listen "127.0.0.1:$OTLP_PORT" \
+  --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/adapter.log" 2>&1 &
+ADAPTER_PID=$!
+cleanup() {
+  kill -9 "$ADAPTER_PID" 2>/dev/null || true
+  "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
+  "$K" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+eventually curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" || ko "adapter not ready: $(tail -n 5 "$WORK/adapter.log")"
+# The adapter serves with a self-signed certificate here: fetch it for the caBundle.
+openssl s_client -connect "127.0.0.1:$PORT" </dev/null 2>/dev/null | openssl x509 >"$WORK/serving.crt"
+register_external_metrics "$NS" derm-adapter "$PORT" "$WORK/serving.crt"
+
+# Ten levels of 12 s that all closed at least one interval ago.
+now=$(date +%s)
+origin=$(((now / 12 - 13) * 12))
+"$ROOT/target/release/derm" generate --format otlp --level-s 12 --origin-s "$origin" --sampling 0.25 \
+  --load-scale 0.5 --seed 7 -o "$WORK/traces.json" 2>"$WORK/generate.log"
+gzip -k "$WORK/traces.json"
+code=$(curl -s -o "$WORK/export.out" -w '%{http_code}' -H 'Content-Type: application/json' -H 'Content-Encoding: gzip' \
+  --data-binary @"$WORK/traces.json.gz" "http://127.0.0.1:$OTLP_PORT/v1/traces")
+if [[ "$code" == 200 ]]; then ok "OTLP/HTTP export of $(cut -d' ' -f2 "$WORK/generate.log") traces (JSON, gzip): 200"; else
+  ko "OTLP export: HTTP $code $(head -c 300 "$WORK/export.out")"
+fi
+code=$(curl -s -o "$WORK/bad.out" -w '%{http_code}' -H 'Content-Type: application/json' --data-binary '{"resourceSpans": 7}' \
+  "http://127.0.0.1:$OTLP_PORT/v1/traces")
+if [[ "$code" == 400 ]]; then ok "malformed export: 400 ($(head -c 120 "$WORK/bad.out"))"; else ko "malformed export: HTTP $code"; fi
+
+status() { "$K" -n "$NS" get dermapp tickets -o jsonpath="$1"; }
+solved() { [[ -n "$(status '{.status.lastSolveTime}')" ]]; }
+t0=$SECONDS
+if eventually solved; then
+  ok "controller solved in $((SECONDS - t0))s: load $(status '{.status.observedLoadRps}') req/s, P(SLA) $(status '{.status.predictedSlaProbability}'), replicas $(status '{.status.desiredReplicas}')"
+else
+  ko "no solve: conditions $(status '{.status.conditions}'); log: $(tail -n 5 "$WORK/adapter.log")"
+fi
+want="$(status '{.status.desiredReplicas}' | python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(f"{k}={d[k]}" for k in sorted(d)))')"
+served() {
+  "$K" get --raw "/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/derm_desired_replicas?labelSelector=app%3Dtickets" |
+    python3 -c 'import json,sys; d={i["metricLabels"]["service"]: i["value"] for i in json.load(sys.stdin)["items"]}; print(" ".join(f"{k}={d[k]}" for k in sorted(d)))'
+}
+same() { [[ "$(served 2>/dev/null)" == "$want" ]]; }
+if eventually same; then ok "kubectl get --raw through the aggregator equals the status: $want"; else
+  ko "served $(served 2>&1) vs status $want"
+fi
+solve_time="$(status '{.status.lastSolveTime}')"
+holding() { [[ "$(status '{.status.conditions[?(@.type=="Ready")].reason}')" == Holding ]]; }
+if eventually holding && [[ "$(status '{.status.lastSolveTime}')" == "$solve_time" ]] && same; then
+  ok "no more traces: Ready False/Holding ($(status '{.status.conditions[?(@.type=="Ready")].message}')), values and solve time kept"
+else
+  ko "hold: conditions $(status '{.status.conditions}'), solve time $(status '{.status.lastSolveTime}') vs $solve_time"
+fi
+cleanup
+trap - EXIT
+echo "$pass passed, $fail failed"
+[[ $fail == 0 ]]
