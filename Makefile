@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down manifests
+.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down manifests libtorch unit-lstm
 
 all: build
 
@@ -23,6 +23,13 @@ lint: ## fmt check and clippy -D warnings
 unit: ## Unit and integration tests, release (the Monte Carlo checks run in release only)
 	$(CARGO) test --workspace --release
 
+libtorch: ## Install libtorch (torch 2.13.0 from PyPI) into a cached venv for the `lstm` feature
+	./hack/install-libtorch.sh >/dev/null
+
+unit-lstm: libtorch ## derm-core tests with the attention LSTM (feature lstm, libtorch)
+	./hack/with-libtorch.sh $(CARGO) clippy -p derm-core --all-targets --features lstm -- -D warnings
+	./hack/with-libtorch.sh $(CARGO) test -p derm-core --release --features lstm
+
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd from Go modules (cached)
 	./hack/build-control-plane.sh
 
@@ -35,7 +42,7 @@ cluster-down: ## Stop it
 e2e: cluster-build ## End-to-end checks against a real local control plane (builds or reuses it)
 	./hack/probe-all.sh
 
-test: lint unit e2e ## Every test (what CI runs)
+test: lint unit unit-lstm e2e ## Every test (what CI runs)
 
 manifests: ## Regenerate manifests/ from deploy/helm/derm (and the CRD from derm-adapter)
 	$(CARGO) run --release -q -p derm-adapter -- crd > manifests/crd-dermapp.yaml

@@ -2,10 +2,12 @@
 
 mod generate;
 mod latency;
+mod predict;
 mod migrate;
 mod profile;
 mod simulate;
 mod solve;
+mod train;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,6 +38,10 @@ enum Command {
     Simulate(simulate::Args),
     /// Write synthetic traces with known parameters (tests, benchmarks, demos).
     Generate(generate::Args),
+    /// Train the attention LSTM graph-mix predictor on windows.json (feature `lstm`).
+    Train(train::Args),
+    /// Next window's graph mix from a model, or `--evaluate`: predictors compared on a time split.
+    Predict(predict::Args),
     /// Turn HPAs on a DermApp's workloads into HPAs on Derm's count (diff; --apply to write).
     Migrate(migrate::Args),
 }
@@ -53,6 +59,8 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Solve(args) => solve::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Predict(args) => predict::run(args),
         Command::Migrate(args) => migrate::run(args),
     };
     match result {

@@ -8,7 +8,8 @@
 //! - [`profile`]: per-service shifted-exponential fits, `rate = a * w + b` by regression.
 //! - [`latency`]: E2E latency distribution of a call graph, `P(Z <= SLA)` and its gradient.
 //! - [`generate`]: synthetic traces with known parameters, for tests, benches and demos.
-//! - [`predict`]: the next window's graph mix ([`predict::Predictor`]) and baselines.
+//! - [`predict`]: the next window's graph mix ([`predict::Predictor`]): baselines, ARIMA, the
+//!   attention LSTM (feature `lstm`, libtorch) and their time-split evaluation.
 //! - [`sim`]: discrete-event simulator that emits traces, scaling policies, `derm simulate`.
 //! - [`migrate`]: `derm migrate`'s rewrite of existing HPAs onto Derm's metric (JSON in, JSON
 //!   out; the command's cluster I/O sits behind the `cluster` feature, outside the model).

@@ -1,16 +1,25 @@
 //! Graph-mix prediction: the next window's distribution over graph ids from recent windows.
 //!
 //! [`Predictor`] is the contract the online loop and `derm simulate` use; [`baseline`] holds
-//! the simple predictors (last value, moving average, EWMA). Every prediction is a
+//! the simple predictors (last value, moving average, EWMA), [`arima`] an autoregressive one,
+//! `lstm` (feature `lstm`, libtorch) the attention LSTM of the paper; [`metrics`] measures
+//! predictions and [`evaluate`] compares predictors on a time split. Every prediction is a
 //! distribution: non-negative shares over graph ids that sum to 1.
 
+pub mod arima;
 pub mod baseline;
+pub mod evaluate;
+#[cfg(feature = "lstm")]
+pub mod lstm;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 
 use crate::graph::Window;
 
+pub use arima::Arima;
 pub use baseline::{Ewma, Last, MovingAverage};
+pub use metrics::Tracker;
 
 /// Why a predictor cannot fit or predict.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -18,9 +27,24 @@ pub enum Error {
     /// No windows were given (or none with any request).
     #[error("{what}: empty history (need at least one window with requests)")]
     EmptyHistory { what: &'static str },
+    /// Fewer usable windows than the predictor needs.
+    #[error("{what}: history too short: {got} windows with requests, need at least {need}")]
+    TooShort { what: &'static str, got: usize, need: usize },
+    /// `predict` before a successful `fit`.
+    #[error("{what}: not fitted (call fit on a history first)")]
+    NotFitted { what: &'static str },
     /// A window holds a share that is not a finite number >= 0.
     #[error("window starting at {start_s} s: graph {graph} has share {share}, expected a finite number >= 0")]
     BadShare { start_s: i64, graph: String, share: f64 },
+    /// A window's load or argument share is not a finite number >= 0.
+    #[error("window starting at {start_s} s: {field} is {value}, expected a finite number >= 0")]
+    BadField { start_s: i64, field: String, value: f64 },
+    /// A model file that cannot be read, written or used (libtorch's message in `detail`).
+    #[error("model {path}: {detail}")]
+    Model { path: String, detail: String },
+    /// Windows whose graphs or argument classes do not match the model's catalog.
+    #[error("graph catalog does not match the model: {detail}; retrain on these windows (derm train)")]
+    Catalog { detail: String },
     /// A predictor parameter out of its domain.
     #[error("{field}: got {value}, expected {expected}")]
     Invalid { field: &'static str, value: String, expected: &'static str },
@@ -40,6 +64,14 @@ pub trait Predictor: Send + Sync {
 pub(crate) fn usable<'a>(windows: &'a [Window], what: &'static str) -> Result<Vec<&'a Window>, Error> {
     let mut out = Vec::with_capacity(windows.len());
     for w in windows {
+        if !(w.load_rps.is_finite() && w.load_rps >= 0.0) {
+            return Err(Error::BadField { start_s: w.start_s, field: "load_rps".into(), value: w.load_rps });
+        }
+        for (class, share) in &w.arg_mix {
+            if !(share.is_finite() && *share >= 0.0) {
+                return Err(Error::BadField { start_s: w.start_s, field: format!("arg_mix.{class}"), value: *share });
+            }
+        }
         for (graph, share) in &w.graph_mix {
             if !(share.is_finite() && *share >= 0.0) {
                 return Err(Error::BadShare { start_s: w.start_s, graph: graph.clone(), share: *share });

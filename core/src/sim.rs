@@ -11,6 +11,7 @@
 //! - [`policy`]: `derm`, `derm-oracle`, `derm-static`, `uniform`, `hpa-cpu`, `static-peak`.
 //! - [`profiling`]: the load sweep that gives profile-based policies their first profiles.
 //! - [`run`]: one policy on one scenario; [`eval`]: all policies, results and plots.
+//! - [`windows`]: windows sampled from a scenario's ground truth (graph-mix predictor data).
 //!
 //! Times inside the engine are milliseconds on the scenario clock (0 = start of the measured
 //! run); spans carry Unix microseconds from a fixed origin.
@@ -24,6 +25,7 @@ pub mod policy;
 pub mod profiling;
 pub mod run;
 pub mod scenario;
+pub mod windows;
 
 use std::path::PathBuf;
 

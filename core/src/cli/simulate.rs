@@ -63,6 +63,11 @@ pub struct Args {
     emit_traces: Option<PathBuf>,
     #[arg(long, default_value = "jaeger", value_parser = ["jaeger", "otlp"])]
     trace_format: String,
+    /// Only write OUT_DIR/windows.json: this many windows of --interval-s sampled from the
+    /// scenario's ground truth (load, graph and argument mix; no event simulation, no
+    /// policies), e.g. to train and evaluate the graph-mix predictor.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    windows_only: Option<u64>,
     /// Skip the plots.
     #[arg(long)]
     no_plots: bool,
@@ -136,6 +141,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
     let scenario = crate::sim::Scenario::named(&config.scenario)?;
     eprintln!("{}", scenario.describe());
+    if let Some(n) = args.windows_only {
+        let pattern = config.pattern.clone().unwrap_or_else(|| scenario.pattern.clone());
+        let sampling = config.sampling.unwrap_or(scenario.sampling);
+        let windows =
+            crate::sim::windows::sample(&scenario, &pattern, n as usize, config.interval_s, sampling, config.seed)?;
+        let path = args.out_dir.join("windows.json");
+        super::write_json(&path, &crate::pipeline::WindowsFile { windows })?;
+        eprintln!("wrote {n} windows of {} s to {}", config.interval_s, path.display());
+        return Ok(());
+    }
 
     let mut writer = match &args.emit_traces {
         Some(path) => {

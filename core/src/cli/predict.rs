@@ -1,0 +1,231 @@
+//! `derm predict`: the next window's graph mix from a trained model, or (`--evaluate`) the
+//! accuracy table of the LSTM and the baselines on a time split of windows.json files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+use super::train::LstmArgs;
+use crate::graph::Window;
+use crate::pipeline::WindowsFile;
+use crate::predict::evaluate::{self, Row};
+use crate::predict::{Arima, Error, Ewma, Last, MovingAverage, Predictor};
+
+/// Why LSTM commands fail in a build without libtorch.
+pub(crate) const NO_LSTM: &str = "this derm was built without the `lstm` feature (libtorch); build it with \
+     `hack/with-libtorch.sh cargo build --release -p derm-core --features lstm`";
+
+/// Model names of `--models`.
+const MODELS: [&str; 6] = ["lstm", "lstm-noattn", "arima", "ewma", "ma", "last"];
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// windows.json files (time order within each file).
+    #[arg(long, num_args = 1.., required = true)]
+    windows: Vec<PathBuf>,
+    /// Weights file from `derm train` (its `.json` sidecar next to it).
+    #[arg(long, required_unless_present = "evaluate")]
+    model: Option<PathBuf>,
+    /// Compare predictors: fit on the first --train-fraction of each file, score the rest.
+    #[arg(long)]
+    evaluate: bool,
+    /// Predictors to compare.
+    #[arg(long, value_delimiter = ',', default_value = "lstm,lstm-noattn,arima,ewma,ma,last", value_parser = MODELS)]
+    models: Vec<String>,
+    #[arg(long, default_value_t = 0.7)]
+    train_fraction: f64,
+    /// A scored window whose mix is more than this TV distance from the previous window's
+    /// counts as a mix change (reported separately).
+    #[arg(long, default_value_t = crate::predict::metrics::CHANGED_TV)]
+    changed_tv: f64,
+    /// Windows over which the recent prediction error is reported.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    recent: u64,
+    /// Print the evaluation as JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    lstm: LstmArgs,
+}
+
+/// Read windows.json files, naming the file in errors; each must hold at least one window.
+pub(crate) fn read_windows(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<Window>>> {
+    paths
+        .iter()
+        .map(|p| {
+            let file: WindowsFile = super::read_json(p)?;
+            if file.windows.is_empty() {
+                anyhow::bail!("{}: no windows", p.display());
+            }
+            if file.windows.windows(2).any(|w| w[1].start_s < w[0].start_s) {
+                anyhow::bail!("{}: windows are not in time order", p.display());
+            }
+            Ok(file.windows)
+        })
+        .collect()
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let series = read_windows(&args.windows)?;
+    if args.evaluate {
+        return evaluate_all(&args, &series);
+    }
+    let path = args.model.as_deref().context("--model is required without --evaluate")?;
+    let last = series.last().map(Vec::as_slice).unwrap_or_default();
+    predict(path, last, &args)
+}
+
+#[cfg(not(feature = "lstm"))]
+fn predict(_: &Path, _: &[Window], _: &Args) -> anyhow::Result<()> {
+    anyhow::bail!("{NO_LSTM}")
+}
+
+#[cfg(feature = "lstm")]
+fn predict(path: &Path, windows: &[Window], args: &Args) -> anyhow::Result<()> {
+    use crate::predict::{lstm::Lstm, metrics};
+    /// A share of requests in unseen graphs above this is reported as a reason to retrain.
+    const OTHER_WARN: f64 = 0.1;
+    tch::set_num_threads(args.lstm.threads);
+    let model = Lstm::load(path, !args.lstm.cpu)?;
+    let meta = model.meta().context("model without metadata")?;
+    let recent_windows = &windows[windows.len().saturating_sub(args.recent as usize + meta.window)..];
+    let other = meta.check_catalog(recent_windows)?;
+    if other > OTHER_WARN {
+        eprintln!(
+            "warning: {:.1}% of recent requests are in graphs the model never saw (predicted as `other`); \
+             retrain with derm train",
+            100.0 * other
+        );
+    }
+    let next = model.predict(windows)?;
+    let started = std::time::Instant::now();
+    let recent_tv = metrics::recent_error(&model, recent_windows, args.recent as usize, meta.window);
+    // One prediction per recent window that has a full history before it.
+    let steps = recent_windows.len().saturating_sub(meta.window).clamp(1, args.recent as usize);
+    let predict_us = 1e6 * started.elapsed().as_secs_f64() / steps as f64;
+    let out = serde_json::json!({
+        "model": path.display().to_string(),
+        "next": next,
+        "unseen_share": other,
+        "recent_tv": recent_tv,
+        "recent_windows": args.recent,
+        "predict_us": predict_us,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+fn baseline(name: &str) -> Result<Box<dyn Predictor>, Error> {
+    Ok(match name {
+        "arima" => Box::new(Arima::new(3)?),
+        "ewma" => Box::new(Ewma::new(0.5)?),
+        "ma" => Box::new(MovingAverage::new(5)?),
+        _ => Box::new(Last),
+    })
+}
+
+fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let mut names: Vec<&str> = Vec::new();
+    for m in &args.models {
+        if !names.contains(&m.as_str()) {
+            names.push(m);
+        }
+    }
+    for name in names {
+        let row = match name {
+            "lstm" | "lstm-noattn" => match lstm_row(args, series, name == "lstm")? {
+                Some(row) => row,
+                None => {
+                    notes.push(format!("{name}: {NO_LSTM}"));
+                    continue;
+                }
+            },
+            _ => evaluate::evaluate(&mut || baseline(name), series, args.train_fraction, args.changed_tv)?,
+        };
+        rows.push(row);
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    if args.json {
+        let models: BTreeMap<&str, serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.name.as_str(),
+                    serde_json::json!({
+                        "accuracy": r.all.accuracy,
+                        "kl": r.all.kl,
+                        "windows": r.all.windows,
+                        "changed": r.changed,
+                        "predict_us": r.predict_us,
+                    }),
+                )
+            })
+            .collect();
+        let out = serde_json::json!({
+            "models": models,
+            "train_fraction": args.train_fraction,
+            "changed_tv": args.changed_tv,
+            "notes": notes,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", evaluate::markdown(&rows));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "lstm"))]
+fn lstm_row(_: &Args, _: &[Vec<Window>], _: bool) -> anyhow::Result<Option<Row>> {
+    Ok(None)
+}
+
+#[cfg(feature = "lstm")]
+fn lstm_row(args: &Args, series: &[Vec<Window>], attention: bool) -> anyhow::Result<Option<Row>> {
+    let started = std::time::Instant::now();
+    let mut make = || -> Result<Box<dyn Predictor>, Error> {
+        // `evaluate` hands each series' training range to `fit`; train here with progress.
+        Ok(Box::new(Trained { args: args.lstm.clone(), attention, model: None }))
+    };
+    let row = evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv)?;
+    eprintln!("{}: trained and scored in {:.1} s", row.name, started.elapsed().as_secs_f64());
+    Ok(Some(row))
+}
+
+/// An LSTM that trains with the CLI's progress bar when `evaluate` fits it.
+#[cfg(feature = "lstm")]
+struct Trained {
+    args: LstmArgs,
+    attention: bool,
+    model: Option<crate::predict::lstm::Lstm>,
+}
+
+#[cfg(feature = "lstm")]
+impl std::fmt::Debug for Trained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trained").field("attention", &self.attention).finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "lstm")]
+impl Predictor for Trained {
+    fn name(&self) -> &str {
+        if self.attention { "lstm" } else { "lstm-noattn" }
+    }
+
+    fn fit(&mut self, history: &[Window]) -> Result<(), Error> {
+        let series = vec![history.to_vec()];
+        let model = super::train::fit(&series, &self.args, self.attention)
+            .map_err(|e| Error::Model { path: "(training)".into(), detail: format!("{e:#}") })?;
+        self.model = Some(model);
+        Ok(())
+    }
+
+    fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error> {
+        self.model.as_ref().ok_or(Error::NotFitted { what: "lstm: predict" })?.predict(recent)
+    }
+}

@@ -1,0 +1,166 @@
+//! Predictors compared on a time split: each series (one windows.json) is fitted on its first
+//! `train_fraction` of windows and scored on the rest, one step ahead, every prediction from
+//! the windows before it only. Never a random split, which would leak neighbouring windows.
+//! Scores are accuracy (`1 - TV`) and KL, over all scored windows and separately over the
+//! windows whose mix changed by more than `changed_tv` (default [`super::metrics::CHANGED_TV`]) from the
+//! window before.
+
+use serde::Serialize;
+
+use super::metrics::{kl, tv};
+use super::{Error, Predictor};
+use crate::graph::Window;
+
+/// Windows before the scored one that a predictor sees (enough for every baseline: an EWMA
+/// with alpha >= 0.2 has forgotten 99.9% beyond 32 windows).
+pub const CONTEXT: usize = 32;
+
+/// Mean scores over a set of windows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Score {
+    pub accuracy: f64,
+    pub kl: f64,
+    pub windows: usize,
+}
+
+/// One predictor's scores.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Row {
+    pub name: String,
+    pub all: Score,
+    pub changed: Score,
+    /// Mean wall time of one prediction, microseconds.
+    pub predict_us: f64,
+}
+
+#[derive(Debug, Default)]
+struct Acc {
+    accuracy: f64,
+    kl: f64,
+    n: usize,
+}
+
+impl Acc {
+    fn add(&mut self, tv: f64, kl: f64) {
+        self.accuracy += 1.0 - tv;
+        self.kl += kl;
+        self.n += 1;
+    }
+
+    fn score(&self) -> Score {
+        let n = self.n.max(1) as f64;
+        Score { accuracy: self.accuracy / n, kl: self.kl / n, windows: self.n }
+    }
+}
+
+/// The index of the first scored window of a series of `len` windows.
+pub fn split_at(len: usize, train_fraction: f64) -> usize {
+    ((len as f64 * train_fraction).round() as usize).min(len)
+}
+
+/// Fit a fresh predictor from `make` on each series' training range and score it on the rest.
+pub fn evaluate(
+    make: &mut dyn FnMut() -> Result<Box<dyn Predictor>, Error>,
+    series: &[Vec<Window>],
+    train_fraction: f64,
+    changed_tv: f64,
+) -> Result<Row, Error> {
+    if !(train_fraction > 0.0 && train_fraction < 1.0) {
+        return Err(Error::Invalid {
+            field: "train_fraction",
+            value: train_fraction.to_string(),
+            expected: "a number in (0, 1)",
+        });
+    }
+    let (mut all, mut changed) = (Acc::default(), Acc::default());
+    let mut name = String::new();
+    let mut elapsed = std::time::Duration::ZERO;
+    for windows in series {
+        let at = split_at(windows.len(), train_fraction);
+        if at < 2 || at >= windows.len() {
+            return Err(Error::TooShort { what: "evaluate", got: windows.len(), need: 4 });
+        }
+        let mut p = make()?;
+        p.fit(&windows[..at])?;
+        name = p.name().to_owned();
+        for t in at..windows.len() {
+            let started = std::time::Instant::now();
+            let predicted = p.predict(&windows[t.saturating_sub(CONTEXT)..t])?;
+            elapsed += started.elapsed();
+            let actual = &windows[t].graph_mix;
+            let (d, k) = (tv(&predicted, actual), kl(actual, &predicted));
+            all.add(d, k);
+            if tv(actual, &windows[t - 1].graph_mix) > changed_tv {
+                changed.add(d, k);
+            }
+        }
+    }
+    let predict_us = 1e6 * elapsed.as_secs_f64() / all.n.max(1) as f64;
+    Ok(Row { name, all: all.score(), changed: changed.score(), predict_us })
+}
+
+/// A markdown table of rows.
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| model | accuracy | KL | windows | accuracy (mix changed) | KL (mix changed) | windows (mix changed) | predict |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        s.push_str(&format!(
+            "| {} | {:.2}% | {:.4} | {} | {:.2}% | {:.4} | {} | {:.1} us |\n",
+            r.name,
+            100.0 * r.all.accuracy,
+            r.all.kl,
+            r.all.windows,
+            100.0 * r.changed.accuracy,
+            r.changed.kl,
+            r.changed.windows,
+            r.predict_us
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::predict::{Arima, Last};
+
+    fn window(t: i64, a: f64) -> Window {
+        Window {
+            start_s: 30 * t,
+            duration_s: 30,
+            load_rps: 10.0,
+            requests: 10,
+            graph_mix: [("a".to_owned(), a), ("b".to_owned(), 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect(),
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn scores_on_the_later_range_and_separates_changes() {
+        // Alternating mix: last value is always off by 0.6 TV, AR(1) learns the alternation.
+        let series = vec![(0..100).map(|t| window(t, if t % 2 == 0 { 0.8 } else { 0.2 })).collect::<Vec<_>>()];
+        let last = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(last.all.windows, 50);
+        assert_eq!(last.changed.windows, 50);
+        assert!((last.all.accuracy - 0.4).abs() < 1e-12, "{last:?}");
+        let ar = evaluate(&mut || Ok(Box::new(Arima::new(1)?)), &series, 0.5, 0.1).unwrap_or_else(|e| panic!("{e}"));
+        assert!(ar.all.accuracy > 0.99, "{ar:?}");
+        assert!(markdown(&[last, ar]).contains("| arima | 100.00% |"));
+    }
+
+    #[test]
+    fn bad_split_is_an_error() {
+        let series = vec![(0..3).map(|t| window(t, 1.0)).collect::<Vec<_>>()];
+        assert!(
+            evaluate(&mut || Ok(Box::new(Last)), &series, 1.0, 0.1).unwrap_err().to_string().contains("train_fraction")
+        );
+        let err = evaluate(&mut || Ok(Box::new(Last)), &series, 0.1, 0.1).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+    }
+}

@@ -1,0 +1,121 @@
+//! LSTM tests (feature `lstm`; libtorch from hack/install-libtorch.sh).
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::predict::metrics::tv;
+use crate::predict::{Last, evaluate};
+
+/// A mix that follows the load with a lag: high load (every 4th window) is followed by a
+/// window dominated by graph `b`; otherwise `a` dominates. Last value is wrong at every switch.
+fn series(n: i64) -> Vec<Window> {
+    (0..n)
+        .map(|t| {
+            let high = t % 4 == 0;
+            let after_high = t % 4 == 1;
+            let b = if after_high { 0.9 } else { 0.1 };
+            Window {
+                start_s: 30 * t,
+                duration_s: 30,
+                load_rps: if high { 200.0 } else { 50.0 },
+                requests: 100,
+                graph_mix: BTreeMap::from([("a".to_owned(), 1.0 - b), ("b".to_owned(), b)]),
+                arg_mix: BTreeMap::from([("d=1".to_owned(), 1.0)]),
+                containers: BTreeMap::new(),
+                calls_rps: BTreeMap::new(),
+            }
+        })
+        .collect()
+}
+
+fn config() -> Config {
+    Config { window: 3, epochs: 60, batch: 32, learning_rate: 5e-3, patience: 60, cuda: false, ..Config::default() }
+}
+
+fn trained(attention: bool) -> Lstm {
+    let mut m = Lstm::new(Config { attention, ..config() }).unwrap_or_else(|e| panic!("{e}"));
+    m.fit(&series(240)).unwrap_or_else(|e| panic!("{e}"));
+    m
+}
+
+#[test]
+fn learns_what_last_value_cannot() {
+    let data = series(320);
+    let lstm = evaluate::evaluate(&mut || Ok(Box::new(trained(true))), std::slice::from_ref(&data), 0.75, 0.1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let last = evaluate::evaluate(&mut || Ok(Box::new(Last)), std::slice::from_ref(&data), 0.75, 0.1)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(lstm.all.accuracy > 0.97, "{lstm:?}");
+    assert!(lstm.changed.accuracy > last.changed.accuracy + 0.3, "lstm {lstm:?} last {last:?}");
+    assert!(trained(true).meta().is_some_and(|m| m.validation_accuracy > 0.97));
+}
+
+#[test]
+fn save_load_round_trip_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("model.ot");
+    let m = trained(false);
+    m.save(&path).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = Lstm::load(&path, false).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded.name(), "lstm-noattn");
+    let recent = series(8);
+    let (a, b) = (m.predict(&recent), loaded.predict(&recent));
+    let (a, b) = (a.unwrap_or_else(|e| panic!("{e}")), b.unwrap_or_else(|e| panic!("{e}")));
+    assert!(tv(&a, &b) < 1e-6, "{a:?} {b:?}");
+
+    // A sidecar describing another network: the weights do not fit.
+    let sidecar = Lstm::sidecar(&path);
+    let mut meta: Meta =
+        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    meta.graphs.push("c".into());
+    std::fs::write(&sidecar, serde_json::to_string(&meta).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    let err = Lstm::load(&path, false).unwrap_err().to_string();
+    assert!(err.contains("model.ot"), "{err}");
+    std::fs::write(&sidecar, "{").unwrap_or_else(|e| panic!("{e}"));
+    assert!(Lstm::load(&path, false).unwrap_err().to_string().contains("invalid metadata"));
+    std::fs::remove_file(&sidecar).unwrap_or_else(|e| panic!("{e}"));
+    assert!(Lstm::load(&path, false).unwrap_err().to_string().contains("sidecar"));
+}
+
+#[test]
+fn unseen_graphs_go_to_other_and_foreign_catalogs_are_refused() {
+    let m = trained(true);
+    let meta = m.meta().cloned().unwrap_or_else(|| panic!("fitted"));
+    let mut recent = series(6);
+    let foreign: Vec<Window> = recent
+        .iter()
+        .cloned()
+        .map(|mut w| {
+            w.graph_mix = BTreeMap::from([("zz".to_owned(), 1.0)]);
+            w
+        })
+        .collect();
+    assert!(meta.check_catalog(&foreign).unwrap_err().to_string().contains("does not match"));
+    recent[5].graph_mix = BTreeMap::from([("a".to_owned(), 0.5), ("new".to_owned(), 0.5)]);
+    let share = meta.check_catalog(&recent).unwrap_or_else(|e| panic!("{e}"));
+    assert!((share - 0.5 / 6.0).abs() < 1e-9, "{share}");
+    let mut x = Vec::new();
+    meta.encode(&recent[5], &mut x);
+    // arg slots: d=1, other; graph slots: a, b, other; load.
+    assert_eq!(x.len(), 6);
+    assert!((x[2] - 0.5).abs() < 1e-6 && x[3] == 0.0 && (x[4] - 0.5).abs() < 1e-6, "{x:?}");
+    let p = m.predict(&recent).unwrap_or_else(|e| panic!("{e}"));
+    assert!(p.keys().all(|k| k == "a" || k == "b" || k == OTHER), "{p:?}");
+    assert!((p.values().sum::<f64>() - 1.0).abs() < 1e-6);
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    let m = trained(true);
+    let short = series(2);
+    assert!(m.predict(&short).unwrap_err().to_string().contains("too short"));
+    assert!(m.predict(&[]).unwrap_err().to_string().contains("empty history"));
+    let mut nan = series(6);
+    nan[3].load_rps = f64::NAN;
+    let err = m.predict(&nan).unwrap_err().to_string();
+    assert!(err.contains("load_rps") && err.contains("90 s"), "{err}");
+    let mut fresh = Lstm::new(config()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(fresh.predict(&series(6)).unwrap_err().to_string().contains("not fitted"));
+    assert!(fresh.fit(&series(4)).unwrap_err().to_string().contains("too short"));
+    assert!(Lstm::new(Config { window: 0, ..config() }).unwrap_err().to_string().contains("window"));
+}
