@@ -2,8 +2,8 @@
 
 mod generate;
 mod latency;
-mod predict;
 mod migrate;
+mod predict;
 mod profile;
 mod simulate;
 mod solve;
