@@ -447,7 +447,7 @@ async fn authorization_allows_the_hpa_and_forbids_others_with_a_status() {
     // Discovery needs authentication only.
     assert_eq!(get_as(&h, EXTERNAL, "mallory").await.0, StatusCode::OK);
 
-    let asked = asked.lock().unwrap();
+    let asked = asked.lock().unwrap().clone();
     let hpa: Vec<&Attributes> = asked.iter().filter(|(u, _)| u == HPA_USER).map(|(_, a)| a).collect();
     assert_eq!(hpa.len(), 3, "three repeated GETs, one review each for three questions: {hpa:?}");
     assert_eq!(*hpa[0], Attributes::external("shop", "derm_desired_replicas"));
