@@ -184,9 +184,11 @@ pub struct Outcome {
     pub prefer_same_node: bool,
     /// Share of container-to-container calls that crossed nodes.
     pub cross_node_share: f64,
+    /// Quantiles of the E2E latency (unfinished requests count as infinite).
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Requests started in the measured range that finished.
     pub requests: u64,
     pub unfinished: u64,
     /// Share of call traffic (by the published rates) between services on different nodes
@@ -280,7 +282,10 @@ pub fn study(scenario: &Scenario, pattern: &Pattern, config: &Config) -> Result<
             engine.drain(config.duration_s + 120.0);
             let (same, cross) = engine.hops();
             let recorder = engine.finish();
+            // Requests still unfinished 120 s after the run count as infinitely slow.
             let mut all: Vec<f32> = recorder.windows.into_iter().flatten().collect();
+            let finished = all.len() as u64;
+            all.extend(std::iter::repeat_n(f32::INFINITY, recorder.unfinished as usize));
             all.sort_by(f32::total_cmp);
             Outcome {
                 placement: placer,
@@ -289,7 +294,7 @@ pub fn study(scenario: &Scenario, pattern: &Pattern, config: &Config) -> Result<
                 p50_ms: quantile(&all, 0.5),
                 p95_ms: quantile(&all, 0.95),
                 p99_ms: quantile(&all, 0.99),
-                requests: all.len() as u64,
+                requests: finished,
                 unfinished: recorder.unfinished,
                 expected_cross_share: expected_cross(&peers, nodes, config.cluster.nodes as usize),
             }
@@ -311,18 +316,19 @@ pub fn markdown(s: &Study) -> String {
         "{}: {} pods on {} nodes of {} pods, {} ms per cross-node hop each way\n\n",
         s.scenario, s.pods, s.nodes, s.pods_per_node, s.hop_ms
     );
-    out.push_str("| placement | routing | cross-node calls | P50 ms | P95 ms | P99 ms | requests |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|\n");
+    out.push_str("| placement | routing | cross-node calls | P50 ms | P95 ms | P99 ms | requests | unfinished |\n");
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
     for o in &s.outcomes {
         out.push_str(&format!(
-            "| {} | {} | {:.1}% | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {} | {:.1}% | {:.2} | {:.2} | {:.2} | {} | {} |\n",
             o.placement.as_str(),
             if o.prefer_same_node { "PreferSameNode" } else { "uniform" },
             100.0 * o.cross_node_share,
             o.p50_ms,
             o.p95_ms,
             o.p99_ms,
-            o.requests
+            o.requests,
+            o.unfinished
         ));
     }
     out
