@@ -21,6 +21,10 @@ pub use arima::Arima;
 pub use baseline::{Ewma, Last, MovingAverage};
 pub use metrics::Tracker;
 
+/// Key of the "other" share in a prediction: graphs a trained model never saw (the LSTM's
+/// last output slot). Users of a prediction decide what it stands for.
+pub const OTHER: &str = "other";
+
 /// Why a predictor cannot fit or predict.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Error {

@@ -46,9 +46,13 @@ pub struct Args {
     /// (columns time_s,rps). Default: the scenario's.
     #[arg(long, value_parser = parse_pattern)]
     pattern: Option<Pattern>,
-    /// Graph-mix predictor of `derm` and `uniform`.
-    #[arg(long, default_value = "ewma", value_parser = ["ewma", "ma", "last"])]
+    /// Graph-mix predictor of `derm` and `uniform` (`lstm`: the attention LSTM of --model,
+    /// feature `lstm`).
+    #[arg(long, default_value = "ewma", value_parser = ["ewma", "ma", "last", "lstm"])]
     predictor: String,
+    /// Model file of `--predictor lstm` (from `derm train -o`; its `.json` sidecar next to it).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// Load levels of the profiling sweep.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(3..))]
     profile_levels: u32,
@@ -133,10 +137,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sampling: args.sampling,
         pattern: args.pattern,
         predictor: args.predictor,
+        model: args.model,
         profile_levels: args.profile_levels,
         profile_level_s: args.profile_level_s,
         refit_every: args.refit_every,
     };
+    // One libtorch thread: see `derm train --threads`.
+    #[cfg(feature = "lstm")]
+    tch::set_num_threads(1);
     config.validate()?;
     std::fs::create_dir_all(&args.out_dir).with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
     let scenario = crate::sim::Scenario::named(&config.scenario)?;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
@@ -13,6 +14,7 @@ use super::policy::hpa::{self, Hpa};
 use super::policy::{Name, Policy, StaticPeak};
 use super::run::{self, Outcome, Point, Summary, TraceSink};
 use super::{Error, Pattern, Scenario, profiling};
+use crate::graph::Window;
 use crate::graph::window::ArgSpec;
 use crate::predict::{Ewma, Last, MovingAverage, Predictor};
 
@@ -37,8 +39,10 @@ pub struct Config {
     pub sampling: Option<f64>,
     /// Default: the scenario's.
     pub pattern: Option<Pattern>,
-    /// Mix predictor of `derm` and `uniform`: `ewma`, `ma` or `last`.
+    /// Mix predictor of `derm` and `uniform`: `ewma`, `ma`, `last` or `lstm` (feature `lstm`).
     pub predictor: String,
+    /// The `lstm` predictor's model file (`derm train -o`).
+    pub model: Option<PathBuf>,
     pub profile_levels: u32,
     pub profile_level_s: u32,
     pub refit_every: u32,
@@ -59,6 +63,7 @@ impl Default for Config {
             sampling: None,
             pattern: None,
             predictor: "ewma".into(),
+            model: None,
             profile_levels: 10,
             profile_level_s: 60,
             refit_every: 10,
@@ -104,7 +109,7 @@ impl Config {
         if self.refit_every == 0 {
             return Err(invalid("--refit-every", 0, "at least 1 interval"));
         }
-        predictor(&self.predictor)?;
+        predictor(&self.predictor, self.model.as_deref(), &[])?;
         if let Some(p) = &self.pattern {
             p.validate()?;
         }
@@ -112,15 +117,57 @@ impl Config {
     }
 }
 
-/// The mix predictor by name.
-pub fn predictor(name: &str) -> Result<Box<dyn Predictor>, Error> {
+/// The mix predictor by name; `lstm` loads `model` and, when `windows` (the profiling
+/// phase's) are given, refuses a model trained on another application's graphs.
+pub fn predictor(name: &str, model: Option<&Path>, windows: &[Window]) -> Result<Box<dyn Predictor>, Error> {
     let bad = |e: crate::predict::Error| invalid("--predictor", e, "valid parameters");
+    if name != "lstm"
+        && let Some(m) = model
+    {
+        return Err(invalid("--model", m.display(), "no --model unless --predictor lstm"));
+    }
     Ok(match name {
         "ewma" => Box::new(Ewma::new(0.5).map_err(bad)?),
         "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
         "last" => Box::new(Last),
-        other => return Err(invalid("--predictor", other, "one of ewma, ma, last")),
+        "lstm" => lstm(model, windows)?,
+        other => return Err(invalid("--predictor", other, "one of ewma, ma, last, lstm")),
     })
+}
+
+#[cfg(not(feature = "lstm"))]
+fn lstm(_: Option<&Path>, _: &[Window]) -> Result<Box<dyn Predictor>, Error> {
+    Err(invalid(
+        "--predictor",
+        "lstm",
+        "ewma, ma or last: this derm was built without the `lstm` feature (libtorch); build it with \
+         `hack/with-libtorch.sh cargo build --release -p derm-core --features lstm`",
+    ))
+}
+
+/// Above this share of the profiling phase's requests in graphs the model never saw, warn.
+#[cfg(feature = "lstm")]
+const UNSEEN_WARN: f64 = 0.1;
+
+/// The attention LSTM on the CPU (a simulation makes one small prediction per interval).
+#[cfg(feature = "lstm")]
+fn lstm(model: Option<&Path>, windows: &[Window]) -> Result<Box<dyn Predictor>, Error> {
+    let Some(path) = model else {
+        return Err(invalid("--model", "(none)", "a model file from derm train for --predictor lstm"));
+    };
+    let bad = |e: crate::predict::Error| invalid("--model", e, "a model file from derm train");
+    let model = crate::predict::lstm::Lstm::load(path, false).map_err(bad)?;
+    if let (Some(meta), false) = (model.meta(), windows.is_empty()) {
+        let unseen = meta.check_catalog(windows).map_err(bad)?;
+        if unseen > UNSEEN_WARN {
+            tracing::warn!(
+                model = %path.display(),
+                unseen_share = unseen,
+                "many profiling-phase requests are in graphs the model never saw (predicted as \"other\"): retrain"
+            );
+        }
+    }
+    Ok(Box::new(model))
 }
 
 /// The profiling phase as reported.
@@ -160,6 +207,8 @@ pub struct Report {
     pub startup_s: f64,
     pub pattern: String,
     pub predictor: String,
+    /// The `lstm` predictor's model file.
+    pub model: Option<String>,
     pub profiling: Option<ProfilingReport>,
     /// Policies in the order asked for.
     pub order: Vec<String>,
@@ -199,11 +248,26 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// A Derm-family policy on the profiling phase's result, with the configured predictor.
+    /// A Derm-family policy on the profiling phase's result, with a model-free predictor
+    /// (`ewma`, `ma` or `last`; anything else gets `last`).
     pub fn derm_policy(&self, name: Name, predictor_name: &str) -> Derm {
+        self.derm_policy_with(name, predictor_name, None).unwrap_or_else(|_| {
+            let learned = self.profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
+            Derm::new(name, self.derm.clone(), Box::new(Last), learned)
+        })
+    }
+
+    /// A Derm-family policy with the named predictor (`lstm` loads `model`, checked against
+    /// the profiling phase's graphs). Only `derm` and `uniform` use a predictor; the others
+    /// get `last` and load nothing.
+    pub fn derm_policy_with(&self, name: Name, predictor_name: &str, model: Option<&Path>) -> Result<Derm, Error> {
         let learned = self.profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
-        let pred = predictor(predictor_name).unwrap_or_else(|_| Box::new(Last));
-        Derm::new(name, self.derm.clone(), pred, learned)
+        let pred = if matches!(name, Name::Derm | Name::Uniform) {
+            predictor(predictor_name, model, &learned.windows)?
+        } else {
+            Box::new(Last)
+        };
+        Ok(Derm::new(name, self.derm.clone(), pred, learned))
     }
 }
 
@@ -273,6 +337,13 @@ pub fn evaluate(
     let warmup_s = run_config.warmup_s;
     let (sla_ms, sampling) = (run_config.sla_ms, run_config.sampling);
     let sink = Mutex::new(sink);
+    let mut derms = BTreeMap::new();
+    for name in config.policies.iter().filter(|n| !matches!(n, Name::HpaCpu | Name::StaticPeak)) {
+        derms.insert(
+            *name,
+            Mutex::new(Some(prepared.derm_policy_with(*name, &config.predictor, config.model.as_deref())?)),
+        );
+    }
     let outcomes: Vec<(Outcome, f64)> = config
         .policies
         .par_iter()
@@ -282,7 +353,10 @@ pub fn evaluate(
             let mut policy: Box<dyn Policy> = match name {
                 Name::HpaCpu => Box::new(Hpa::new(scenario.app.services.len(), hpa::Config::default())),
                 Name::StaticPeak => Box::new(StaticPeak::new(scenario, pattern, -warmup_s, config.duration_s)),
-                _ => Box::new(prepared.derm_policy(*name, &config.predictor)),
+                _ => match derms.get(name).and_then(|m| m.lock().ok()?.take()) {
+                    Some(d) => Box::new(d),
+                    None => Box::new(prepared.derm_policy(*name, &config.predictor)),
+                },
             };
             let mut own_sink = if i == 0 { sink.lock().ok().and_then(|mut s| s.take()) } else { None };
             let outcome = run::run(scenario, pattern, policy.as_mut(), run_config, progress, own_sink.take());
@@ -321,6 +395,7 @@ pub fn evaluate(
         startup_s: config.startup_s,
         pattern: format!("{pattern:?}"),
         predictor: config.predictor.clone(),
+        model: config.model.as_ref().map(|m| m.display().to_string()),
         profiling,
         order: config.policies.iter().map(|p| p.as_str().to_owned()).collect(),
         policies,
@@ -343,7 +418,10 @@ pub fn markdown(report: &Report) -> String {
         report.sla_ms,
         report.sampling,
         report.startup_s,
-        report.predictor
+        match &report.model {
+            Some(m) => format!("{} ({m})", report.predictor),
+            None => report.predictor.clone(),
+        }
     );
     let _ = writeln!(
         s,

@@ -9,8 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::super::Error;
 use crate::graph::Window;
 
-/// Key of the "other" share in predictions: graphs unseen in training.
-pub const OTHER: &str = "other";
+pub use crate::predict::OTHER;
 
 /// Version of the sidecar format; a model with another version is refused.
 pub const FORMAT_VERSION: u32 = 1;

@@ -9,8 +9,9 @@
 //! 2. every `refit_every` intervals refits the profiles ([`crate::profile::fit_all`]) on all
 //!    samples so far: the profiling phase's plus the online ones;
 //! 3. chooses the graph mix and the load to plan for:
-//!    - `derm`: the predictor's mix over the online windows (EWMA by default), the last
-//!      window's measured load;
+//!    - `derm`: the predictor's mix over the online windows (EWMA by default, or the
+//!      attention LSTM: see [`resolve_other`] for its "other" share), the last window's
+//!      measured load;
 //!    - `derm-oracle`: the true mix averaged over the next interval and the true peak rate
 //!      in it (from the scenario's ground truth);
 //!    - `derm-static`: the request-weighted mean mix of all windows seen so far, profiling
@@ -61,7 +62,7 @@ use crate::graph::catalog::Entry;
 use crate::graph::window::{self, ArgSpec, Samples, Window};
 use crate::optimize::{self, Bounds, Input, Plan, Problem, Start};
 use crate::pipeline::Ingest;
-use crate::predict::Predictor;
+use crate::predict::{Last, OTHER, Predictor};
 use crate::profile::{self, Profiles};
 
 /// Extra load planned for, as a fraction of the forecast.
@@ -123,6 +124,31 @@ fn plausible(base: &crate::profile::Profile, new: &crate::profile::Profile) -> b
 
 /// Online windows the predictor looks at.
 const RECENT: usize = 20;
+
+/// A prediction without the [`OTHER`] share, which a trained model (the LSTM) gives to
+/// graphs it never saw and which has no call graph to plan for. The share goes to the
+/// graphs of the last observed window that the prediction does not name, in their observed
+/// proportions (the last observed mix of the unseen graphs); when there are none, it is
+/// dropped and the rest renormalised. Dropping it always would plan nothing for a graph
+/// that appeared after training however much traffic it takes.
+pub fn resolve_other(mut mix: BTreeMap<String, f64>, last: &Window) -> BTreeMap<String, f64> {
+    let Some(other) = mix.remove(OTHER) else {
+        return mix;
+    };
+    let unseen: Vec<(&String, f64)> = last
+        .graph_mix
+        .iter()
+        .filter(|(g, s)| **s > 0.0 && s.is_finite() && g.as_str() != OTHER && !mix.contains_key(*g))
+        .map(|(g, s)| (g, *s))
+        .collect();
+    let total: f64 = unseen.iter().map(|(_, s)| s).sum();
+    if other > 0.0 && total > 0.0 {
+        for (g, s) in unseen {
+            mix.insert(g.clone(), other * s / total);
+        }
+    }
+    crate::predict::normalise(mix)
+}
 
 /// What the profiling phase learned, shared by every profile-based policy.
 #[derive(Debug, Clone, Default)]
@@ -290,8 +316,14 @@ impl Derm {
             }
             _ => {
                 let recent = &self.online[self.online.len().saturating_sub(RECENT)..];
-                let mix = self.predictor.predict(recent).ok()?;
-                Some((mix, last_load?))
+                let mix = match self.predictor.predict(recent) {
+                    Ok(m) => m,
+                    // A model that needs more windows than seen so far (the LSTM's l):
+                    // plan on the last window's mix until there are enough.
+                    Err(crate::predict::Error::TooShort { .. }) => Last.predict(recent).ok()?,
+                    Err(_) => return None,
+                };
+                Some((resolve_other(mix, recent.last()?), last_load?))
             }
         }
     }
@@ -495,5 +527,49 @@ impl Policy for Derm {
         let mut s = self.stats.clone();
         s.mean_decision_ms = self.spent_ms / s.decisions.max(1) as f64;
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(mix: &[(&str, f64)]) -> Window {
+        Window {
+            start_s: 0,
+            duration_s: 30,
+            load_rps: 10.0,
+            requests: 100,
+            graph_mix: mix.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect(),
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: BTreeMap::new(),
+        }
+    }
+
+    fn mix(m: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        m.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
+    }
+
+    #[test]
+    fn other_goes_to_the_last_windows_unseen_graphs() {
+        let predicted = mix(&[("a", 0.6), ("b", 0.2), (OTHER, 0.2)]);
+        // c and d are unseen by the model (absent from its prediction), in a 3:1 ratio.
+        let last = window(&[("a", 0.5), ("c", 0.3), ("d", 0.1), ("b", 0.1)]);
+        let out = resolve_other(predicted, &last);
+        assert!(!out.contains_key(OTHER));
+        for (g, want) in [("a", 0.6), ("b", 0.2), ("c", 0.15), ("d", 0.05)] {
+            assert!((out[g] - want).abs() < 1e-12, "{g}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn other_without_unseen_graphs_is_dropped_and_the_rest_renormalised() {
+        let out = resolve_other(mix(&[("a", 0.3), ("b", 0.5), (OTHER, 0.2)]), &window(&[("a", 1.0)]));
+        assert_eq!(out.len(), 2);
+        assert!((out["a"] - 0.375).abs() < 1e-12 && (out["b"] - 0.625).abs() < 1e-12, "{out:?}");
+        // A prediction without "other" (the baselines) is left as it is.
+        let plain = mix(&[("a", 0.4), ("b", 0.6)]);
+        assert_eq!(resolve_other(plain.clone(), &window(&[("c", 1.0)])), plain);
     }
 }
