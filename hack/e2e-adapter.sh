@@ -7,7 +7,9 @@
 # Checks: Available; a GET through the aggregator with a label selector; a stock HPA (External
 # derm_desired_replicas, AverageValue 1, tolerance 0) landing exactly on the value 1 -> 8 -> 5
 # -> 20 -> 19; direct requests without the front-proxy certificate (401) or with one from
-# another CA (refused); the adapter killed (HPA keeps its replicas, FailedGetExternalMetric)
+# another CA (refused); authorization (--authorize, SubjectAccessReview): a user without RBAC
+# refused 403 directly and through the aggregator, the HPA controller's identity allowed
+# (kube-controller-manager here runs the HPA as the admin user, system:masters); the adapter killed (HPA keeps its replicas, FailedGetExternalMetric)
 # and restarted (served again from the DermApp status); values whose solve time is older than
 # the hold (still served) and the error limit (HPA FailedGetExternalMetric, replicas kept);
 # kube-apiserver restarted (the watch reconnects, a new value lands). Deletes the APIService,
@@ -103,7 +105,7 @@ start_adapter() {
   KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
     --requestheader-client-ca "$DERM_FRONT_PROXY_CA_FILE" --requestheader-allowed-names system:auth-proxy \
-    --drain-timeout 2s >>"$WORK/adapter.log" 2>&1 &
+    --authorize --drain-timeout 2s >>"$WORK/adapter.log" 2>&1 &
   ADAPTER_PID=$!
 }
 stop_adapter() {
@@ -169,9 +171,35 @@ code="$(direct --cert "$WORK/rogue.crt" --key "$WORK/rogue.key" -H 'X-Remote-Use
 if [[ "$code" =~ ^(000|401|403)$ ]]; then ok "direct request with a client certificate from another CA refused (HTTP $code)"; else
   ko "direct request with a foreign client certificate: HTTP $code"
 fi
+# Authorization (--authorize): the adapter asks kube-apiserver with a SubjectAccessReview.
+# kube-apiserver authorizes proxied requests too, so the adapter's own refusal shows directly.
 code="$(direct --cert "$DERM_PROXY_CLIENT_CERT" --key "$DERM_PROXY_CLIENT_KEY" -H 'X-Remote-User: derm-e2e')"
-if [[ "$code" == 200 ]]; then ok "direct request with the front-proxy certificate and X-Remote-User: 200"; else
-  ko "direct request with the front-proxy certificate: HTTP $code (want 200)"
+body="$(curl -s --max-time 10 --cacert "$WORK/ca.crt" --resolve "$SVC.$NS.svc:$PORT:127.0.0.1" \
+  --cert "$DERM_PROXY_CLIENT_CERT" --key "$DERM_PROXY_CLIENT_KEY" -H 'X-Remote-User: derm-e2e' \
+  "https://$SVC.$NS.svc:$PORT$METRIC_PATH" || true)"
+if [[ "$code" == 403 && "$body" == *'"Forbidden"'* && "$body" == *'\"derm-e2e\" cannot list'* ]]; then
+  ok "direct request as derm-e2e (no RBAC) with the front-proxy certificate: 403 Status naming the user"
+else
+  ko "direct request as derm-e2e without RBAC: HTTP $code (want 403): $body"
+fi
+code="$(direct --cert "$DERM_PROXY_CLIENT_CERT" --key "$DERM_PROXY_CLIENT_KEY" -H 'X-Remote-User: derm-e2e' \
+  -H 'X-Remote-Group: system:masters')"
+if [[ "$code" == 200 ]]; then ok "direct request as derm-e2e in group system:masters: 200 (SubjectAccessReview allowed)"; else
+  ko "direct request as derm-e2e in system:masters: HTTP $code (want 200)"
+fi
+as_code() { # user -> "ok" or the error kubectl printed
+  if "$K" --as="$1" get --raw "$METRIC_PATH" >/dev/null 2>"$WORK/as.err"; then echo ok; else tr '\n' ' ' <"$WORK/as.err"; fi
+}
+got="$(as_code someone)"
+if [[ "$got" == *Forbidden* || "$got" == *forbidden* ]]; then ok "kubectl --as=someone (no RBAC) through the aggregator: forbidden"; else
+  ko "kubectl --as=someone through the aggregator: $got"
+fi
+# The identity of the HPA controller in real clusters, allowed by the built-in
+# system:controller:horizontal-pod-autoscaler role (list external.metrics.k8s.io *): this
+# checks that the adapter asks with the verb and resource kube-apiserver's RBAC grants.
+got="$(as_code system:serviceaccount:kube-system:horizontal-pod-autoscaler)"
+if [[ "$got" == ok ]]; then ok "kubectl --as=the HPA controller's service account through the aggregator: allowed"; else
+  ko "the HPA controller's service account through the aggregator: $got"
 fi
 
 # --- a stock HPA ------------------------------------------------------------------------------

@@ -10,6 +10,10 @@
 //! | `GET /healthz`, `/livez`, `/readyz` | `ok`, or 503 with the reason (unauthenticated) |
 //! | anything else, `/apis` included | 404 `Status` (kube-apiserver answers `/apis` itself) |
 //!
+//! Metric GETs are authorized per user ([`crate::authz`], when configured): 403 `Status`
+//! naming the user, verb and resource, or 503 when kube-apiserver cannot be asked. Discovery
+//! and OpenAPI need authentication only (like the built-in `system:discovery` role).
+//!
 //! Labels are `app` (DermApp name) and `service` (tracing name); selectors use the full
 //! Kubernetes grammar ([`crate::selector`]). Answers come from the in-memory snapshot only.
 //! A matching value older than its app's error threshold turns the whole answer into 503, so
@@ -24,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::extract::{Extension, MatchedPath, Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,7 +42,8 @@ use tracing::Instrument;
 pub use self::error::Error;
 use self::wire::{ExternalMetricValue, ExternalMetricValueList, MetricIdentifier, MetricValue, MetricValueList};
 use crate::admin::{Health, Metrics, Route};
-use crate::auth::{Peer, Policy, Rejection};
+use crate::auth::{Peer, Policy, Rejection, User};
+use crate::authz::{Attributes, Refusal};
 use crate::crd::{SCALE_TARGET_KINDS, ScaleTargetRef};
 use crate::metrics::{Freshness, Key, Store, Value};
 use crate::selector::Selector;
@@ -206,16 +211,27 @@ fn expired(key: &Key, value: &Value, now: SystemTime) -> Error {
     ))
 }
 
+/// Asks the policy's authorizer, if any, whether the authenticated user may do `attributes`.
+async fn authorize(st: &AppState, user: Option<&User>, attributes: Attributes) -> Result<(), Error> {
+    let (Some(authorizer), Some(user)) = (st.policy.authorizer(), user) else { return Ok(()) };
+    authorizer.authorize(user, attributes).await.map_err(|refusal| match refusal {
+        Refusal::Forbidden { .. } => Error::Forbidden(refusal.to_string()),
+        Refusal::Unavailable { .. } => Error::Unavailable(refusal.to_string()),
+    })
+}
+
 fn unknown_metric(metric: &str) -> Error {
     Error::NotFound(format!("the server could not find the metric {metric:?}: derm-adapter serves only {METRIC}"))
 }
 
 async fn external_metric(
     State(st): State<AppState>,
+    user: Option<Extension<User>>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<ExternalMetricValueList>, Error> {
     let Path((namespace, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    authorize(&st, user.as_deref(), Attributes::external(&namespace, &metric)).await?;
     let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     if metric != METRIC {
         return Err(unknown_metric(&metric));
@@ -244,10 +260,12 @@ async fn external_metric(
 
 async fn object_metric(
     State(st): State<AppState>,
+    user: Option<Extension<User>>,
     path: Result<Path<(String, String, String, String)>, PathRejection>,
     query: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<MetricValueList>, Error> {
     let Path((namespace, resource, name, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    authorize(&st, user.as_deref(), Attributes::object(&namespace, &resource, &name, &metric)).await?;
     let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     if metric != METRIC {
         return Err(unknown_metric(&metric));

@@ -9,11 +9,12 @@
 //! kube-apiserver). Everything else is 401 (no credentials) or 403 (a certificate not allowed
 //! to assert identities).
 //!
+//! Authorization of the user named here is [`crate::authz`] (SubjectAccessReview, cached),
+//! when [`RequestHeader::authorizer`] is set; without it every authenticated user is allowed.
+//!
 //! TODO(next slice): read the CA bundle, allowed names and header names from ConfigMap
 //! kube-system/extension-apiserver-authentication and reload them when it changes; bearer
-//! tokens via TokenReview; authorization via SubjectAccessReview with a cache longer than the
-//! HPA sync period. Until then the CA comes from `--requestheader-client-ca` and every
-//! authenticated front-proxy user is allowed.
+//! tokens via TokenReview. Until then the CA comes from `--requestheader-client-ca`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,6 +27,8 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+
+use crate::authz::Authorizer;
 
 /// Errors building the request-header trust.
 #[derive(Debug, thiserror::Error)]
@@ -170,6 +173,8 @@ pub struct RequestHeader {
     pub group_header: String,
     /// Prefix of extra-attribute headers.
     pub extra_prefix: String,
+    /// Who may do what once authenticated; `None` allows every authenticated user.
+    pub authorizer: Option<Arc<Authorizer>>,
 }
 
 impl RequestHeader {
@@ -180,11 +185,20 @@ impl RequestHeader {
             username_header: "x-remote-user".into(),
             group_header: "x-remote-group".into(),
             extra_prefix: "x-remote-extra-".into(),
+            authorizer: None,
         }
     }
 }
 
 impl Policy {
+    /// The authorizer, if requests are authorized beyond authentication.
+    pub fn authorizer(&self) -> Option<&Authorizer> {
+        match self {
+            Self::Open => None,
+            Self::RequestHeader(rh) => rh.authorizer.as_deref(),
+        }
+    }
+
     /// Authenticates a request from `peer` with `headers`.
     pub fn authenticate(&self, peer: Option<&Peer>, headers: &HeaderMap) -> Result<User, Rejection> {
         let rh = match self {

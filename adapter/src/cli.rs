@@ -112,6 +112,17 @@ pub struct AuthArgs {
     /// Common names allowed to assert identities; empty allows any certificate from the CA.
     #[arg(long, env = "DERM_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
     pub requestheader_allowed_names: Vec<String>,
+    /// Authorize each metric request with a SubjectAccessReview to kube-apiserver (cluster from
+    /// the in-cluster service account or `KUBECONFIG`; needs `create subjectaccessreviews`,
+    /// e.g. the `system:auth-delegator` role). Unreachable kube-apiserver: 503.
+    #[arg(long, env = "DERM_AUTHORIZE", requires = "requestheader_client_ca")]
+    pub authorize: bool,
+    /// How long an allowed decision is reused, e.g. `5m` (keep it above the HPA sync period).
+    #[arg(long, env = "DERM_AUTHORIZATION_ALLOW_TTL", default_value = "5m", value_parser = parse_duration)]
+    pub authorization_allow_ttl: Duration,
+    /// How long a denied decision is reused, e.g. `30s`.
+    #[arg(long, env = "DERM_AUTHORIZATION_DENY_TTL", default_value = "30s", value_parser = parse_duration)]
+    pub authorization_deny_ttl: Duration,
 }
 
 /// The plain-HTTP admin port.
@@ -188,6 +199,12 @@ mod tests {
         assert_eq!(serve.auth.requestheader_allowed_names, ["front-proxy-client", "aggregator"]);
         assert_eq!(serve.server.drain_timeout, Duration::from_millis(1500));
         assert_eq!(serve.static_values_poll, Duration::from_secs(1));
+        assert!(!serve.auth.authorize);
+        assert_eq!(serve.auth.authorization_allow_ttl, Duration::from_secs(300));
+        assert!(
+            Args::try_parse_from(["derm-adapter", "serve", "--authorize"]).is_err(),
+            "authorization needs front-proxy authentication"
+        );
         assert!(Args::try_parse_from(["derm-adapter", "serve", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
     }
 

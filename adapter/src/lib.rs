@@ -29,6 +29,7 @@
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
 //! | [`api`] | the axum router of the aggregated API; wire types; errors as `Status` objects |
 //! | [`auth`] | front-proxy client-certificate authentication and `X-Remote-*` identity |
+//! | [`authz`] | SubjectAccessReview authorization with a decision cache |
 //! | [`server`] | the hyper serving loop: TLS, timeouts, limits, graceful drain; certificates |
 //! | [`admin`] | plain-HTTP `/livez`, `/readyz`, `/metrics` (prometheus-client) |
 //!
@@ -37,12 +38,14 @@
 //! Values come from the DermApps' status (watched in every namespace, or `--watch-namespace`),
 //! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster. Not
 //! yet written: the leader's online loop (trace sources, predict, solve) that writes the
-//! status, reading kube-system/extension-apiserver-authentication with reload, TokenReview
-//! and SubjectAccessReview, serving-certificate reload, `--upstream` forwarding, HPA audit.
+//! status, reading kube-system/extension-apiserver-authentication with reload, TokenReview,
+//! serving-certificate reload, `--upstream` forwarding, HPA audit. SubjectAccessReview
+//! authorization is [`authz`] (`serve --authorize`).
 
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod cli;
 pub mod controller;
 pub mod crd;
@@ -108,10 +111,23 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         }
     };
     let (client_ca, policy) = match &args.auth.requestheader_client_ca {
-        Some(path) => (
-            Some(ClientCa::from_pem_file(path)?),
-            Policy::RequestHeader(RequestHeader::new(args.auth.requestheader_allowed_names.clone())),
-        ),
+        Some(path) => {
+            let ca = ClientCa::from_pem_file(path)?;
+            let mut rh = RequestHeader::new(args.auth.requestheader_allowed_names.clone());
+            if args.auth.authorize {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("--authorize needs a cluster (in-cluster config or KUBECONFIG)")?;
+                let config = authz::Config {
+                    allow_ttl: args.auth.authorization_allow_ttl,
+                    deny_ttl: args.auth.authorization_deny_ttl,
+                    ..authz::Config::default()
+                };
+                rh.authorizer = Some(Arc::new(authz::Authorizer::subject_access_review(client, config)));
+                tracing::info!("authorizing metric requests with SubjectAccessReviews");
+            }
+            (Some(ca), Policy::RequestHeader(rh))
+        }
         None => {
             tracing::warn!("no --requestheader-client-ca: every request is served anonymously (local use only)");
             (None, Policy::Open)

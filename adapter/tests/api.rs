@@ -10,7 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use derm_adapter::admin::{self, Health, Metrics};
 use derm_adapter::api::{self, AppState};
-use derm_adapter::auth::{ClientCa, Policy, RequestHeader};
+use derm_adapter::auth::{ClientCa, Policy, RequestHeader, User};
+use derm_adapter::authz::{self, Attributes, Authorizer, Decide, Decision};
 use derm_adapter::crd::ScaleTargetRef;
 use derm_adapter::metrics::{Key, Snapshot, Staleness, Store, Value};
 use derm_adapter::server::tls::{self, Identity};
@@ -73,12 +74,17 @@ struct Harness {
 impl Harness {
     /// The API served with front-proxy authentication (allowed name [`FRONT_PROXY_CN`]).
     async fn start(limits: Limits) -> Self {
+        Self::start_with(limits, RequestHeader::new(vec![FRONT_PROXY_CN.into()])).await
+    }
+
+    /// The API served with front-proxy authentication as `rh` says (e.g. with an authorizer).
+    async fn start_with(limits: Limits, rh: RequestHeader) -> Self {
         let store = Arc::new(Store::default());
         let mut registry = Registry::default();
         let state = AppState {
             store: store.clone(),
             health: Arc::new(Health::new(store.clone())),
-            policy: Arc::new(Policy::RequestHeader(RequestHeader::new(vec![FRONT_PROXY_CN.into()]))),
+            policy: Arc::new(Policy::RequestHeader(rh)),
             metrics: Metrics::register(&mut registry),
         };
         Self::start_router(api::router(state), store, limits).await
@@ -386,6 +392,66 @@ async fn front_proxy_certificate_is_required_and_checked() {
     // Health probes need no credentials.
     let (code, _) = h.request(None, request("/livez").body(Empty::new()).unwrap()).await.unwrap();
     assert_eq!(code, StatusCode::OK);
+    h.shutdown().await;
+}
+
+/// GET `path` through the front proxy as `user`.
+async fn get_as(h: &Harness, path: &str, user: &str) -> (StatusCode, Json) {
+    let req = request(path).header("x-remote-user", user).body(Empty::new()).unwrap();
+    h.request(Some(h.front_proxy(FRONT_PROXY_CN)), req).await.unwrap()
+}
+
+#[tokio::test]
+async fn authorization_allows_the_hpa_and_forbids_others_with_a_status() {
+    // The decision function stands in for kube-apiserver: the HPA may list external metrics
+    // and get object metrics in `shop`; "down" makes kube-apiserver unreachable.
+    let asked: Arc<std::sync::Mutex<Vec<(String, Attributes)>>> = Arc::default();
+    let log = asked.clone();
+    let decide: Decide = Arc::new(move |user: User, attrs: Attributes| {
+        log.lock().unwrap().push((user.name.clone(), attrs.clone()));
+        Box::pin(async move {
+            match user.name.as_str() {
+                "down" => Err("connection refused".to_owned()),
+                HPA_USER if attrs.namespace == "shop" => Ok(Decision::Allow),
+                _ => Ok(Decision::Deny(String::new())),
+            }
+        })
+    });
+    let mut rh = RequestHeader::new(vec![FRONT_PROXY_CN.into()]);
+    rh.authorizer = Some(Arc::new(Authorizer::new(decide, authz::Config::default())));
+    let h = Harness::start_with(Limits::default(), rh).await;
+    h.store.publish(shop());
+
+    for _ in 0..3 {
+        let (code, body) = h.get(&external("app=shop,service=cart")).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        assert_eq!(body["items"][0]["value"], "5");
+    }
+    let (code, body) =
+        h.get("/apis/custom.metrics.k8s.io/v1beta2/namespaces/shop/deployments.apps/cart/derm_desired_replicas").await;
+    assert_eq!(code, StatusCode::OK, "{body}");
+
+    let (code, body) = get_as(&h, &external("app=shop"), "mallory").await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_status(&body, 403, "Forbidden");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("\"mallory\" cannot list"), "{message}");
+    assert!(message.contains("\"derm_desired_replicas\" in API group \"external.metrics.k8s.io\""), "{message}");
+    let (code, _) = h.get(&format!("{EXTERNAL}/namespaces/elsewhere/derm_desired_replicas")).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "the HPA is allowed in shop only");
+
+    let (code, body) = get_as(&h, &external("app=shop"), "down").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body["message"].as_str().unwrap().contains("connection refused"), "{body}");
+
+    // Discovery needs authentication only.
+    assert_eq!(get_as(&h, EXTERNAL, "mallory").await.0, StatusCode::OK);
+
+    let asked = asked.lock().unwrap().clone();
+    let hpa: Vec<&Attributes> = asked.iter().filter(|(u, _)| u == HPA_USER).map(|(_, a)| a).collect();
+    assert_eq!(hpa.len(), 3, "three repeated GETs, one review each for three questions: {hpa:?}");
+    assert_eq!(*hpa[0], Attributes::external("shop", "derm_desired_replicas"));
+    assert_eq!(*hpa[1], Attributes::object("shop", "deployments.apps", "cart", "derm_desired_replicas"));
     h.shutdown().await;
 }
 
