@@ -3,6 +3,7 @@
 mod generate;
 mod latency;
 mod migrate;
+mod placement;
 mod predict;
 mod profile;
 mod simulate;
@@ -44,6 +45,8 @@ enum Command {
     Predict(predict::Args),
     /// Turn HPAs on a DermApp's workloads into HPAs on Derm's count (diff; --apply to write).
     Migrate(migrate::Args),
+    /// Kube-like spreading vs Derm's extender placement, simulated with a per-hop network cost.
+    Placement(placement::Args),
 }
 
 /// Entry point of the `derm` binary.
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Migrate(args) => migrate::run(args),
+        Command::Placement(args) => placement::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,8 @@
 //! - [`generate`]: synthetic traces with known parameters, for tests, benches and demos.
 //! - [`predict`]: the next window's graph mix ([`predict::Predictor`]): baselines, ARIMA, the
 //!   attention LSTM (feature `lstm`, libtorch) and their time-split evaluation.
+//! - [`placement`]: call-affinity node scores (the extender's formula; the simulator's placement
+//!   study uses it too).
 //! - [`sim`]: discrete-event simulator that emits traces, scaling policies, `derm simulate`.
 //! - [`migrate`]: `derm migrate`'s rewrite of existing HPAs onto Derm's metric (JSON in, JSON
 //!   out; the command's cluster I/O sits behind the `cluster` feature, outside the model).
@@ -23,6 +25,7 @@ pub mod latency;
 pub mod migrate;
 pub mod optimize;
 pub mod pipeline;
+pub mod placement;
 pub mod predict;
 pub mod profile;
 pub mod sim;

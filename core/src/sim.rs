@@ -11,6 +11,8 @@
 //! - [`policy`]: `derm`, `derm-oracle`, `derm-static`, `uniform`, `hpa-cpu`, `static-peak`.
 //! - [`profiling`]: the load sweep that gives profile-based policies their first profiles.
 //! - [`run`]: one policy on one scenario; [`eval`]: all policies, results and plots.
+//! - [`placement`]: nodes, a per-hop network cost, kube-like spreading vs Derm's extender
+//!   (`derm placement`).
 //! - [`windows`]: windows sampled from a scenario's ground truth (graph-mix predictor data).
 //!
 //! Times inside the engine are milliseconds on the scenario clock (0 = start of the measured
@@ -20,6 +22,7 @@ pub mod app;
 pub mod engine;
 pub mod eval;
 pub mod pattern;
+pub mod placement;
 pub mod plot;
 pub mod policy;
 pub mod profiling;

@@ -1,92 +1,18 @@
 //! Scores and hard limits for one pod over its candidate nodes.
 //!
-//! For a pod of service i on node n (counts include pods [in flight](crate::inflight)):
-//!
-//! ```text
-//! affinity(n) = sum over peers j of rate(i<->j) * replicas_j(n) / replicas_j      (then / max over candidates)
-//! spread(n)   = replicas_i(n) / (replicas_i + 1)
-//! headroom(n) = 1 - pods_used(n) / pods_allocatable(n)                            (1 when unknown)
-//! plan(n)     = 1 if the placement plan wants more replicas of i on n than it has, else 0
-//! raw(n)      = w_a * affinity - w_s * spread + w_h * headroom + w_p * plan        in [-w_s, w_a + w_h + w_p]
-//! score(n)    = round(10 * (raw + w_s) / (w_a + w_s + w_h + w_p))                 in 0..=10
-//! ```
-//!
-//! The normalisation is absolute (not min-max over the candidates), so near-equal nodes get
-//! near-equal scores instead of 0 and 10. Pods of no DermApp, and pods whose DermApp status is
-//! stale, get [`Score::NEUTRAL`] everywhere and are never filtered.
+//! The formula lives in [`derm_core::placement`] (shared with the simulator's placement study);
+//! this module feeds it from the cluster snapshot, counting pods [in flight](crate::inflight).
+//! Pods of no DermApp, and pods whose DermApp status is stale, get [`Score::NEUTRAL`]
+//! everywhere and are never filtered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use derm_core::placement::{self, Candidate};
+pub use derm_core::placement::{Score, Terms, WeightError, Weights};
+
 use crate::knowledge::{Knowledge, ServiceId};
-
-/// A node score in 0..=10 (kube-scheduler does not clamp extender scores; we do).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Score(u8);
-
-impl Score {
-    /// The largest score.
-    pub const MAX: Self = Self(10);
-    /// The score for pods Derm has no opinion on (equal on every node, so it changes no ranking).
-    pub const NEUTRAL: Self = Self(0);
-
-    /// Maps `x` in 0..=1 onto 0..=10 (NaN and out-of-range values are clamped).
-    pub fn from_unit(x: f64) -> Self {
-        let x = if x.is_nan() { 0.0 } else { x.clamp(0.0, 1.0) };
-        // In 0..=10 after the clamp, so the cast is exact.
-        Self((x * 10.0).round() as u8)
-    }
-
-    /// The value on the wire.
-    pub fn get(self) -> i64 {
-        i64::from(self.0)
-    }
-}
-
-/// Relative weights of the score terms.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Weights {
-    affinity: f64,
-    spread: f64,
-    headroom: f64,
-    plan: f64,
-}
-
-/// Invalid weights.
-#[derive(Debug, thiserror::Error, PartialEq)]
-#[error("--weight-{name} must be a finite number >= 0 (got {value}), and the weights must not all be 0")]
-pub struct WeightError {
-    /// Which weight.
-    pub name: &'static str,
-    /// Its value.
-    pub value: f64,
-}
-
-impl Weights {
-    /// Checks and builds the weights.
-    pub fn new(affinity: f64, spread: f64, headroom: f64, plan: f64) -> Result<Self, WeightError> {
-        for (name, value) in [("affinity", affinity), ("spread", spread), ("headroom", headroom), ("plan", plan)] {
-            if !(value.is_finite() && value >= 0.0) {
-                return Err(WeightError { name, value });
-            }
-        }
-        if affinity + spread + headroom + plan <= 0.0 {
-            return Err(WeightError { name: "affinity", value: affinity });
-        }
-        Ok(Self { affinity, spread, headroom, plan })
-    }
-
-    fn total(&self) -> f64 {
-        self.affinity + self.spread + self.headroom + self.plan
-    }
-}
-
-impl Default for Weights {
-    fn default() -> Self {
-        Self { affinity: 1.0, spread: 0.5, headroom: 0.25, plan: 0.5 }
-    }
-}
 
 /// Scoring configuration.
 #[derive(Debug, Clone)]
@@ -108,19 +34,6 @@ pub enum Outcome {
     NotDerm,
     /// Its DermApp's status is stale: neutral, never filtered.
     Stale,
-}
-
-/// The terms of one node's score.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Terms {
-    /// Normalised affinity, 0..=1.
-    pub affinity: f64,
-    /// Share of the service's replicas already there.
-    pub spread: f64,
-    /// Free pod share.
-    pub headroom: f64,
-    /// 1 when the plan wants more replicas there.
-    pub plan: f64,
 }
 
 /// Scores of a pod's candidates.
@@ -175,11 +88,6 @@ pub fn score(
     counts: &Counts,
     cfg: &Config,
 ) -> Scored {
-    let mut w = cfg.weights;
-    if counts.planned.is_empty() {
-        // No plan for this service: its term would be 0 everywhere and only compress the range.
-        w.plan = 0.0;
-    }
     let s = &k.services[service];
     // Affinity mass per node index, accumulated over the peers' (sparse) placements; in-flight
     // pods are keyed by name (they may sit on nodes the snapshot has not indexed).
@@ -207,38 +115,24 @@ pub fn score(
     let own_total = s.total + counts.own.values().sum::<u32>();
     let by_name =
         |m: &HashMap<Arc<str>, u32>, name: &str| if m.is_empty() { 0 } else { m.get(name).copied().unwrap_or(0) };
-    let mut terms: Vec<Terms> = candidates
+    let candidates: Vec<Candidate> = candidates
         .iter()
         .map(|name| {
             let name = name.as_ref();
             let index = k.node_index.get(name).copied();
-            let here = index.map_or(0, |i| here[i]) + by_name(&counts.own, name);
             let extra = if mass_inflight.is_empty() { 0.0 } else { mass_inflight.get(name).copied().unwrap_or(0.0) };
-            let headroom = match index.and_then(|i| k.node_info[i].as_ref()) {
-                Some(info) => match info.pods_allocatable {
-                    Some(a) if a > 0 => (1.0 - f64::from(info.pods_used) / f64::from(a)).clamp(0.0, 1.0),
-                    Some(_) => 0.0,
-                    None => 1.0,
-                },
-                None => 1.0,
-            };
-            Terms {
+            let here = index.map_or(0, |i| here[i]) + by_name(&counts.own, name);
+            Candidate {
                 affinity: index.map_or(0.0, |i| mass[i]) + extra,
-                spread: f64::from(here) / f64::from(own_total + 1),
-                headroom,
-                plan: if by_name(&counts.planned, name) > here { 1.0 } else { 0.0 },
+                here,
+                headroom: index
+                    .and_then(|i| k.node_info[i].as_ref())
+                    .map_or(1.0, |info| placement::headroom(info.pods_used, info.pods_allocatable)),
+                planned_more: by_name(&counts.planned, name) > here,
             }
         })
         .collect();
-    let max_affinity = terms.iter().map(|t| t.affinity).fold(0.0, f64::max);
-    let scores = terms
-        .iter_mut()
-        .map(|t| {
-            t.affinity = if max_affinity > 0.0 { t.affinity / max_affinity } else { 0.0 };
-            let raw = w.affinity * t.affinity - w.spread * t.spread + w.headroom * t.headroom + w.plan * t.plan;
-            Score::from_unit((raw + w.spread) / w.total())
-        })
-        .collect();
+    let (scores, terms) = placement::score(&candidates, own_total, cfg.weights, !counts.planned.is_empty());
     Scored { outcome: Outcome::Scored, service: Some(service), scores, terms }
 }
 
@@ -375,17 +269,5 @@ mod tests {
         assert_eq!(classify(&k, Some(0), &c, now), Outcome::Stale);
         assert_eq!(classify(&k, Some(0), &cfg(), now), Outcome::Scored);
         assert_eq!(neutral(Outcome::Stale, Some(0), 2).scores, [Score::NEUTRAL; 2]);
-    }
-
-    #[test]
-    fn score_clamps_and_weights_validate() {
-        assert_eq!(Score::from_unit(2.0), Score::MAX);
-        assert_eq!(Score::from_unit(-1.0).get(), 0);
-        assert_eq!(Score::from_unit(f64::NAN).get(), 0);
-        assert_eq!(Score::from_unit(0.44).get(), 4);
-        assert!(Weights::new(1.0, -0.1, 0.0, 0.0).is_err());
-        assert!(Weights::new(f64::INFINITY, 0.0, 0.0, 0.0).is_err());
-        assert!(Weights::new(0.0, 0.0, 0.0, 0.0).is_err());
-        assert!(Weights::new(1.0, 0.0, 0.0, 0.0).is_ok());
     }
 }

@@ -17,8 +17,14 @@
 //! service times and container choice use their own streams. Event ties break by insertion
 //! sequence.
 //!
-//! Containers carry a `node` (always 0 for now) so that a per-hop network cost between nodes
-//! can be added without changing the data model.
+//! Nodes and the network ([`Network`]): every container runs on a cluster node (all on node 0
+//! with [`Engine::new`]; [`Engine::placed`] takes a placement). A call whose caller runs on
+//! another node than the container it is routed to pays `hop_ms` before joining the queue and
+//! again before its reply reaches the caller (the ingress call of a request pays nothing).
+//! Routing is uniform over the ready containers, or, with `prefer_same_node` (a Service's
+//! `trafficDistribution: PreferSameNode`), uniform over those on the caller's node when there
+//! are any. Containers added by [`Engine::set_replicas`] go to the node with the fewest live
+//! containers (kube-scheduler's spreading).
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
@@ -52,6 +58,15 @@ pub struct Config {
     pub window_s: f64,
 }
 
+/// The network between cluster nodes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Network {
+    /// Delay of a cross-node call in each direction (request and reply), ms.
+    pub hop_ms: f64,
+    /// Route to a ready container on the caller's node when there is one.
+    pub prefer_same_node: bool,
+}
+
 /// Fate of a container.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -65,7 +80,7 @@ pub enum State {
 #[derive(Debug, Clone)]
 struct Container {
     service: u32,
-    /// Cluster node (0 until placement is modelled).
+    /// Cluster node.
     node: u32,
     name: String,
     state: State,
@@ -94,6 +109,10 @@ struct Call {
     node: u32,
     parent: u32,
     container: u32,
+    /// Node of the caller's container (NONE for the ingress call).
+    from_node: u32,
+    /// Routed to another node than the caller's.
+    cross: bool,
     start_ms: f64,
     stage: u32,
     pending: u32,
@@ -116,6 +135,10 @@ enum Kind {
     Enqueue(u32),
     Done(u32),
     Ready(u32),
+    /// A cross-node call reaches its container after the hop.
+    Arrive(u32),
+    /// A cross-node reply reaches the parent call after the hop.
+    Reply(u32),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -225,11 +248,24 @@ pub struct Engine<'a> {
     arrivals_mark: u64,
     /// Calls that arrived at each service since the last [`Engine::take_calls`].
     calls_in: Vec<u64>,
+    network: Network,
+    /// Live containers per node.
+    node_pods: Vec<u32>,
+    /// Calls between containers (not ingress) issued in the recorded range: same node, cross.
+    hops: (u64, u64),
 }
 
 impl<'a> Engine<'a> {
-    /// A deployment with `replicas[i]` ready containers of every service at `config.start_s`.
+    /// A deployment with `replicas[i]` ready containers of every service at `config.start_s`,
+    /// all on one node.
     pub fn new(app: &'a App, pattern: &'a Pattern, config: Config, replicas: &[u32]) -> Self {
+        let nodes: Vec<Vec<u32>> = replicas.iter().map(|n| vec![0; (*n).max(1) as usize]).collect();
+        Self::placed(app, pattern, config, &nodes, Network::default())
+    }
+
+    /// A deployment with one ready container of service `i` on node `n` for every entry `n`
+    /// of `nodes[i]` (at least one container per service: an empty list means one on node 0).
+    pub fn placed(app: &'a App, pattern: &'a Pattern, config: Config, nodes: &[Vec<u32>], network: Network) -> Self {
         let max_rps = pattern.max_rps().max(1e-9);
         let seed = config.seed;
         let start_ms = config.start_s * 1000.0;
@@ -270,10 +306,13 @@ impl<'a> Engine<'a> {
             arrivals_mark: 0,
             calls_in: vec![0; app.services.len()],
             config,
+            network,
+            node_pods: vec![0; nodes.iter().flatten().max().map_or(1, |n| *n as usize + 1)],
+            hops: (0, 0),
         };
-        for (i, n) in replicas.iter().enumerate() {
-            for _ in 0..(*n).max(1) {
-                let c = engine.create(i as u32);
+        for (i, on) in nodes.iter().enumerate() {
+            for &node in on.iter().chain(on.is_empty().then_some(&0)) {
+                let c = engine.create(i as u32, node);
                 engine.make_ready(c);
             }
         }
@@ -309,6 +348,8 @@ impl<'a> Engine<'a> {
                         self.make_ready(c);
                     }
                 }
+                Kind::Arrive(call) => self.arrive(call),
+                Kind::Reply(parent) => self.returned(parent),
             }
         }
         self.now_ms = self.now_ms.max(until);
@@ -331,15 +372,16 @@ impl<'a> Engine<'a> {
         self.alive_since_ms = self.now_ms;
     }
 
-    fn create(&mut self, service: u32) -> u32 {
+    fn create(&mut self, service: u32, node: u32) -> u32 {
         self.account();
+        self.node_pods[node as usize] += 1;
         let s = &mut self.services[service as usize];
         s.created += 1;
         let name = format!("{}-{:04}", self.app.services[service as usize].name, s.created);
         let id = self.containers.len() as u32;
         self.containers.push(Container {
             service,
-            node: 0,
+            node,
             name,
             state: State::Starting,
             busy: 0,
@@ -372,6 +414,7 @@ impl<'a> Engine<'a> {
     fn kill(&mut self, c: u32) {
         self.account();
         self.containers[c as usize].state = State::Dead;
+        self.node_pods[self.containers[c as usize].node as usize] -= 1;
         self.alive -= 1;
     }
 
@@ -395,7 +438,8 @@ impl<'a> Engine<'a> {
         let current = (s.ready.len() + s.starting.len()) as u32;
         if n > current {
             for _ in current..n {
-                let c = self.create(service as u32);
+                let node = (0..self.node_pods.len()).min_by_key(|&k| self.node_pods[k]).unwrap_or(0) as u32;
+                let c = self.create(service as u32, node);
                 let at = self.now_ms + self.config.startup_s * 1000.0;
                 self.push(at, Kind::Ready(c));
             }
@@ -462,7 +506,13 @@ impl<'a> Engine<'a> {
         self.alive
     }
 
-    /// The node each live container runs on, by service (for placement studies).
+    /// Calls between containers (ingress calls excluded) issued since `record_from_s`:
+    /// (same node, cross-node).
+    pub fn hops(&self) -> (u64, u64) {
+        self.hops
+    }
+
+    /// The node each ready container runs on, by service (for placement studies).
     pub fn nodes(&self, service: usize) -> Vec<u32> {
         self.services[service].ready.iter().map(|c| self.containers[*c as usize].node).collect()
     }
@@ -523,11 +573,24 @@ impl<'a> Engine<'a> {
     }
 
     fn issue(&mut self, req: u32, node: u32, parent: u32) {
+        let from_node =
+            if parent == NONE { NONE } else { self.containers[self.calls[parent as usize].container as usize].node };
         let r = &mut self.requests[req as usize];
         let span_id = r.next_span;
         r.next_span += 1;
         let graph = r.graph as usize;
-        let call = Call { req, node, parent, container: NONE, start_ms: self.now_ms, stage: 0, pending: 0, span_id };
+        let call = Call {
+            req,
+            node,
+            parent,
+            container: NONE,
+            from_node,
+            cross: false,
+            start_ms: self.now_ms,
+            stage: 0,
+            pending: 0,
+            span_id,
+        };
         let id = match self.free_calls.pop() {
             Some(id) => {
                 self.calls[id as usize] = call;
@@ -548,17 +611,62 @@ impl<'a> Engine<'a> {
         let graph = self.requests[req].graph as usize;
         let svc = self.app.flat[graph].nodes[self.calls[call as usize].node as usize].service as usize;
         self.calls_in[svc] += 1;
-        let s = &self.services[svc];
-        let c = if !s.ready.is_empty() {
-            s.ready[self.route_rng.random_range(0..s.ready.len())]
-        } else if let Some(&c) = s.starting.first() {
-            c // nothing ready yet: wait at the oldest starting container
+        let from = self.calls[call as usize].from_node;
+        let c = self.route(svc, from);
+        let cross = from != NONE && self.containers[c as usize].node != from;
+        if from != NONE && self.now_ms >= self.recorder.from_ms {
+            if cross {
+                self.hops.1 += 1;
+            } else {
+                self.hops.0 += 1;
+            }
+        }
+        let ct = &mut self.calls[call as usize];
+        ct.cross = cross;
+        if cross && self.network.hop_ms > 0.0 {
+            ct.container = c;
+            self.push(self.now_ms + self.network.hop_ms, Kind::Arrive(call));
         } else {
+            self.join(call, c);
+        }
+    }
+
+    /// The container a call from a container on node `from` (NONE: ingress) goes to.
+    fn route(&mut self, svc: usize, from: u32) -> u32 {
+        let s = &self.services[svc];
+        if s.ready.is_empty() {
+            if let Some(&c) = s.starting.first() {
+                return c; // nothing ready yet: wait at the oldest starting container
+            }
             // Unreachable while set_replicas keeps >= 1 container; start one to stay safe.
-            let c = self.create(svc as u32);
+            let c = self.create(svc as u32, 0);
             self.make_ready(c);
-            c
-        };
+            return c;
+        }
+        if self.network.prefer_same_node && from != NONE {
+            let containers = &self.containers;
+            let local = s.ready.iter().filter(|c| containers[**c as usize].node == from).count();
+            if local > 0 {
+                let k = self.route_rng.random_range(0..local);
+                let mut on_node = s.ready.iter().filter(|c| containers[**c as usize].node == from);
+                return on_node.nth(k).copied().unwrap_or(s.ready[0]);
+            }
+        }
+        s.ready[self.route_rng.random_range(0..s.ready.len())]
+    }
+
+    /// A cross-node call reaches the node of its container (or, if that one died on the way,
+    /// another container of the service).
+    fn arrive(&mut self, call: u32) {
+        let mut c = self.calls[call as usize].container;
+        if self.containers[c as usize].state == State::Dead {
+            let svc = self.containers[c as usize].service as usize;
+            c = self.route(svc, NONE);
+        }
+        self.join(call, c);
+    }
+
+    fn join(&mut self, call: u32, c: u32) {
         self.calls[call as usize].container = c;
         self.containers[c as usize].queue.push_back(call);
         self.fill(c);
@@ -619,7 +727,7 @@ impl<'a> Engine<'a> {
     }
 
     fn complete(&mut self, call: u32) {
-        let Call { req, parent, container, start_ms, span_id, node, .. } = self.calls[call as usize];
+        let Call { req, parent, container, start_ms, span_id, node, cross, .. } = self.calls[call as usize];
         self.free_calls.push(call);
         let r = req as usize;
         if self.requests[r].sampled {
@@ -639,15 +747,24 @@ impl<'a> Engine<'a> {
             self.requests[r].spans.push(span);
         }
         if parent != NONE {
-            let p = &mut self.calls[parent as usize];
-            p.pending -= 1;
-            if p.pending == 0 {
-                p.stage += 1;
-                self.start_stage(parent);
+            if cross && self.network.hop_ms > 0.0 {
+                self.push(self.now_ms + self.network.hop_ms, Kind::Reply(parent));
+            } else {
+                self.returned(parent);
             }
             return;
         }
         self.finish_request(req);
+    }
+
+    /// A child of `parent` has returned.
+    fn returned(&mut self, parent: u32) {
+        let p = &mut self.calls[parent as usize];
+        p.pending -= 1;
+        if p.pending == 0 {
+            p.stage += 1;
+            self.start_stage(parent);
+        }
     }
 
     fn us(&self, t_ms: f64) -> i64 {
