@@ -51,10 +51,14 @@ PORT="$(free_port)" ADMIN_PORT="$(free_port)" OTLP_PORT="$(free_port)"
 # A self-signed serving certificate for the name the aggregator dials (it is its own caBundle).
 openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=derm-adapter.$NS.svc" \
   -addext "subjectAltName=DNS:derm-adapter.$NS.svc" -keyout "$WORK/serving.key" -out "$WORK/serving.crt" 2>/dev/null
-KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --controller --otlp-listen "127.0.0.1:$OTLP_PORT" \
-  --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
-  --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" >"$WORK/adapter.log" 2>&1 &
-ADAPTER_PID=$!
+start_adapter() {
+  KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --controller --otlp-listen "127.0.0.1:$OTLP_PORT" \
+    --leader-elect --leader-election-namespace "$NS" --leader-election-identity "e2e-$1" --lease-duration 4s \
+    --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
+    --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" >>"$WORK/adapter.log" 2>&1 &
+  ADAPTER_PID=$!
+}
+start_adapter 1
 cleanup() {
   kill -9 "$ADAPTER_PID" 2>/dev/null || true
   "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
@@ -103,6 +107,51 @@ if eventually holding && [[ "$(status '{.status.lastSolveTime}')" == "$solve_tim
 else
   ko "hold: conditions $(status '{.status.conditions}'), solve time $(status '{.status.lastSolveTime}') vs $solve_time"
 fi
+
+# --- restart: a new leader restores the learned state and plans from one new window ---------
+if [[ "$("$K" -n "$NS" get lease derm-adapter-controller -o jsonpath='{.spec.holderIdentity}')" == e2e-1 ]] &&
+  "$K" -n "$NS" get configmap derm-state-tickets -o jsonpath='{.data.state\.json}' | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+assert len(s["profiles"]["services"]) == 7 and s["catalog"], s.keys()'; then
+  ok "Lease held by e2e-1; learned state stored in ConfigMap derm-state-tickets (7 profiles)"
+else
+  ko "Lease $("$K" -n "$NS" get lease -o name 2>&1) / state $("$K" -n "$NS" get configmap derm-state-tickets -o name 2>&1)"
+fi
+kill -9 "$ADAPTER_PID"; wait "$ADAPTER_PID" 2>/dev/null || true
+start_adapter 2
+took_over() { [[ "$("$K" -n "$NS" get lease derm-adapter-controller -o jsonpath='{.spec.holderIdentity}')" == e2e-2 ]]; }
+t0=$SECONDS
+if eventually took_over && eventually grep -q "restored learned state" "$WORK/adapter.log"; then
+  ok "a new replica took the expired Lease and restored the learned state in $((SECONDS - t0))s"
+else
+  ko "takeover: Lease $("$K" -n "$NS" get lease derm-adapter-controller -o jsonpath='{.spec.holderIdentity}')"
+fi
+# One load level only: too little to fit profiles from scratch, enough with the restored ones.
+now=$(date +%s)
+origin=$(((now / 12 - 2) * 12))
+"$ROOT/target/release/derm" generate --format otlp --level-s 12 --origin-s "$origin" --sampling 0.25 \
+  --load-scale 0.5 --seed 8 -o "$WORK/traces2.json" 2>/dev/null
+python3 - "$WORK/traces2.json" "$origin" <<'PY'
+import json, sys
+path, origin = sys.argv[1], int(sys.argv[2])
+req = json.load(open(path))
+end_ns = (origin + 12) * 10**9
+for rs in req["resourceSpans"]:
+    for ss in rs["scopeSpans"]:
+        ss["spans"] = [s for s in ss["spans"] if int(s["startTimeUnixNano"]) < end_ns]
+json.dump(req, open(path, "w"))
+PY
+curl -sf -H 'Content-Type: application/json' --data-binary @"$WORK/traces2.json" "http://127.0.0.1:$OTLP_PORT/v1/traces" >/dev/null ||
+  ko "second export failed"
+resolved() { [[ "$(status '{.status.lastSolveTime}')" != "$solve_time" ]]; }
+t0=$SECONDS
+if eventually resolved; then
+  ok "after the takeover one window is enough to solve again (restored profiles): replicas $(status '{.status.desiredReplicas}') in $((SECONDS - t0))s"
+else
+  ko "no new solve after the takeover: $(status '{.status.conditions}')"
+fi
+
 cleanup
 trap - EXIT
 echo "$pass passed, $fail failed"

@@ -51,12 +51,24 @@ pub struct ServeArgs {
     #[arg(long, env = "DERM_WATCH_NAMESPACE", conflicts_with = "static_values")]
     pub watch_namespace: Option<String>,
     /// Run the online loop: receive traces on `--otlp-listen`, solve every DermApp's
-    /// interval and write its status. One replica only (leader election is not written yet).
+    /// interval and write its status and learned state (ConfigMap `derm-state-<app>`).
     #[arg(long, env = "DERM_CONTROLLER", conflicts_with = "static_values")]
     pub controller: bool,
     /// Address of the OTLP/HTTP trace receiver (`POST /v1/traces`) of `--controller`.
     #[arg(long, env = "DERM_OTLP_LISTEN", default_value = "0.0.0.0:4318")]
     pub otlp_listen: SocketAddr,
+    /// With `--controller`: only the holder of the Lease `derm-adapter-controller` runs the loop.
+    #[arg(long, env = "DERM_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "DERM_POD_NAMESPACE", default_value = "derm-system")]
+    pub leader_election_namespace: String,
+    /// This replica's identity in the Lease (the pod name).
+    #[arg(long, env = "DERM_POD_NAME", default_value = "derm-adapter")]
+    pub leader_election_identity: String,
+    /// How long the Lease holds without renewal, e.g. `15s`.
+    #[arg(long, env = "DERM_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
     /// How often to check `--static-values` for changes (modification time and size), e.g. `1s`.
     /// A changed file replaces the published values; a bad one is logged and the previous
     /// values are kept.

@@ -8,8 +8,11 @@
 //! request must carry whole traces (a collector's `groupbytrace` or tail-sampling processor
 //! does that); spans of one trace split over requests are decoded as separate partial traces.
 //!
-//! Only one controller may run per cluster: leader election (a Lease) is not written yet, so
-//! run `--controller` on one replica. Learned state lives in memory (not yet persisted).
+//! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks and
+//! writes; the others drop their loops and wait. A new leader restores each app's learned
+//! state from its ConfigMap ([`crate::state`]), written after every solve. Traces pushed to a
+//! follower are dropped: send OTLP to one controller replica (the chart's controller
+//! Deployment has one; the Lease guards the overlap of a rolling update).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -27,6 +30,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::crd::{DermApp, DermAppSpec};
+use crate::leader::Lease;
 use crate::online::{OnlineApp, Tick};
 
 /// Largest OTLP request body accepted (after decompression too).
@@ -65,9 +69,11 @@ impl Apps {
         routed
     }
 
-    /// Makes the set of loops match `apps` (new ones start empty; edits keep learned state).
-    fn sync(&self, apps: &[DermApp], now_s: i64) {
-        let Ok(mut slots) = self.slots.lock() else { return };
+    /// Makes the set of loops match `apps` (edits keep learned state); returns the keys of
+    /// the loops it created (empty: the caller restores their stored state).
+    fn sync(&self, apps: &[DermApp], now_s: i64) -> Vec<(String, String)> {
+        let Ok(mut slots) = self.slots.lock() else { return Vec::new() };
+        let mut created = Vec::new();
         let mut keep = std::collections::BTreeSet::new();
         for app in apps.iter().filter(|a| a.spec.trace_source.otlp.is_some()) {
             let key = (app.namespace().unwrap_or_default(), app.name_any());
@@ -76,6 +82,9 @@ impl Apps {
                 continue;
             }
             keep.insert(key.clone());
+            if !slots.contains_key(&key) {
+                created.push(key.clone());
+            }
             let spec: DermAppSpec = app.spec.clone();
             let interval = i64::from(spec.interval_seconds.max(1));
             slots
@@ -91,6 +100,28 @@ impl Apps {
                 });
         }
         slots.retain(|k, _| keep.contains(k));
+        created
+    }
+
+    /// Restores a loop's learned state.
+    fn restore(&self, key: &(String, String), state: crate::online::State) {
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(key)
+        {
+            slot.online.restore(state);
+        }
+    }
+
+    /// A loop's learned state, to store.
+    fn state(&self, key: &(String, String)) -> Option<crate::online::State> {
+        self.slots.lock().ok()?.get(key).map(|s| s.online.state())
+    }
+
+    /// Forgets every loop (this replica stopped leading: the leader owns the state now).
+    fn clear(&self) {
+        if let Ok(mut slots) = self.slots.lock() {
+            slots.clear();
+        }
     }
 
     /// Ticks every loop that is due; returns (namespace, name, tick).
@@ -163,17 +194,53 @@ fn decode(body: &[u8], gzip: bool) -> Result<(Vec<Trace>, Skips), String> {
     Ok((traces, skips))
 }
 
-/// Lists DermApps and ticks the due loops every `period`, writing status; runs until dropped.
-pub async fn run(client: Client, apps: Apps, period: Duration) {
+/// Lists DermApps and ticks the due loops every `period`, writing status and the learned
+/// state; with a `lease`, only while this replica leads. Runs until dropped.
+pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lease>) {
     let api: Api<DermApp> = Api::all(client.clone());
     let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut leading = lease.is_none();
     loop {
         timer.tick().await;
+        if let Some(lease) = &lease {
+            let now_leading = match lease.acquire_or_renew().await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the leader Lease; following until it works");
+                    false
+                }
+            };
+            if now_leading != leading {
+                tracing::info!(leading = now_leading, "controller leadership changed");
+            }
+            leading = now_leading;
+            if !leading {
+                apps.clear();
+                continue;
+            }
+        }
         let now_s = unix_now();
-        match api.list(&ListParams::default()).await {
-            Ok(list) => apps.sync(&list.items, now_s),
-            Err(e) => tracing::warn!(error = %e, "cannot list DermApps; keeping the loops as they are"),
+        let list = match api.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list DermApps; keeping the loops as they are");
+                Vec::new()
+            }
+        };
+        if !list.is_empty() {
+            for key in apps.sync(&list, now_s) {
+                if let Some(state) = crate::state::load(&client, &key.0, &key.1).await {
+                    tracing::info!(
+                        app = %key.1,
+                        namespace = %key.0,
+                        profiles = state.profiles.services.len(),
+                        graphs = state.catalog.len(),
+                        "restored learned state"
+                    );
+                    apps.restore(&key, state);
+                }
+            }
         }
         let ticks = match tokio::task::spawn_blocking({
             let apps = apps.clone();
@@ -195,6 +262,13 @@ pub async fn run(client: Client, apps: Apps, period: Duration) {
             let api: Api<DermApp> = Api::namespaced(client.clone(), &ns);
             if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 tracing::warn!(app = %name, namespace = %ns, error = %e, "cannot write status");
+            }
+            let key = (ns, name);
+            let app = list.iter().find(|a| a.namespace().as_deref() == Some(&key.0) && a.name_any() == key.1);
+            if let (Tick::Plan(_), Some(app), Some(state)) = (&tick, app, apps.state(&key))
+                && let Err(e) = crate::state::save(&client, app, &state).await
+            {
+                tracing::warn!(app = %key.1, namespace = %key.0, error = %e, "cannot store the learned state");
             }
         }
     }

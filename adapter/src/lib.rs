@@ -22,6 +22,8 @@
 //! | [`crd`] | the `DermApp` custom resource (derm.dev/v1alpha1) and its validation |
 //! | [`status`] | DermApp status -> published values (timestamped by the solve time) |
 //! | [`demo`] | `derm-adapter demo`: the online loop on the simulated `trainticket` app, served live |
+//! | [`leader`] | leader election on a coordination.k8s.io Lease |
+//! | [`state`] | each app's learned state in a ConfigMap (restored by a restarted or new leader) |
 //! | [`dermapps`] | the DermApp watch every replica runs (kube-runtime reflector) |
 //! | [`metrics`] | published values: immutable snapshots behind `ArcSwap`, freshness, `--static-values` |
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
@@ -49,10 +51,12 @@ pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod dermapps;
+pub mod leader;
 pub mod metrics;
 pub mod online;
 pub mod selector;
 pub mod server;
+pub mod state;
 pub mod status;
 
 use std::sync::Arc;
@@ -173,7 +177,16 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::info!(otlp = %receiver.local_addr()?, "controller: OTLP/HTTP receiver");
         let (_stop, stopped_rx) = watch::channel(false);
         let serve = tokio::spawn(receiver.serve(controller::receiver(apps.clone()), stopped(stopped_rx)));
-        let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1)));
+        let lease = args.leader_elect.then(|| {
+            leader::Lease::new(
+                client.clone(),
+                &args.leader_election_namespace,
+                "derm-adapter-controller",
+                &args.leader_election_identity,
+                args.lease_duration,
+            )
+        });
+        let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1), lease));
         Some((serve, tick, _stop))
     } else {
         None

@@ -57,6 +57,22 @@ pub struct Update {
     pub call_affinity: Vec<CallAffinity>,
 }
 
+/// What survives a restart or a failover (stored by the controller in a ConfigMap): profiles,
+/// the graph catalog and recent windows. Raw latency samples are not kept (too large for a
+/// ConfigMap); refits start again from new samples, and until they succeed the restored
+/// profiles are used.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// Format version ([`STATE_VERSION`]).
+    pub version: u32,
+    pub profiles: Profiles,
+    pub catalog: BTreeMap<String, Node>,
+    pub windows: Vec<Window>,
+}
+
+/// Version of [`State`]; a stored state of another version is ignored (logged).
+pub const STATE_VERSION: u32 = 1;
+
 /// Learned state and pending traces of one DermApp.
 #[derive(Debug)]
 pub struct OnlineApp {
@@ -90,6 +106,25 @@ impl OnlineApp {
     /// Replaces the spec (a DermApp edit); learned state stays.
     pub fn set_spec(&mut self, spec: DermAppSpec) {
         self.spec = spec;
+    }
+
+    /// The learned state to store.
+    pub fn state(&self) -> State {
+        State {
+            version: STATE_VERSION,
+            profiles: self.profiles.clone(),
+            catalog: self.catalog.clone(),
+            windows: self.windows[self.windows.len().saturating_sub(RECENT)..].to_vec(),
+        }
+    }
+
+    /// Starts from a stored state (profiles, catalog, recent windows).
+    pub fn restore(&mut self, state: State) {
+        self.profiles = state.profiles;
+        self.catalog.extend(state.catalog);
+        let mut windows = state.windows;
+        windows.append(&mut self.windows);
+        self.windows = windows;
     }
 
     /// Seconds between decisions (the spec's `intervalSeconds`).
@@ -133,8 +168,15 @@ impl OnlineApp {
             for e in errors {
                 tracing::debug!(error = %e, "profile fit");
             }
-            // Keep services the refit could not fit: a failed refit is no reason to forget.
-            self.profiles.services.extend(profiles.services);
+            // Keep services the refit could not fit: a failed refit is no reason to forget,
+            // and a fallback line (too few load levels yet, e.g. after a restart) does not
+            // replace a fitted profile.
+            for (svc, p) in profiles.services {
+                let keep_old = p.fallback && self.profiles.services.get(&svc).is_some_and(|old| !old.fallback);
+                if !keep_old {
+                    self.profiles.services.insert(svc, p);
+                }
+            }
             self.since_refit = 0;
         }
         let recent = &self.windows[self.windows.len().saturating_sub(RECENT)..];
@@ -328,6 +370,26 @@ mod tests {
         let mut tight = OnlineApp::new(spec(0.5), scenario.sampling);
         let ticks = run(&mut tight, &scenario);
         assert!(ticks.iter().all(|t| matches!(t, Tick::Hold(_))), "{ticks:?}");
+    }
+
+    #[test]
+    fn restored_state_plans_from_one_new_window() {
+        let scenario = Scenario::acceptance(6);
+        let mut app = OnlineApp::new(spec(40.0), scenario.sampling);
+        let _ = run(&mut app, &scenario);
+        let state: State = serde_json::from_str(&serde_json::to_string(&app.state()).unwrap()).unwrap();
+        assert_eq!(state.profiles.services.len(), 7);
+        assert!(state.windows.len() <= RECENT && !state.windows.is_empty());
+        // A fresh loop with one window of one load level: no profile could be fitted from it
+        // alone, but the restored ones plan at once.
+        let mut fresh = OnlineApp::new(spec(40.0), scenario.sampling);
+        fresh.restore(state);
+        let level = i64::from(scenario.level_s);
+        for t in scenario.traces(0).into_iter().filter(|t| t.spans[0].start_us < level * 1_000_000) {
+            fresh.add(t);
+        }
+        assert!(matches!(fresh.tick(2 * level, scenario.level_s), Tick::Plan(_)));
+        assert!(fresh.profiles().services.values().all(|p| !p.fallback));
     }
 
     #[test]
