@@ -103,7 +103,8 @@ mod tests {
             duration_s: 30,
             load_rps: 1.0,
             requests: 1,
-            graph_mix: (0..200).map(|g| (format!("graph-{g:04}-{i}"), 0.005)).collect(),
+            // About 9 KB per window: 200 windows are twice the limit.
+            graph_mix: (0..400).map(|g| (format!("graph-{g:04}-{i}"), 0.0025)).collect(),
             arg_mix: BTreeMap::new(),
             containers: BTreeMap::new(),
             calls_rps: BTreeMap::new(),
