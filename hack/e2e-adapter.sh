@@ -36,18 +36,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 
 # --- the binary -------------------------------------------------------------------------------
-t0=$SECONDS
-if [[ -n "${DERM_ADAPTER_BIN:-}" ]]; then
-  BIN="$DERM_ADAPTER_BIN"
-else
-  if ! (cd "$ROOT" && cargo build --release -p derm-adapter) >"$WORK/build.log" 2>&1; then
-    tail -n 30 "$WORK/build.log" >&2
-    echo "cargo build --release -p derm-adapter failed; log in $WORK/build.log" >&2
-    exit 1
-  fi
-  BIN="$ROOT/target/release/derm-adapter"
-fi
-echo "derm-adapter built in $((SECONDS - t0))s"
+build_bin derm-adapter DERM_ADAPTER_BIN "$WORK"
 
 # --- PKI: our own serving CA, and a foreign client CA for the negative check -----------------
 (

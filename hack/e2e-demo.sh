@@ -15,11 +15,7 @@ TIMEOUT="${DERM_PROBE_TIMEOUT:-120}"
 # shellcheck source=hack/lib.sh
 . "$HACK_DIR/lib.sh"
 WORK="$(mktemp -d /tmp/derm-e2e-demo.XXXXXX)"
-if [[ -n "${DERM_ADAPTER_BIN:-}" ]]; then BIN="$DERM_ADAPTER_BIN"; else
-  (cd "$ROOT" && cargo build --release -p derm-adapter) >"$WORK/build.log" 2>&1 ||
-    { tail -n 30 "$WORK/build.log" >&2; exit 1; }
-  BIN="$ROOT/target/release/derm-adapter"
-fi
+build_bin derm-adapter DERM_ADAPTER_BIN "$WORK" >/dev/null
 
 PORT="$(free_port)"
 "$BIN" demo --listen "127.0.0.1:$PORT" --speed 60 --minutes 30 >"$WORK/demo.log" 2>&1 &

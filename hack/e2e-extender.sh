@@ -34,18 +34,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK"
 
 # --- the binary -------------------------------------------------------------------------------
-t0=$SECONDS
-if [[ -n "${DERM_EXTENDER_BIN:-}" ]]; then
-  BIN="$DERM_EXTENDER_BIN"
-else
-  if ! (cd "$ROOT" && cargo build --release -p derm-extender) >"$WORK/build.log" 2>&1; then
-    tail -n 30 "$WORK/build.log" >&2
-    echo "cargo build --release -p derm-extender failed; log in $WORK/build.log" >&2
-    exit 1
-  fi
-  BIN="$ROOT/target/release/derm-extender"
-fi
-echo "derm-extender built in $((SECONDS - t0))s"
+build_bin derm-extender DERM_EXTENDER_BIN "$WORK"
 
 mapfile -t NODES < <("$K" get nodes -l derm.dev/fake-node=true -o jsonpath='{range .items[*]}{.metadata.name}{"\n"}{end}' | sort)
 if ((${#NODES[@]} < 3)); then

@@ -47,3 +47,17 @@ spec:
   caBundle: $(base64 -w0 <"$ca")
 YAML
 }
+
+# build_bin PACKAGE OVERRIDE_VAR WORKDIR: sets BIN to $OVERRIDE_VAR when set, else builds
+# target/release/PACKAGE (log in WORKDIR/build.log; exits with its tail on failure).
+build_bin() {
+  local pkg=$1 override=${!2:-} work=$3 t0=$SECONDS
+  if [[ -n "$override" ]]; then BIN="$override"; return; fi
+  if ! (cd "$ROOT" && cargo build --release -p "$pkg") >"$work/build.log" 2>&1; then
+    tail -n 30 "$work/build.log" >&2
+    echo "cargo build --release -p $pkg failed; log in $work/build.log" >&2
+    exit 1
+  fi
+  BIN="$ROOT/target/release/$pkg"
+  echo "$pkg built in $((SECONDS - t0))s"
+}

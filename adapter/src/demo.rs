@@ -79,7 +79,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         metrics,
     });
     let (stop, stopped) = watch::channel(false);
-    let serving = tokio::spawn(server.serve(router, crate::stopped(stopped)));
+    let serving = tokio::spawn(server.serve(router, crate::server::shutdown::stopped(stopped)));
 
     println!("Derm demo: the metrics API is served on https://{listen} (self-signed). Try:");
     // `--token`: without any credentials kubectl prompts for a basic-auth user name (and
@@ -134,7 +134,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     });
     let summary = tokio::select! {
         result = simulation => result.context("simulation task")??,
-        result = crate::signal() => {
+        result = crate::server::shutdown::signal() => {
             result.context("cannot listen for signals")?;
             stop.send_replace(true);
             return Ok(());
@@ -148,7 +148,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     if !args.exit {
         println!("Serving the last values on https://{listen} until Ctrl-C.");
-        crate::signal().await.context("cannot listen for signals")?;
+        crate::server::shutdown::signal().await.context("cannot listen for signals")?;
     }
     health.shut_down();
     stop.send_replace(true);

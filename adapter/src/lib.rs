@@ -70,6 +70,7 @@ use crate::admin::Health;
 use crate::auth::{ClientCa, Policy, RequestHeader};
 use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs};
 use crate::metrics::{StaticWatcher, Store};
+use crate::server::shutdown::{signal, stopped};
 use crate::server::tls::{self, Identity};
 use crate::server::{Limits, Server};
 
@@ -210,32 +211,5 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
-    api_stop.send_replace(true);
-    let drain = async {
-        api_task.await.context("API server task")?;
-        // The admin port outlives the API so probes see "not ready" rather than a refused connection.
-        admin_stop.send_replace(true);
-        admin_task.await.context("admin server task")
-    };
-    tokio::select! {
-        result = drain => result,
-        result = signal() => {
-            result.context("cannot listen for signals")?;
-            anyhow::bail!("second signal: aborting without draining")
-        }
-    }
-}
-
-pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means stop.
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Waits for SIGINT or SIGTERM.
-pub(crate) async fn signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
-    }
+    server::shutdown::drain(&api_stop, api_task, &admin_stop, admin_task).await
 }

@@ -9,6 +9,7 @@
 //! connections finish their in-flight requests (HTTP/1 keep-alive ends, HTTP/2 sends GOAWAY),
 //! and serving returns once they are done or [`Limits::drain_timeout`] passes.
 
+pub mod shutdown;
 pub mod tls;
 
 use std::future::Future;

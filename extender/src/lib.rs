@@ -43,6 +43,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use derm_adapter::cli::{LogArgs, LogFormat};
+use derm_adapter::server::shutdown::{signal, stopped};
 use derm_adapter::server::tls::{self, Identity};
 use derm_adapter::server::{Limits, Server};
 use prometheus_client::registry::Registry;
@@ -121,19 +122,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     signal().await.context("cannot listen for signals")?;
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
-    api_stop.send_replace(true);
-    let drain = async {
-        api_task.await.context("API server task")?;
-        admin_stop.send_replace(true);
-        admin_task.await.context("admin server task")
-    };
-    tokio::select! {
-        result = drain => result,
-        result = signal() => {
-            result.context("cannot listen for signals")?;
-            anyhow::bail!("second signal: aborting without draining")
-        }
-    }
+    derm_adapter::server::shutdown::drain(&api_stop, api_task, &admin_stop, admin_task).await
 }
 
 fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
@@ -144,18 +133,4 @@ fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means stop.
-    let _ = rx.wait_for(|stop| *stop).await;
-}
-
-/// Waits for SIGINT or SIGTERM.
-async fn signal() -> std::io::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = term.recv() => Ok(()),
-    }
 }
