@@ -4,7 +4,7 @@
 #   - `helm template --include-crds` for several value sets, each validated by a server-side
 #     dry run (kubectl apply --server-side --dry-run=server): defaults (self-signed TLS),
 #     tls.mode=secret, cert-manager (its objects only when cert-manager is served), and
-#     extender off + OTLP receiver + upstream + custom API off;
+#     extender, controller and custom API off, another OTLP port;
 #   - bad values fail the render with a message naming the value;
 #   - the self-signed certificate the chart generates verifies against the APIService caBundle
 #     for derm-adapter.<ns>.svc, and the adapter serves TLS with it (curl checks the name);
@@ -75,16 +75,29 @@ validate defaults "defaults, self-signed TLS"
 validate secret "tls.mode=secret" --set tls.mode=secret --set tls.secretName=my-tls --set-file tls.caBundle="$DERM_FRONT_PROXY_CA_FILE" \
   --set-file adapter.requestheaderClientCA="$DERM_FRONT_PROXY_CA_FILE"
 validate certmanager "tls.mode=cert-manager" --set tls.mode=cert-manager
-validate options "extender off, OTLP receiver, Jaeger default, upstream, custom API off" \
-  --set extender.enabled=false --set traceSource.otlp.enabled=true --set traceSource.jaeger.url=http://jaeger:16686 \
-  --set upstream.url=https://prometheus-adapter.monitoring.svc --set apiServices.custom=false
-if grep -q 'DERM_OTLP_LISTEN' "$WORK/options.yaml" && grep -q 'name: otlp-http' "$WORK/options.yaml" &&
-  ! grep -q 'derm-extender' "$WORK/options.yaml" && ! grep -q 'custom.metrics.k8s.io' "$WORK/options.yaml" &&
-  grep -q 'DERM_UPSTREAM' "$WORK/options.yaml"; then
-  ok "values take effect: OTLP port and env, upstream env, no extender, no custom.metrics APIService"
+validate options "extender off, controller off, custom API off, OTLP port 14318" \
+  --set extender.enabled=false --set controller.enabled=false --set apiServices.custom=false
+validate otlp "OTLP port 14318" --set controller.otlpPort=14318
+if ! grep -q 'derm-extender' "$WORK/options.yaml" && ! grep -q 'derm-controller' "$WORK/options.yaml" &&
+  ! grep -q 'custom.metrics.k8s.io' "$WORK/options.yaml" && grep -q 'otlp-listen=0.0.0.0:14318' "$WORK/otlp.yaml" &&
+  grep -q 'port: 14318' "$WORK/otlp.yaml"; then
+  ok "values take effect: no extender, no controller, no custom.metrics APIService; OTLP port in args and Service"
 else
-  ko "values did not take effect in $WORK/options.yaml"
+  ko "values did not take effect in $WORK/options.yaml / otlp.yaml"
 fi
+# The defaults: one controller (Recreate: two pods would split the traces) running the online
+# loop with leader election; the serving replicas cannot write status.
+python3 - "$WORK/defaults.yaml" <<'PY' && ok "defaults: derm-controller runs serve --controller --leader-elect, 1 replica, Recreate; the adapter's role only reads DermApps" || ko "controller/adapter objects in the default render"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+c = by[("Deployment", "derm-controller")]["spec"]
+args = c["template"]["spec"]["containers"][0]["args"]
+assert c["replicas"] == 1 and c["strategy"]["type"] == "Recreate", c
+assert "--controller" in args and "--leader-elect" in args, args
+rules = by[("ClusterRole", "derm-adapter")]["rules"]
+assert all(r["verbs"] == ["get", "list", "watch"] for r in rules), rules
+PY
 
 bad_value() { # expected-message helm-args...
   local want=$1

@@ -4,8 +4,12 @@
 # (`derm generate`, ten load levels of 12 s that closed in the last few minutes) POSTed to the
 # receiver as OTLP JSON, gzip; the controller profiles, predicts, solves and writes the status;
 # the same adapter serves it (`kubectl get --raw` through the aggregator equals the status);
-# with no more traces the next intervals hold (Ready False/Holding) and keep the values and
-# their solve time. Prints "N passed, N failed".
+# a stock HPA on derm_desired_replicas lands on the ticket service's count; then the trace
+# source goes quiet: the next intervals hold (Ready False/Holding) and keep the values and their
+# solve time, the value is served while it ages, then errors once older than errorAfterSeconds,
+# and the HPA keeps its replicas (ScalingActive False) without scaling down; a new leader
+# (kill -9 of the first) restores the learned state, solves again and the HPA scales again.
+# Prints "N passed, N failed".
 #   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
 #   DERM_PROBE_TIMEOUT seconds per wait (default 120)
 set -euo pipefail
@@ -43,6 +47,7 @@ spec:
   entryService: frontend
   traceSource: {otlp: {}, samplingRatio: 0.25}
   intervalSeconds: 12
+  staleness: {holdSeconds: 20, errorAfterSeconds: 40}
   services:
 $services
 YAML
@@ -67,6 +72,31 @@ cleanup() {
 trap cleanup EXIT
 eventually curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" || ko "adapter not ready: $(tail -n 5 "$WORK/adapter.log")"
 register_external_metrics "$NS" derm-adapter "$PORT" "$WORK/serving.crt"
+
+# A stock HPA on the ticket service's value (the exact-landing recipe: AverageValue 1, tolerance 0).
+"$K" -n "$NS" create deployment ticket --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
+cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: ticket, namespace: $NS}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: ticket}
+  minReplicas: 1
+  maxReplicas: 50
+  metrics:
+  - type: External
+    external:
+      metric: {name: derm_desired_replicas, selector: {matchLabels: {app: tickets, service: ticket}}}
+      target: {type: AverageValue, averageValue: "1"}
+  behavior:
+    scaleUp: {tolerance: "0", stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 100, periodSeconds: 1}]}
+    scaleDown: {tolerance: "0", stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 100, periodSeconds: 1}]}
+YAML
+hpa_state() { echo "$("$K" -n "$NS" get hpa ticket -o jsonpath='{.status.desiredReplicas}') $("$K" -n "$NS" get deployment ticket -o jsonpath='{.spec.replicas}')"; }
+hpa_condition() { # type -> "status reason"
+  "$K" -n "$NS" get hpa ticket -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status} {.status.conditions[?(@.type==\"$1\")].reason}"
+}
+lands_on() { [[ "$(hpa_state)" == "$1 $1" ]]; }
 
 # Ten levels of 12 s that all closed at least one interval ago.
 now=$(date +%s)
@@ -100,12 +130,35 @@ same() { [[ "$(served 2>/dev/null)" == "$want" ]]; }
 if eventually same; then ok "kubectl get --raw through the aggregator equals the status: $want"; else
   ko "served $(served 2>&1) vs status $want"
 fi
+ticket="$(status '{.status.desiredReplicas.ticket}')"
+t0=$SECONDS
+if eventually lands_on "$ticket"; then ok "HPA on derm_desired_replicas: desiredReplicas = spec.replicas = Derm's $ticket in $((SECONDS - t0))s"; else
+  ko "HPA: want $ticket, got (desired, spec) = ($(hpa_state)); ScalingActive $(hpa_condition ScalingActive)"
+fi
 solve_time="$(status '{.status.lastSolveTime}')"
 holding() { [[ "$(status '{.status.conditions[?(@.type=="Ready")].reason}')" == Holding ]]; }
 if eventually holding && [[ "$(status '{.status.lastSolveTime}')" == "$solve_time" ]] && same; then
   ok "no more traces: Ready False/Holding ($(status '{.status.conditions[?(@.type=="Ready")].message}')), values and solve time kept"
 else
   ko "hold: conditions $(status '{.status.conditions}'), solve time $(status '{.status.lastSolveTime}') vs $solve_time"
+fi
+
+# The source stays quiet past errorAfterSeconds (40 s after the solve): errors, never lower.
+failed_metric() { [[ "$(hpa_condition ScalingActive)" == "False FailedGetExternalMetric" ]]; }
+t0=$SECONDS
+if eventually failed_metric; then
+  ok "trace source quiet for errorAfterSeconds: the metric errors, HPA ScalingActive False / FailedGetExternalMetric after $((SECONDS - t0))s more"
+else
+  ko "expired: ScalingActive $(hpa_condition ScalingActive); GET $(served 2>&1 | head -c 200)"
+fi
+# A few more HPA syncs (2 s each) without a value: replicas must not move.
+deadline=$((SECONDS + 6)) held=yes
+while ((SECONDS < deadline)); do
+  lands_on "$ticket" || held="no: (desired, spec) = ($(hpa_state))"
+  sleep 0.5
+done
+if [[ "$held" == yes ]]; then ok "trace source quiet: the HPA keeps $ticket replicas (no scale-down on missing data)"; else
+  ko "trace source quiet: HPA moved, $held"
 fi
 
 # --- restart: a new leader restores the learned state and plans from one new window ---------
@@ -150,6 +203,14 @@ if eventually resolved; then
   ok "after the takeover one window is enough to solve again (restored profiles): replicas $(status '{.status.desiredReplicas}') in $((SECONDS - t0))s"
 else
   ko "no new solve after the takeover: $(status '{.status.conditions}')"
+fi
+scaling_active() { [[ "$(hpa_condition ScalingActive)" == "True ValidMetricFound" ]]; }
+ticket="$(status '{.status.desiredReplicas.ticket}')"
+t0=$SECONDS
+if eventually scaling_active && eventually lands_on "$ticket"; then
+  ok "fresh values again: HPA ScalingActive True, lands on $ticket in $((SECONDS - t0))s"
+else
+  ko "after the new solve: ScalingActive $(hpa_condition ScalingActive), (desired, spec) = ($(hpa_state)), want $ticket"
 fi
 
 cleanup

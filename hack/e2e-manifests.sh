@@ -63,7 +63,9 @@ cleanup() {
   "$K" delete namespace "$APP_NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   "$K" delete -f "$ROOT/manifests/" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   stop_adapter
+  [[ -z "$CONTROLLER_PID" ]] || { kill "$CONTROLLER_PID" 2>/dev/null || true; wait "$CONTROLLER_PID" 2>/dev/null || true; }
 }
+CONTROLLER_PID=
 trap cleanup EXIT
 
 # --- 1. apply ---------------------------------------------------------------------------------
@@ -88,7 +90,7 @@ pods_created() { # deployment: its ReplicaSet created spec.replicas pods (admiss
   have="$("$K" -n "$NS" get pods -l "app.kubernetes.io/name=$1" -o name | wc -l)"
   [[ -n "$want" && "$have" == "$want" ]]
 }
-for d in derm-adapter derm-extender; do
+for d in derm-adapter derm-extender derm-controller; do
   if eventually pods_created "$d"; then
     ok "$d: ReplicaSet created its pods in a Pod Security 'restricted' namespace"
   else
@@ -96,6 +98,33 @@ for d in derm-adapter derm-extender; do
   fi
 done
 "$K" create namespace "$APP_NS" >/dev/null
+# Least privilege as kube-apiserver's RBAC authorizer sees it (impersonating each ServiceAccount).
+can() { # sa verb resource [namespace] [extra...]
+  local sa=$1 verb=$2 res=$3 ns=${4:-$APP_NS}
+  shift 4 || shift $#
+  "$K" auth can-i "$verb" "$res" -n "$ns" --as "system:serviceaccount:$NS:$sa" "$@" >/dev/null 2>&1
+}
+denied=() allowed=()
+for c in "derm-controller patch dermapps.derm.dev $APP_NS --subresource=status" \
+  "derm-controller create configmaps $APP_NS" "derm-controller patch configmaps $APP_NS" \
+  "derm-controller create leases.coordination.k8s.io $NS" "derm-controller update leases.coordination.k8s.io $NS" \
+  "derm-adapter watch dermapps.derm.dev $APP_NS" "derm-adapter create subjectaccessreviews.authorization.k8s.io $APP_NS" \
+  "derm-adapter get configmaps/extension-apiserver-authentication kube-system"; do
+  # shellcheck disable=SC2086 # split on purpose
+  can $c || allowed+=("$c")
+done
+for c in "derm-adapter patch dermapps.derm.dev $APP_NS --subresource=status" "derm-adapter create configmaps $APP_NS" \
+  "derm-adapter create leases.coordination.k8s.io $NS" "derm-controller delete configmaps $APP_NS" \
+  "derm-controller create leases.coordination.k8s.io $APP_NS" "derm-controller list secrets $APP_NS" \
+  "derm-extender patch dermapps.derm.dev $APP_NS --subresource=status"; do
+  # shellcheck disable=SC2086
+  if can $c; then denied+=("$c"); fi
+done
+if ((${#allowed[@]} == 0 && ${#denied[@]} == 0)); then
+  ok "RBAC: the controller may write DermApp status, its state ConfigMaps and its Lease; the adapter only reads DermApps and delegates auth; 7 writes refused"
+else
+  ko "RBAC: missing [${allowed[*]}]; too broad [${denied[*]}]"
+fi
 if out="$("$K" apply --server-side -f "$ROOT/examples/trainticket/dermapp.yaml" 2>&1)" &&
   out2="$("$K" apply --server-side --dry-run=server -f "$ROOT/examples/trainticket/hpas.yaml" 2>&1)"; then
   ok "examples/trainticket: DermApp applied, $(grep -c 'serverside-applied' <<<"$out2") HPAs valid (server dry run)"
@@ -134,10 +163,12 @@ publish 7
 "$K" -n "$NS" get deployment derm-adapter -o json >"$WORK/deployment.json"
 "$K" -n "$NS" get secret derm-adapter-tls -o json >"$WORK/secret.json"
 "$K" -n "$NS" get configmap derm-adapter-requestheader -o json >"$WORK/configmap.json"
-python3 - "$WORK" "$PORT" "$ADMIN_PORT" >"$WORK/command" <<'PY'
+pod_command() { # deployment.json port admin-port [otlp-port]: env line, args line
+  python3 - "$WORK" "$@" <<'PY'
 import base64, json, os, shlex, sys
-work, port, admin = sys.argv[1:4]
-dep = json.load(open(f"{work}/deployment.json"))
+work, dep_file, port, admin = sys.argv[1:5]
+otlp = sys.argv[5] if len(sys.argv) > 5 else ""
+dep = json.load(open(dep_file))
 pod = dep["spec"]["template"]["spec"]
 c = pod["containers"][0]
 sources = {"Secret": json.load(open(f"{work}/secret.json")), "ConfigMap": json.load(open(f"{work}/configmap.json"))}
@@ -157,11 +188,15 @@ def local(arg):
     flag, eq, val = arg.partition("=")
     if flag == "--listen": return f"{flag}=127.0.0.1:{port}"
     if flag == "--admin-listen": return f"{flag}=127.0.0.1:{admin}"
+    if flag == "--otlp-listen": return f"{flag}=127.0.0.1:{otlp}"
     if flag == "--requestheader-allowed-names": return f"{flag}=system:auth-proxy"
     for mp, d in paths.items():
         if val.startswith(mp + "/"): return f"{flag}={d}{val[len(mp):]}"
     return arg
-env = [f"{e['name']}={e['value']}" for e in c.get("env", []) if "value" in e]
+# The downward API's part: the pod's name and namespace.
+field = {"metadata.name": dep["metadata"]["name"] + "-local", "metadata.namespace": dep["metadata"]["namespace"]}
+env = [f"{e['name']}={e['value'] if 'value' in e else field[e['valueFrom']['fieldRef']['fieldPath']]}"
+       for e in c.get("env", [])]
 for e in env:
     name, _, val = e.partition("=")
     for mp, d in paths.items():
@@ -169,6 +204,8 @@ for e in env:
 print(" ".join(["env"] + [shlex.quote(e) for e in env]))
 print(" ".join(shlex.quote(local(a)) for a in c["args"]))
 PY
+}
+pod_command "$WORK/deployment.json" "$PORT" "$ADMIN_PORT" >"$WORK/command"
 read -r ENV_LINE < <(sed -n 1p "$WORK/command")
 read -r ARGS_LINE < <(sed -n 2p "$WORK/command")
 echo "adapter command (from the Deployment): $ENV_LINE derm-adapter $ARGS_LINE --static-values $VALUES"
@@ -207,6 +244,55 @@ if "$K" get --raw /apis/custom.metrics.k8s.io/v1beta2 2>&1 | grep -q derm_desire
 else
   ko "custom.metrics.k8s.io/v1beta2 discovery: $("$K" get --raw /apis/custom.metrics.k8s.io/v1beta2 2>&1 | head -c 300)"
 fi
+
+# --- 2b. the controller from its Deployment, with its ServiceAccount's token ------------------
+# Its RBAC must be enough for the real thing: take the Lease, read DermApps, write status.
+"$K" -n "$NS" get deployment derm-controller -o json >"$WORK/controller.json"
+C_PORT="$(free_port)" C_ADMIN="$(free_port)" C_OTLP="$(free_port)"
+pod_command "$WORK/controller.json" "$C_PORT" "$C_ADMIN" "$C_OTLP" >"$WORK/controller.command"
+token="$("$K" -n "$NS" create token derm-controller --duration 1h)"
+cat >"$WORK/controller.kubeconfig" <<YAML
+apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: "$DERM_APISERVER_URL", certificate-authority: "$DERM_CA_FILE"}}]
+users: [{name: derm-controller, user: {token: "$token"}}]
+contexts: [{name: local, context: {cluster: local, user: derm-controller}}]
+current-context: local
+YAML
+cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: derm.dev/v1alpha1
+kind: DermApp
+metadata: {name: checkout, namespace: $APP_NS}
+spec:
+  sla: {latencyMs: 200, percentile: 95}
+  entryService: frontend
+  traceSource: {otlp: {}}
+  intervalSeconds: 2
+  services: [{name: frontend, scaleTargetRef: {kind: Deployment, name: frontend}, maxReplicas: 10}]
+YAML
+read -r C_ENV < <(sed -n 1p "$WORK/controller.command")
+read -r C_ARGS < <(sed -n 2p "$WORK/controller.command")
+echo "controller command (from the Deployment): $C_ENV derm-adapter $C_ARGS"
+eval "$C_ENV KUBECONFIG=\"\$WORK/controller.kubeconfig\" \"\$ADAPTER\" $C_ARGS" >"$WORK/controller.log" 2>&1 &
+CONTROLLER_PID=$!
+holder() { "$K" -n "$NS" get lease derm-adapter-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+leads() { [[ "$(holder)" == derm-controller-local ]]; }
+t0=$SECONDS
+if eventually leads; then ok "derm-controller (its ServiceAccount's token) took the Lease in $NS in $((SECONDS - t0))s"; else
+  ko "controller Lease holder '$(holder)': $(tail -n 5 "$WORK/controller.log")"
+fi
+reason() { "$K" -n "$APP_NS" get dermapp checkout -o jsonpath='{.status.conditions[?(@.type=="Ready")].reason}'; }
+holding() { [[ "$(reason)" == Holding ]]; }
+code="$(curl -s -o /dev/null -w '%{http_code}' -H 'Content-Type: application/json' --data-binary '{"resourceSpans": []}' \
+  "http://127.0.0.1:$C_OTLP/v1/traces")"
+if eventually holding && [[ "$code" == 200 ]]; then
+  ok "derm-controller wrote DermApp status (Ready False/Holding: no traces yet) and takes OTLP exports (200)"
+else
+  ko "controller: status reason '$(reason)', OTLP $code; $(grep -i -m 3 'forbidden\|cannot' "$WORK/controller.log")"
+fi
+kill "$CONTROLLER_PID" 2>/dev/null || true
+wait "$CONTROLLER_PID" 2>/dev/null || true
+CONTROLLER_PID=
 
 # --- 3. derm migrate --------------------------------------------------------------------------
 cpu_hpa() { # deployment [behavior json]

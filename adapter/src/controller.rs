@@ -10,12 +10,14 @@
 //!
 //! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks and
 //! writes; the others drop their loops and wait. A new leader restores each app's learned
-//! state from its ConfigMap ([`crate::state`]), written after every solve. Traces pushed to a
-//! follower are dropped: send OTLP to one controller replica (the chart's controller
-//! Deployment has one; the Lease guards the overlap of a rolling update).
+//! state from its ConfigMap ([`crate::state`]), written after every solve. A follower answers
+//! exports with 503 (retryable in OTLP/HTTP), so a collector retries rather than losing them;
+//! send OTLP to one controller replica (the chart's controller Deployment has one, with the
+//! Recreate strategy; the Lease guards the overlap when a node is lost).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,9 +50,16 @@ struct Slot {
 #[derive(Debug, Clone, Default)]
 pub struct Apps {
     slots: Arc<Mutex<BTreeMap<(String, String), Slot>>>,
+    /// Whether this replica runs the loops (holds the Lease, or runs without election).
+    leading: Arc<AtomicBool>,
 }
 
 impl Apps {
+    /// Whether exports are taken (this replica leads).
+    pub fn leading(&self) -> bool {
+        self.leading.load(Ordering::Relaxed)
+    }
+
     /// Hands each trace to the apps whose entry service it reaches; returns how many traces
     /// found at least one app.
     pub fn route(&self, traces: Vec<Trace>) -> usize {
@@ -154,6 +163,12 @@ async fn export(State(apps): State<Apps>, headers: HeaderMap, body: Bytes) -> (S
     let content_type = if json { "application/json" } else { "application/x-protobuf" };
     out.insert(header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     let gzip = headers.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !apps.leading() {
+        out.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+        out.insert(header::RETRY_AFTER, http::HeaderValue::from_static("2"));
+        let message = "this replica does not lead the controller; retry (the leader takes exports)";
+        return (StatusCode::SERVICE_UNAVAILABLE, out, message.as_bytes().to_vec());
+    }
     let decoded = tokio::task::spawn_blocking(move || decode(&body, gzip)).await;
     match decoded {
         Ok(Ok((traces, skips))) => {
@@ -201,6 +216,7 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
     let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = lease.is_none();
+    apps.leading.store(leading, Ordering::Relaxed);
     loop {
         timer.tick().await;
         if let Some(lease) = &lease {
@@ -215,6 +231,7 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
                 tracing::info!(leading = now_leading, "controller leadership changed");
             }
             leading = now_leading;
+            apps.leading.store(leading, Ordering::Relaxed);
             if !leading {
                 apps.clear();
                 continue;
@@ -328,6 +345,23 @@ mod tests {
         assert_eq!(decode(&gz.finish().unwrap(), true).unwrap().0.len(), 20);
         assert!(decode(b"{\"resourceSpans\": 7}", false).is_err());
         assert!(decode(b"not gzip", true).unwrap_err().contains("gzip"));
+    }
+
+    #[tokio::test]
+    async fn followers_answer_exports_with_retryable_503_and_the_leader_takes_them() {
+        use tower::ServiceExt as _;
+        let traces = Scenario::acceptance(1).traces(0).into_iter().take(5).collect::<Vec<_>>();
+        let body = trace::otlp::encode_protobuf(&traces);
+        let export = |apps: &Apps| {
+            let req = http::Request::post("/v1/traces").body(axum::body::Body::from(body.clone())).unwrap();
+            receiver(apps.clone()).oneshot(req)
+        };
+        let apps = Apps::default();
+        let follower = export(&apps).await.unwrap();
+        assert_eq!(follower.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(follower.headers().contains_key(header::RETRY_AFTER));
+        apps.leading.store(true, Ordering::Relaxed);
+        assert_eq!(export(&apps).await.unwrap().status(), StatusCode::OK);
     }
 
     #[test]
