@@ -457,15 +457,6 @@ impl Pollers {
             task.abort();
         }
     }
-
-    /// Apps being polled.
-    pub fn len(&self) -> usize {
-        self.running.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.running.is_empty()
-    }
 }
 
 impl Drop for Pollers {

@@ -9,6 +9,8 @@ use axum::body::Bytes;
 use http::{StatusCode, Uri};
 use http_body_util::{BodyExt as _, Empty, Limited};
 use hyper_rustls::HttpsConnector;
+use hyper_rustls::HttpsConnectorBuilder;
+use hyper_rustls::builderstates::WantsSchemes;
 use hyper_util::client::legacy::Client as Legacy;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -33,8 +35,7 @@ impl Client {
     /// plain `http://` still works and `https://` sources fail verification (logged here).
     pub fn new(timeout: Duration) -> Result<Self, rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone())
-        {
+        let builder = match HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
             Ok(b) => b,
             Err(e) => {
                 tracing::warn!(error = %e, "no system CA certificates: https Jaeger URLs will not verify");
@@ -42,14 +43,27 @@ impl Client {
                     .with_safe_default_protocol_versions()?
                     .with_root_certificates(rustls::RootCertStore::empty())
                     .with_no_client_auth();
-                hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config)
+                HttpsConnectorBuilder::new().with_tls_config(config)
             }
         };
+        Ok(Self::build(timeout, builder))
+    }
+
+    /// A client trusting only `roots` (a private CA; tests).
+    pub fn with_roots(timeout: Duration, roots: rustls::RootCertStore) -> Result<Self, rustls::Error> {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Self::build(timeout, HttpsConnectorBuilder::new().with_tls_config(config)))
+    }
+
+    fn build(timeout: Duration, builder: HttpsConnectorBuilder<WantsSchemes>) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let connector = builder.https_or_http().enable_http1().wrap_connector(http);
-        Ok(Client { inner: Legacy::builder(TokioExecutor::new()).build(connector), timeout })
+        Client { inner: Legacy::builder(TokioExecutor::new()).build(connector), timeout }
     }
 
     /// GETs `uri`; the status and the whole body (at most [`MAX_BODY_BYTES`]).

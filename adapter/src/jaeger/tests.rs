@@ -97,8 +97,12 @@ async fn v1(State(fake): State<Shared>, Query(q): Query<HashMap<String, String>>
 }
 
 async fn serve(fake: Shared) -> (SocketAddr, watch::Sender<bool>) {
+    serve_tls(fake, None).await
+}
+
+async fn serve_tls(fake: Shared, tls: Option<Arc<rustls::ServerConfig>>) -> (SocketAddr, watch::Sender<bool>) {
     let router = Router::new().route("/api/v3/traces", get(v3)).route("/api/traces", get(v1)).with_state(fake);
-    let server = Server::bind("127.0.0.1:0".parse().unwrap(), None, Limits::default()).await.unwrap();
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), tls, Limits::default()).await.unwrap();
     let addr = server.local_addr().unwrap();
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(server.serve(router, crate::server::shutdown::stopped(stopped)));
@@ -286,6 +290,31 @@ async fn unreachable_jaeger_is_an_error_and_the_cursor_stays() {
     let e = poller.poll((ORIGIN_S + 60) * US).await.unwrap_err();
     assert_eq!(e.reason(), Reason::Unreachable, "{e}");
     assert_eq!(poller.cursor_us(), before);
+}
+
+#[tokio::test]
+async fn https_sources_are_verified() {
+    let scenario = Scenario::acceptance(12);
+    let traces = scenario.traces(ORIGIN_S).into_iter().map(|t| (start_of(&t), t)).collect();
+    let fake = Arc::new(Mutex::new(Fake { traces, ..Fake::default() }));
+    let identity = crate::server::tls::Identity::self_signed(&["127.0.0.1"]).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(identity.certs()[0].clone()).unwrap();
+    let tls = crate::server::tls::server_config(identity, None).unwrap();
+    let (addr, _stop) = serve_tls(fake, Some(tls)).await;
+    let source = Source::of(&app(&format!("https://{addr}"), "v1").spec).unwrap();
+    // Created in the second window: the cursor starts at the scenario's beginning.
+    let (created_us, now_us) = ((ORIGIN_S + INTERVAL) * US, (ORIGIN_S + INTERVAL + 60) * US);
+    let trusting = Client::with_roots(REQUEST_TIMEOUT, roots).unwrap();
+    let mut poller = Poller::new("default/shop".into(), source.clone(), trusting, Metrics::default(), created_us);
+    let got = poller.poll(now_us).await.unwrap();
+    assert!(got.traces.len() > 100, "{}", got.traces.len());
+    // The system's CAs do not know the fake's certificate.
+    let system = Client::new(REQUEST_TIMEOUT).unwrap();
+    let mut poller = Poller::new("default/shop".into(), source, system, Metrics::default(), created_us);
+    let e = poller.poll(now_us).await.unwrap_err();
+    assert_eq!(e.reason(), Reason::Unreachable, "{e}");
+    assert!(e.to_string().contains("certificate"), "{e}");
 }
 
 #[test]
