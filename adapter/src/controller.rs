@@ -10,11 +10,11 @@
 //! Pushed traces go only to apps whose source is `otlp`; a Jaeger-sourced app gets its traces
 //! from its poller, and ticks only windows the poller has fetched completely.
 //!
-//! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks and
-//! writes (and polls); the others drop their loops and pollers and wait. A new leader restores each app's learned
-//! state from its ConfigMap ([`crate::state`]), written after every solve. Traces pushed to a
-//! follower are dropped: send OTLP to one controller replica (the chart's controller
-//! Deployment has one; the Lease guards the overlap of a rolling update).
+//! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks, polls
+//! and writes; the others drop their loops and pollers and wait. A new leader restores each
+//! app's learned state from its ConfigMap ([`crate::state`]), written after every solve.
+//! Traces pushed to a follower are dropped: send OTLP to one controller replica (the chart's
+//! controller Deployment has one; the Lease guards the overlap of a rolling update).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;

@@ -288,7 +288,8 @@ impl Poller {
         if target - self.cursor_us > lookback {
             // Skip to a window boundary, so the windows after the gap are whole.
             let skip_to = (target - lookback).div_euclid(interval) * interval + interval;
-            tracing::warn!(app = %self.app, skipped_s = (skip_to - self.cursor_us) / US, "trace source was out longer than the lookback; skipping ahead");
+            let skipped_s = (skip_to - self.cursor_us) / US;
+            tracing::warn!(app = %self.app, skipped_s, "trace source was out longer than the lookback; skipping ahead");
             self.metrics.error(&self.app, Reason::Skipped);
             self.cursor_us = skip_to;
         }
@@ -310,7 +311,12 @@ impl Poller {
                 self.step_us = (self.step_us / 2).max(US);
                 continue;
             }
-            tracing::warn!(app = %self.app, traces = traces.len(), "one second holds more traces than a poll takes; the load is undercounted (lower the tracing sampling and samplingRatio)");
+            tracing::warn!(
+                app = %self.app,
+                traces = traces.len(),
+                "one second holds more traces than a poll takes: the load is undercounted \
+                 (sample fewer traces and lower samplingRatio to match)"
+            );
             self.metrics.error(&self.app, Reason::Saturated);
             break (traces, end);
         };

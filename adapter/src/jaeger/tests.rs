@@ -278,6 +278,28 @@ async fn a_busy_range_is_split_until_it_fits() {
 }
 
 #[tokio::test]
+async fn a_long_outage_skips_to_a_window_boundary() {
+    let fake = Arc::new(Mutex::new(Fake::default()));
+    let (addr, _stop) = serve(fake).await;
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+    let source = Source::of(&app(&format!("http://{addr}"), "v1").spec).unwrap();
+    let client = Client::new(REQUEST_TIMEOUT).unwrap();
+    let mut poller = Poller::new("default/shop".into(), source, client, metrics, ORIGIN_S * US);
+    // 3,000 s later: fetch up to 2,985 s, at most 900 s back, from the next window start
+    // (2,160 s), one 60 s step.
+    let got = poller.poll((ORIGIN_S + 3_000) * US).await.unwrap();
+    assert!(!got.caught_up);
+    assert_eq!(poller.cursor_us(), (ORIGIN_S + 2_220) * US);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert!(
+        text.contains(r#"derm_adapter_trace_source_errors_total{app="default/shop",reason="Skipped"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn unreachable_jaeger_is_an_error_and_the_cursor_stays() {
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
