@@ -3,7 +3,7 @@
 //! receiver does.
 //!
 //! Each poll asks for the traces of the app's entry service that started in
-//! `[cursor - OVERLAP, now - lag)`, at most [`MAX_STEP_S`] past the cursor:
+//! `[cursor - OVERLAP_S, now - lag)`, at most [`MAX_STEP_S`] past the cursor:
 //! - api `v3` (Jaeger v2, or v1.4x's api_v3): `GET {url}/api/v3/traces?query.service_name=S&
 //!   query.start_time_min=RFC3339&query.start_time_max=RFC3339&query.num_traces=N`, answered
 //!   `{"result": {"resourceSpans": [...]}}` (or a stream of such objects, one per line), and 404
@@ -18,7 +18,7 @@
 //! microseconds, `limit`) of jaegertracing/jaeger.
 //!
 //! Why the lag and the overlap: spans are stored when they finish, so a trace is queried
-//! only once it is [`lag_s`] old, and the previous few seconds are asked again in case the
+//! only once it is [`Source::lag_s`] old, and the previous few seconds are asked again in case the
 //! storage wrote them late; traces already delivered are recognised by id and dropped, so none
 //! is counted twice.
 //!
@@ -30,10 +30,11 @@
 //!
 //! Bounded memory: a poll asks for at most [`MAX_TRACES`] traces. Jaeger then returns an
 //! arbitrary subset of a busier range, which would undercount the load; so a full answer is
-//! dropped and the new part of the range halved until it fits. A single second that still
-//! holds more is kept as it came and counted (`reason="Saturated"`): trace fewer requests (head
-//! sampling in the application or the collector) and set `samplingRatio` to match, which
-//! scales the load back up as for OTLP.
+//! dropped and the new part of the range halved until it fits (later requests keep the
+//! smaller step until answers get sparse). A single second that still holds more is kept as
+//! it came and counted (`reason="Saturated"`): trace fewer requests (head sampling in the
+//! application or the collector) and set `samplingRatio` to match, which scales the load back
+//! up as for OTLP.
 
 mod client;
 #[cfg(test)]

@@ -66,7 +66,7 @@ impl Client {
         Client { inner: Legacy::builder(TokioExecutor::new()).build(connector), timeout }
     }
 
-    /// GETs `uri`; the status and the whole body (at most [`MAX_BODY_BYTES`]).
+    /// GETs `uri`; the status and the whole body (at most `MAX_BODY_BYTES`).
     pub async fn get(&self, uri: &str) -> Result<(StatusCode, Bytes), Error> {
         let url = || strip_query(uri);
         let parsed: Uri =
