@@ -1,19 +1,21 @@
-//! The controller: an OTLP/HTTP receiver feeding one [`OnlineApp`] per DermApp, and the loop
-//! that ticks them every `intervalSeconds` and writes the DermApp status that every replica
-//! serves ([`crate::dermapps`]).
+//! The controller: an OTLP/HTTP receiver and the Jaeger pollers ([`crate::jaeger`]) feeding
+//! one [`OnlineApp`] per DermApp, and the loop that ticks them every `intervalSeconds` and
+//! writes the DermApp status that every replica serves ([`crate::dermapps`]).
 //!
 //! Receiver: `POST /v1/traces`, OTLP protobuf or JSON (detected from the bytes), optionally
 //! gzip-encoded, answered with an empty `ExportTraceServiceResponse` (200) or 400 naming the
 //! problem. A trace goes to every DermApp whose `entryService` served one of its spans. Each
 //! request must carry whole traces (a collector's `groupbytrace` or tail-sampling processor
 //! does that); spans of one trace split over requests are decoded as separate partial traces.
+//! Pushed traces go only to apps whose source is `otlp`; a Jaeger-sourced app gets its traces
+//! from its poller, and ticks only windows the poller has fetched completely.
 //!
-//! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks and
-//! writes; the others drop their loops and wait. A new leader restores each app's learned
-//! state from its ConfigMap ([`crate::state`]), written after every solve. A follower answers
-//! exports with 503 (retryable in OTLP/HTTP), so a collector retries rather than losing them;
-//! send OTLP to one controller replica (the chart's controller Deployment has one, with the
-//! Recreate strategy; the Lease guards the overlap when a node is lost).
+//! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks, polls
+//! and writes; the others drop their loops and pollers and wait. A new leader restores each
+//! app's learned state from its ConfigMap ([`crate::state`]), written after every solve. A
+//! follower answers exports with 503 (retryable in OTLP/HTTP), so a collector retries rather
+//! than losing them; send OTLP to one controller replica (the chart's controller Deployment has
+//! one, with the Recreate strategy; the Lease guards the overlap when a node is lost).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -32,6 +34,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::crd::{DermApp, DermAppSpec};
+use crate::jaeger::Pollers;
 use crate::leader::Lease;
 use crate::online::{OnlineApp, Tick};
 
@@ -44,6 +47,17 @@ struct Slot {
     entry: String,
     online: OnlineApp,
     next_tick_s: i64,
+    feed: Feed,
+}
+
+/// How a loop gets its traces.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Feed {
+    /// OTLP pushes to the receiver (`traceSource.otlp`).
+    Pushed,
+    /// A Jaeger poller (`traceSource.jaeger`): traces that started before `fetched_to_us`
+    /// have all been fetched (`None`: no poll succeeded yet).
+    Polled { fetched_to_us: Option<i64> },
 }
 
 /// Online loops by (namespace, name), shared by the receiver and the ticking loop.
@@ -67,7 +81,7 @@ impl Apps {
         let mut routed = 0;
         for t in traces {
             let mut used = false;
-            for slot in slots.values_mut() {
+            for slot in slots.values_mut().filter(|s| s.feed == Feed::Pushed) {
                 if t.spans.iter().any(|s| s.service == slot.entry) {
                     slot.online.add(t.clone());
                     used = true;
@@ -78,13 +92,26 @@ impl Apps {
         routed
     }
 
+    /// Hands a poller's traces to its app's loop; `fetched_to_us`: traces that started
+    /// before this have all been fetched.
+    pub fn feed(&self, key: &(String, String), traces: Vec<Trace>, fetched_to_us: i64) {
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(key)
+        {
+            for t in traces {
+                slot.online.add(t);
+            }
+            slot.feed = Feed::Polled { fetched_to_us: Some(fetched_to_us) };
+        }
+    }
+
     /// Makes the set of loops match `apps` (edits keep learned state); returns the keys of
     /// the loops it created (empty: the caller restores their stored state).
-    fn sync(&self, apps: &[DermApp], now_s: i64) -> Vec<(String, String)> {
+    pub(crate) fn sync(&self, apps: &[DermApp], now_s: i64) -> Vec<(String, String)> {
         let Ok(mut slots) = self.slots.lock() else { return Vec::new() };
         let mut created = Vec::new();
         let mut keep = std::collections::BTreeSet::new();
-        for app in apps.iter().filter(|a| a.spec.trace_source.otlp.is_some()) {
+        for app in apps {
             let key = (app.namespace().unwrap_or_default(), app.name_any());
             if let Err(e) = app.spec.validate() {
                 tracing::warn!(app = %key.1, namespace = %key.0, error = %e, "invalid DermApp; not controlled");
@@ -96,16 +123,23 @@ impl Apps {
             }
             let spec: DermAppSpec = app.spec.clone();
             let interval = i64::from(spec.interval_seconds.max(1));
+            let feed =
+                if spec.trace_source.jaeger.is_some() { Feed::Polled { fetched_to_us: None } } else { Feed::Pushed };
             slots
                 .entry(key)
                 .and_modify(|s| {
                     s.entry = spec.entry_service.clone();
                     s.online.set_spec(spec.clone());
+                    // A new source starts unfetched (its poller restarts too).
+                    if std::mem::discriminant(&s.feed) != std::mem::discriminant(&feed) {
+                        s.feed = feed;
+                    }
                 })
                 .or_insert_with(|| Slot {
                     entry: spec.entry_service.clone(),
                     online: OnlineApp::new(spec.clone(), spec.trace_source.sampling_ratio),
                     next_tick_s: (now_s.div_euclid(interval) + 1) * interval,
+                    feed,
                 });
         }
         slots.retain(|k, _| keep.contains(k));
@@ -133,8 +167,9 @@ impl Apps {
         }
     }
 
-    /// Ticks every loop that is due; returns (namespace, name, tick).
-    fn due(&self, now_s: i64) -> Vec<(String, String, Tick)> {
+    /// Ticks every loop that is due; returns (namespace, name, tick). A polled app whose
+    /// poller has not fetched the whole window to ingest holds (and keeps its traces).
+    pub(crate) fn due(&self, now_s: i64) -> Vec<(String, String, Tick)> {
         let Ok(mut slots) = self.slots.lock() else { return Vec::new() };
         let mut out = Vec::new();
         for ((ns, name), slot) in slots.iter_mut() {
@@ -143,7 +178,14 @@ impl Apps {
             }
             let interval = slot.online.interval_s();
             slot.next_tick_s = (now_s.div_euclid(i64::from(interval)) + 1) * i64::from(interval);
-            out.push((ns.clone(), name.clone(), slot.online.tick(now_s, interval)));
+            let cutoff_us = crate::online::cutoff_us(now_s, interval);
+            let tick = match slot.feed {
+                Feed::Polled { fetched_to_us } if fetched_to_us.is_none_or(|f| f < cutoff_us) => {
+                    Tick::Hold("the trace source has not been fetched up to the end of the window yet".into())
+                }
+                _ => slot.online.tick(now_s, interval),
+            };
+            out.push((ns.clone(), name.clone(), tick));
         }
         out
     }
@@ -210,8 +252,9 @@ fn decode(body: &[u8], gzip: bool) -> Result<(Vec<Trace>, Skips), String> {
 }
 
 /// Lists DermApps and ticks the due loops every `period`, writing status and the learned
-/// state; with a `lease`, only while this replica leads. Runs until dropped.
-pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lease>) {
+/// state, and runs the Jaeger `pollers`; with a `lease`, only while this replica leads. Runs
+/// until dropped.
+pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lease>, mut pollers: Pollers) {
     let api: Api<DermApp> = Api::all(client.clone());
     let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -233,6 +276,7 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
             leading = now_leading;
             apps.leading.store(leading, Ordering::Relaxed);
             if !leading {
+                pollers.clear();
                 apps.clear();
                 continue;
             }
@@ -258,6 +302,7 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
                     apps.restore(&key, state);
                 }
             }
+            pollers.sync(&apps, &list);
         }
         let ticks = match tokio::task::spawn_blocking({
             let apps = apps.clone();

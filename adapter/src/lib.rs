@@ -22,6 +22,7 @@
 //! | [`crd`] | the `DermApp` custom resource (derm.dev/v1alpha1) and its validation |
 //! | [`status`] | DermApp status -> published values (timestamped by the solve time) |
 //! | [`demo`] | `derm-adapter demo`: the online loop on the simulated `trainticket` app, served live |
+//! | [`jaeger`] | the Jaeger trace source: a poller per Jaeger-sourced DermApp (api v3 or v1) |
 //! | [`leader`] | leader election on a coordination.k8s.io Lease |
 //! | [`state`] | each app's learned state in a ConfigMap (restored by a restarted or new leader) |
 //! | [`dermapps`] | the DermApp watch every replica runs (kube-runtime reflector) |
@@ -51,6 +52,7 @@ pub mod controller;
 pub mod crd;
 pub mod demo;
 pub mod dermapps;
+pub mod jaeger;
 pub mod leader;
 pub mod metrics;
 pub mod online;
@@ -148,6 +150,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = admin::Metrics::register(&mut registry);
+    let source_metrics = jaeger::Metrics::register(&mut registry);
     let health = Arc::new(Health::new(store.clone()));
     let api = api::router(api::AppState {
         store: store.clone(),
@@ -187,7 +190,9 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.lease_duration,
             )
         });
-        let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1), lease));
+        let http = jaeger::Client::new(jaeger::REQUEST_TIMEOUT).context("Jaeger client TLS configuration")?;
+        let pollers = jaeger::Pollers::new(http, source_metrics);
+        let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1), lease, pollers));
         Some((serve, tick, _stop))
     } else {
         None

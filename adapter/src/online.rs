@@ -150,8 +150,7 @@ impl OnlineApp {
     /// ingesting at once biases the mix towards short graphs).
     pub fn tick(&mut self, now_s: i64, interval_s: u32) -> Tick {
         self.ticks += 1;
-        let interval = i64::from(interval_s.max(1));
-        let cutoff_us = (now_s.div_euclid(interval) - 1) * interval * 1_000_000;
+        let cutoff_us = cutoff_us(now_s, interval_s);
         let (ready, later): (Vec<Trace>, Vec<Trace>) = std::mem::take(&mut self.pending)
             .into_iter()
             .partition(|t| t.spans.iter().map(|s| s.start_us).min().is_some_and(|s| s < cutoff_us));
@@ -270,6 +269,13 @@ impl OnlineApp {
             call_affinity: affinity(&entries, load),
         })
     }
+}
+
+/// The tick at `now_s` ingests the traces that started before this (microseconds): the end of
+/// the window that closed one interval ago. A polled source must have fetched up to here.
+pub fn cutoff_us(now_s: i64, interval_s: u32) -> i64 {
+    let interval = i64::from(interval_s.max(1));
+    (now_s.div_euclid(interval) - 1) * interval * 1_000_000
 }
 
 /// Calls per second between each caller and callee under the planned mix.
