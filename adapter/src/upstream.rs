@@ -376,6 +376,16 @@ mod tests {
     }
 
     #[test]
+    fn outcomes_are_exposed_on_the_admin_registry() {
+        let mut registry = Registry::default();
+        let metrics = Metrics::register(&mut registry);
+        metrics.inc(Kind::Metric, Outcome::Timeout);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(text.contains(r#"derm_adapter_upstream_requests_total{kind="Metric",outcome="Timeout"} 1"#), "{text}");
+    }
+
+    #[test]
     fn urls_are_checked() {
         let config = |url: &str| Config::new(url, None, Trust::InsecureSkipVerify);
         for bad in ["http://keda.svc", "keda.svc:443", "https://keda.svc/?x=1", "not a url"] {
