@@ -14,12 +14,17 @@
 //! naming the user, verb and resource, or 503 when kube-apiserver cannot be asked. Discovery
 //! and OpenAPI need authentication only (like the built-in `system:discovery` role).
 //!
+//! With an upstream ([`crate::upstream`], `serve --upstream URL`), metric GETs of any other name
+//! are forwarded to the adapter Derm replaced, after the same authentication and authorization
+//! as Derm's own metric (the forward happens inside the handlers, behind both), and discovery
+//! lists the upstream's resources after Derm's. Root-scoped object metrics
+//! (`/apis/custom.metrics.k8s.io/v1beta2/{resource}/{name}/{metric}`) and namespace metrics
+//! (`.../namespaces/{ns}/metrics/{metric}`) exist only to be forwarded; Derm has none.
+//!
 //! Labels are `app` (DermApp name) and `service` (tracing name); selectors use the full
 //! Kubernetes grammar ([`crate::selector`]). Answers come from the in-memory snapshot only.
 //! A matching value older than its app's error threshold turns the whole answer into 503, so
 //! the HPA keeps its count instead of acting on old data.
-//!
-//! TODO(next slice): `--upstream URL` forwarding of metric names Derm does not own.
 
 mod error;
 pub mod wire;
@@ -33,7 +38,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode, Uri, header};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{APIResource, APIResourceList};
 use serde::Deserialize;
@@ -47,6 +52,7 @@ use crate::authz::{Attributes, Refusal};
 use crate::crd::{SCALE_TARGET_KINDS, ScaleTargetRef};
 use crate::metrics::{Freshness, Key, Store, Value};
 use crate::selector::Selector;
+use crate::upstream::{self, Upstream};
 
 /// The one metric Derm publishes.
 pub const METRIC: &str = "derm_desired_replicas";
@@ -66,6 +72,8 @@ pub struct AppState {
     pub policy: Arc<Policy>,
     /// Request metrics.
     pub metrics: Metrics,
+    /// The adapter Derm replaced, if any: other metric names are forwarded to it.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 /// The API router.
@@ -78,6 +86,8 @@ pub fn router(state: AppState) -> Router {
             "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/{resource}/{name}/{metric}",
             get(object_metric),
         )
+        .route("/apis/custom.metrics.k8s.io/v1beta2/{resource}/{name}/{metric}", get(root_object_metric))
+        .route("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{namespace}/metrics/{metric}", get(namespace_metric))
         .route("/openapi/v2", get(openapi_v2))
         .route("/openapi/v3", get(openapi_v3))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
@@ -151,20 +161,26 @@ fn resource(name: String, kind: &str) -> APIResource {
     APIResource { name, kind: kind.into(), namespaced: true, verbs: vec!["get".into()], ..APIResource::default() }
 }
 
-async fn external_discovery() -> Json<APIResourceList> {
-    Json(APIResourceList {
-        group_version: EXTERNAL_GROUP_VERSION.into(),
-        resources: vec![resource(METRIC.into(), "ExternalMetricValueList")],
-    })
+/// Derm's `resources` on `group_version`, followed by the upstream's (if any) not named alike.
+async fn discovery(st: &AppState, group_version: &str, resources: Vec<APIResource>) -> Json<APIResourceList> {
+    let resources = match &st.upstream {
+        Some(up) => upstream::merge(resources, up.resources(group_version).await),
+        None => resources,
+    };
+    Json(APIResourceList { group_version: group_version.into(), resources })
 }
 
-async fn custom_discovery() -> Json<APIResourceList> {
+async fn external_discovery(State(st): State<AppState>) -> Json<APIResourceList> {
+    discovery(&st, EXTERNAL_GROUP_VERSION, vec![resource(METRIC.into(), "ExternalMetricValueList")]).await
+}
+
+async fn custom_discovery(State(st): State<AppState>) -> Json<APIResourceList> {
     let resources = SCALE_TARGET_KINDS
         .iter()
         .filter_map(|kind| ScaleTargetRef { kind: (*kind).into(), name: String::new() }.resource())
         .map(|r| resource(format!("{r}/{METRIC}"), "MetricValueList"))
         .collect();
-    Json(APIResourceList { group_version: CUSTOM_GROUP_VERSION.into(), resources })
+    discovery(&st, CUSTOM_GROUP_VERSION, resources).await
 }
 
 async fn openapi_v2() -> Json<serde_json::Value> {
@@ -224,18 +240,32 @@ fn unknown_metric(metric: &str) -> Error {
     Error::NotFound(format!("the server could not find the metric {metric:?}: derm-adapter serves only {METRIC}"))
 }
 
+/// A metric Derm does not serve, after authorization: the upstream's answer, or 404.
+async fn other_metric(st: &AppState, metric: &str, uri: &Uri, headers: &HeaderMap) -> Response {
+    match &st.upstream {
+        Some(up) => {
+            let path = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+            up.forward(path, headers.get(header::ACCEPT)).await
+        }
+        None => unknown_metric(metric).into_response(),
+    }
+}
+
 async fn external_metric(
     State(st): State<AppState>,
     user: Option<Extension<User>>,
+    uri: Uri,
+    headers: HeaderMap,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<ExternalMetricValueList>, Error> {
+) -> Result<Response, Error> {
     let Path((namespace, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
     authorize(&st, user.as_deref(), Attributes::external(&namespace, &metric)).await?;
-    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     if metric != METRIC {
-        return Err(unknown_metric(&metric));
+        // The query is the upstream's to judge.
+        return Ok(other_metric(&st, &metric, &uri, &headers).await);
     }
+    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     let selector = selector("labelSelector", params.label_selector.as_deref())?;
     let snapshot = st.store.load();
     let now = SystemTime::now();
@@ -255,21 +285,23 @@ async fn external_metric(
             value: value.replicas.to_string(),
         });
     }
-    Ok(Json(ExternalMetricValueList::new(items)))
+    Ok(Json(ExternalMetricValueList::new(items)).into_response())
 }
 
 async fn object_metric(
     State(st): State<AppState>,
     user: Option<Extension<User>>,
+    uri: Uri,
+    headers: HeaderMap,
     path: Result<Path<(String, String, String, String)>, PathRejection>,
     query: Result<Query<ListParams>, QueryRejection>,
-) -> Result<Json<MetricValueList>, Error> {
+) -> Result<Response, Error> {
     let Path((namespace, resource, name, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
     authorize(&st, user.as_deref(), Attributes::object(&namespace, &resource, &name, &metric)).await?;
-    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     if metric != METRIC {
-        return Err(unknown_metric(&metric));
+        return Ok(other_metric(&st, &metric, &uri, &headers).await);
     }
+    let Query(params) = query.map_err(|e| Error::BadRequest(e.body_text()))?;
     // `deployments` and `deployments.apps` name the same resource.
     let resource = if resource.contains('.') { resource } else { format!("{resource}.apps") };
     let selector = selector("metricLabelSelector", params.metric_label_selector.as_deref())?;
@@ -306,5 +338,46 @@ async fn object_metric(
         timestamp: wire::time(value.timestamp),
         window_seconds: None,
         value: value.replicas.to_string(),
-    }])))
+    }]))
+    .into_response())
+}
+
+/// An object metric on a cluster-scoped object (e.g. a node): the upstream's, if any.
+async fn root_object_metric(
+    State(st): State<AppState>,
+    user: Option<Extension<User>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+) -> Result<Response, Error> {
+    let Path((resource, name, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    authorize(&st, user.as_deref(), Attributes::object("", &resource, &name, &metric)).await?;
+    if metric == METRIC {
+        return Err(Error::NotFound(format!("{METRIC} exists only on namespaced scale targets, not on {resource}")));
+    }
+    Ok(other_metric(&st, &metric, &uri, &headers).await)
+}
+
+/// A metric of a namespace itself (`.../namespaces/{ns}/metrics/{metric}`): the upstream's, if any.
+async fn namespace_metric(
+    State(st): State<AppState>,
+    user: Option<Extension<User>>,
+    uri: Uri,
+    headers: HeaderMap,
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<Response, Error> {
+    let Path((namespace, metric)) = path.map_err(|e| Error::BadRequest(e.body_text()))?;
+    // As kube-apiserver's request-info parser reads this path: `get` of resource `metrics`.
+    let attributes = Attributes {
+        verb: "get",
+        resource: "metrics".into(),
+        subresource: String::new(),
+        name: metric.clone(),
+        ..Attributes::object(&namespace, "", "", "")
+    };
+    authorize(&st, user.as_deref(), attributes).await?;
+    if metric == METRIC {
+        return Err(Error::NotFound(format!("{METRIC} exists only on scale targets, not on namespaces")));
+    }
+    Ok(other_metric(&st, &metric, &uri, &headers).await)
 }

@@ -42,6 +42,9 @@ pub struct ServeArgs {
     /// The admin port.
     #[command(flatten)]
     pub admin: AdminArgs,
+    /// Forwarding to the adapter Derm replaced.
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
     /// JSON file of values to publish: `[{"namespace","app","service","replicas"}]`. Replaces
     /// the DermApp watch (no cluster access needed).
     #[arg(long, env = "DERM_STATIC_VALUES")]
@@ -125,6 +128,35 @@ pub struct AuthArgs {
     pub authorization_deny_ttl: Duration,
 }
 
+/// `--upstream`: the adapter that served these API groups before Derm.
+#[derive(Debug, clap::Args)]
+pub struct UpstreamArgs {
+    /// URL of the adapter Derm replaced, e.g. `https://keda-operator-metrics-apiserver.keda:443`:
+    /// metric names other than `derm_desired_replicas` are forwarded to it, and its discovery
+    /// is merged into Derm's.
+    #[arg(long, env = "DERM_UPSTREAM")]
+    pub upstream: Option<String>,
+    /// Bearer token file Derm presents to the upstream, re-read when it changes (default: the
+    /// in-cluster ServiceAccount token, if present).
+    #[arg(long, env = "DERM_UPSTREAM_TOKEN_FILE", requires = "upstream")]
+    pub upstream_token_file: Option<PathBuf>,
+    /// CA bundle (PEM) that signs the upstream's serving certificate (default: the in-cluster
+    /// CA, if present).
+    #[arg(long, env = "DERM_UPSTREAM_CA_FILE", requires = "upstream")]
+    pub upstream_ca_file: Option<PathBuf>,
+    /// Do not verify the upstream's certificate (tests only: the token goes to whoever answers).
+    #[arg(
+        long,
+        env = "DERM_UPSTREAM_INSECURE_SKIP_TLS_VERIFY",
+        requires = "upstream",
+        conflicts_with = "upstream_ca_file"
+    )]
+    pub upstream_insecure_skip_tls_verify: bool,
+    /// Limit per forwarded request (connect, headers and body), e.g. `5s`.
+    #[arg(long, env = "DERM_UPSTREAM_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+}
+
 /// The plain-HTTP admin port.
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
@@ -206,6 +238,42 @@ mod tests {
             "authorization needs front-proxy authentication"
         );
         assert!(Args::try_parse_from(["derm-adapter", "serve", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
+        assert_eq!(serve.upstream.upstream, None);
+        assert!(
+            Args::try_parse_from(["derm-adapter", "serve", "--upstream-ca-file", "ca.crt"]).is_err(),
+            "upstream flags need --upstream"
+        );
+    }
+
+    #[test]
+    fn upstream_flags_parse() {
+        let args = Args::try_parse_from([
+            "derm-adapter",
+            "serve",
+            "--upstream",
+            "https://keda-operator-metrics-apiserver.keda:443",
+            "--upstream-token-file",
+            "/t",
+            "--upstream-insecure-skip-tls-verify",
+            "--upstream-timeout",
+            "2s",
+        ])
+        .unwrap();
+        let Command::Serve(serve) = args.command else { panic!("not serve") };
+        assert_eq!(serve.upstream.upstream.as_deref(), Some("https://keda-operator-metrics-apiserver.keda:443"));
+        assert_eq!(serve.upstream.upstream_token_file, Some(PathBuf::from("/t")));
+        assert!(serve.upstream.upstream_insecure_skip_tls_verify);
+        assert_eq!(serve.upstream.upstream_timeout, Duration::from_secs(2));
+        let both = [
+            "derm-adapter",
+            "serve",
+            "--upstream",
+            "https://x",
+            "--upstream-ca-file",
+            "c",
+            "--upstream-insecure-skip-tls-verify",
+        ];
+        assert!(Args::try_parse_from(both).is_err(), "a CA and skipping verification contradict");
     }
 
     #[test]

@@ -77,6 +77,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         health: health.clone(),
         policy: Arc::new(Policy::Open),
         metrics,
+        upstream: None,
     });
     let (stop, stopped) = watch::channel(false);
     let serving = tokio::spawn(server.serve(router, crate::server::shutdown::stopped(stopped)));

@@ -33,6 +33,7 @@
 //! | [`authz`] | SubjectAccessReview authorization with a decision cache |
 //! | [`server`] | the hyper serving loop: TLS, timeouts, limits, graceful drain; certificates |
 //! | [`admin`] | plain-HTTP `/livez`, `/readyz`, `/metrics` (prometheus-client) |
+//! | [`upstream`] | `--upstream`: forwarding other metric names to the adapter Derm replaced |
 //!
 //! # State of this crate
 //!
@@ -40,7 +41,7 @@
 //! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster. Not
 //! yet written: the leader's online loop (trace sources, predict, solve) that writes the
 //! status, reading kube-system/extension-apiserver-authentication with reload, TokenReview,
-//! serving-certificate reload, `--upstream` forwarding, HPA audit. SubjectAccessReview
+//! serving-certificate reload, HPA audit. SubjectAccessReview
 //! authorization is [`authz`] (`serve --authorize`).
 
 pub mod admin;
@@ -60,6 +61,7 @@ pub mod selector;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod upstream;
 
 use std::sync::Arc;
 
@@ -70,7 +72,7 @@ use tracing::Instrument;
 
 use crate::admin::Health;
 use crate::auth::{ClientCa, Policy, RequestHeader};
-use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs};
+use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs, UpstreamArgs};
 use crate::metrics::{StaticWatcher, Store};
 use crate::server::shutdown::{signal, stopped};
 use crate::server::tls::{self, Identity};
@@ -151,12 +153,21 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = admin::Metrics::register(&mut registry);
     let source_metrics = jaeger::Metrics::register(&mut registry);
+    let upstream = match upstream_config(&args.upstream)? {
+        Some(config) => {
+            let up = upstream::Upstream::new(config, upstream::Metrics::register(&mut registry))?;
+            tracing::info!(upstream = up.base(), "forwarding other metric names to the upstream adapter");
+            Some(Arc::new(up))
+        }
+        None => None,
+    };
     let health = Arc::new(Health::new(store.clone()));
     let api = api::router(api::AppState {
         store: store.clone(),
         health: health.clone(),
         policy: Arc::new(policy),
         metrics: metrics.clone(),
+        upstream,
     });
     let admin = admin::router(Arc::new(registry), metrics, store.clone(), health.clone());
 
@@ -217,4 +228,23 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
     server::shutdown::drain(&api_stop, api_task, &admin_stop, admin_task).await
+}
+
+/// The upstream client's configuration, with the in-cluster token and CA as defaults.
+fn upstream_config(args: &UpstreamArgs) -> anyhow::Result<Option<upstream::Config>> {
+    let Some(url) = &args.upstream else { return Ok(None) };
+    let in_cluster = |path: &str| Some(std::path::PathBuf::from(path)).filter(|p| p.exists());
+    let token_file = args.upstream_token_file.clone().or_else(|| in_cluster(upstream::IN_CLUSTER_TOKEN));
+    let trust = if args.upstream_insecure_skip_tls_verify {
+        upstream::Trust::InsecureSkipVerify
+    } else {
+        let ca = args.upstream_ca_file.clone().or_else(|| in_cluster(upstream::IN_CLUSTER_CA)).context(
+            "--upstream needs --upstream-ca-file (the CA of the upstream's serving certificate, e.g. the caBundle \
+             of the APIService it had) outside a cluster",
+        )?;
+        upstream::Trust::CaFile(ca)
+    };
+    let mut config = upstream::Config::new(url.clone(), token_file, trust);
+    config.timeout = args.upstream_timeout;
+    Ok(Some(config))
 }

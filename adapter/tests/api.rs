@@ -86,6 +86,7 @@ impl Harness {
             health: Arc::new(Health::new(store.clone())),
             policy: Arc::new(Policy::RequestHeader(rh)),
             metrics: Metrics::register(&mut registry),
+            upstream: None,
         };
         Self::start_router(api::router(state), store, limits).await
     }
