@@ -77,11 +77,14 @@ validate secret "tls.mode=secret" --set tls.mode=secret --set tls.secretName=my-
 validate certmanager "tls.mode=cert-manager" --set tls.mode=cert-manager
 validate options "extender off, controller off, custom API off, OTLP port 14318" \
   --set extender.enabled=false --set controller.enabled=false --set apiServices.custom=false
-validate otlp "OTLP port 14318" --set controller.otlpPort=14318
+validate otlp "OTLP port 14318, upstream with its CA" --set controller.otlpPort=14318 \
+  --set upstream.url=https://keda-operator-metrics-apiserver.keda.svc:443 --set-file upstream.caBundle="$DERM_FRONT_PROXY_CA_FILE"
 if ! grep -q 'derm-extender' "$WORK/options.yaml" && ! grep -q 'derm-controller' "$WORK/options.yaml" &&
   ! grep -q 'custom.metrics.k8s.io' "$WORK/options.yaml" && grep -q 'otlp-listen=0.0.0.0:14318' "$WORK/otlp.yaml" &&
-  grep -q 'port: 14318' "$WORK/otlp.yaml"; then
-  ok "values take effect: no extender, no controller, no custom.metrics APIService; OTLP port in args and Service"
+  grep -q 'port: 14318' "$WORK/otlp.yaml" && grep -q -- '--upstream=https://keda-operator' "$WORK/otlp.yaml" &&
+  grep -q -- '--upstream-ca-file=/etc/derm/upstream/ca.crt' "$WORK/otlp.yaml" && grep -q 'name: derm-adapter-upstream-reader' "$WORK/otlp.yaml" &&
+  ! grep -q 'upstream' "$WORK/defaults.yaml"; then
+  ok "values take effect: no extender, no controller, no custom.metrics APIService; OTLP port in args and Service; upstream args, CA and reader role (none by default)"
 else
   ko "values did not take effect in $WORK/options.yaml / otlp.yaml"
 fi
@@ -110,6 +113,7 @@ bad_value() { # expected-message helm-args...
 }
 bad_value 'tls.mode must be self-signed, cert-manager or secret' --set tls.mode=bogus
 bad_value 'tls.secretName is required' --set tls.mode=secret --set tls.caBundle=x
+bad_value 'upstream.url must be an https:// URL' --set upstream.url=http://keda:80
 
 # --- the chart's self-signed certificate, served by the adapter -------------------------------
 python3 - "$WORK/defaults.yaml" "$WORK" <<'PY'

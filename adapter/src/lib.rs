@@ -38,11 +38,11 @@
 //! # State of this crate
 //!
 //! Values come from the DermApps' status (watched in every namespace, or `--watch-namespace`),
-//! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster. Not
-//! yet written: the leader's online loop (trace sources, predict, solve) that writes the
-//! status, reading kube-system/extension-apiserver-authentication with reload, TokenReview,
-//! serving-certificate reload, HPA audit. SubjectAccessReview
-//! authorization is [`authz`] (`serve --authorize`).
+//! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster; the
+//! status is written by the online loop (`serve --controller`: OTLP receiver, Jaeger pollers,
+//! profiles, EWMA mix, solve). SubjectAccessReview authorization is [`authz`]
+//! (`serve --authorize`). Not yet written: reading kube-system/extension-apiserver-authentication
+//! with reload, TokenReview, serving-certificate reload, HPA audit, the LSTM in the online loop.
 
 pub mod admin;
 pub mod api;
