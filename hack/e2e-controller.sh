@@ -64,8 +64,10 @@ start_adapter() {
   ADAPTER_PID=$!
 }
 start_adapter 1
+JAEGER_PID=
 cleanup() {
   kill -9 "$ADAPTER_PID" 2>/dev/null || true
+  [[ -z "$JAEGER_PID" ]] || kill "$JAEGER_PID" 2>/dev/null || true
   "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
   "$K" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
 }
@@ -74,27 +76,32 @@ eventually curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" || ko "adapter not rea
 register_external_metrics "$NS" derm-adapter "$PORT" "$WORK/serving.crt"
 
 # A stock HPA on the ticket service's value (the exact-landing recipe: AverageValue 1, tolerance 0).
-"$K" -n "$NS" create deployment ticket --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
-cat <<YAML | "$K" apply -f - >/dev/null
+hpa() { # app name: a Deployment and a stock HPA on that app's ticket value
+  local name=$2
+  "$K" -n "$NS" create deployment "$name" --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
+  cat <<YAML | "$K" apply -f - >/dev/null
 apiVersion: autoscaling/v2
 kind: HorizontalPodAutoscaler
-metadata: {name: ticket, namespace: $NS}
+metadata: {name: $name, namespace: $NS}
 spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: ticket}
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: $name}
   minReplicas: 1
   maxReplicas: 50
   metrics:
   - type: External
     external:
-      metric: {name: derm_desired_replicas, selector: {matchLabels: {app: tickets, service: ticket}}}
+      metric: {name: derm_desired_replicas, selector: {matchLabels: {app: $1, service: ticket}}}
       target: {type: AverageValue, averageValue: "1"}
   behavior:
     scaleUp: {tolerance: "0", stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 100, periodSeconds: 1}]}
     scaleDown: {tolerance: "0", stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 100, periodSeconds: 1}]}
 YAML
-hpa_state() { echo "$("$K" -n "$NS" get hpa ticket -o jsonpath='{.status.desiredReplicas}') $("$K" -n "$NS" get deployment ticket -o jsonpath='{.spec.replicas}')"; }
+}
+hpa tickets ticket
+HPA=ticket # the HPA (and Deployment) the helpers below look at
+hpa_state() { echo "$("$K" -n "$NS" get hpa "$HPA" -o jsonpath='{.status.desiredReplicas}') $("$K" -n "$NS" get deployment "$HPA" -o jsonpath='{.spec.replicas}')"; }
 hpa_condition() { # type -> "status reason"
-  "$K" -n "$NS" get hpa ticket -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status} {.status.conditions[?(@.type==\"$1\")].reason}"
+  "$K" -n "$NS" get hpa "$HPA" -o jsonpath="{.status.conditions[?(@.type==\"$1\")].status} {.status.conditions[?(@.type==\"$1\")].reason}"
 }
 lands_on() { [[ "$(hpa_state)" == "$1 $1" ]]; }
 
@@ -212,6 +219,68 @@ if eventually scaling_active && eventually lands_on "$ticket"; then
 else
   ko "after the new solve: ScalingActive $(hpa_condition ScalingActive), (desired, spec) = ($(hpa_state)), want $ticket"
 fi
+
+# --- a Jaeger trace source (v1 API: hack/fake-jaeger.py) that goes down ------------------------
+# Live traces: 10 levels of 24 s from the current interval on, so the poller (one interval back,
+# 6 s behind now) fetches them as they "happen".
+JAEGER_PORT="$(free_port)"
+now=$(date +%s)
+origin=$(((now / 12) * 12))
+"$ROOT/target/release/derm" generate --format jaeger --level-s 24 --origin-s "$origin" --sampling 0.25 \
+  --load-scale 0.5 --seed 9 -o "$WORK/jaeger.json" 2>/dev/null
+python3 "$HACK_DIR/fake-jaeger.py" "$WORK/jaeger.json" "$JAEGER_PORT" >"$WORK/fake-jaeger.log" 2>&1 &
+JAEGER_PID=$!
+eventually curl -sf "http://127.0.0.1:$JAEGER_PORT/api/traces?service=frontend&start=0&end=1" >/dev/null ||
+  ko "fake Jaeger not up: $(tail -n 3 "$WORK/fake-jaeger.log")"
+cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: derm.dev/v1alpha1
+kind: DermApp
+metadata: {name: tickets-jaeger, namespace: $NS}
+spec:
+  sla: {latencyMs: 40, percentile: 95}
+  entryService: frontend
+  traceSource: {jaeger: {url: "http://127.0.0.1:$JAEGER_PORT", api: v1}, samplingRatio: 0.25}
+  intervalSeconds: 12
+  staleness: {holdSeconds: 20, errorAfterSeconds: 40}
+  services:
+$services
+YAML
+hpa tickets-jaeger ticket-jaeger
+HPA=ticket-jaeger
+jstatus() { "$K" -n "$NS" get dermapp tickets-jaeger -o jsonpath="$1"; }
+jsolved() { [[ -n "$(jstatus '{.status.lastSolveTime}')" ]]; }
+t0=$SECONDS
+if TIMEOUT=240 eventually jsolved; then
+  ok "Jaeger v1 source polled live: solved in $((SECONDS - t0))s, load $(jstatus '{.status.observedLoadRps}') req/s, replicas $(jstatus '{.status.desiredReplicas}')"
+else
+  ko "no solve from Jaeger: $(jstatus '{.status.conditions}'); $(grep -i -m 3 jaeger "$WORK/adapter.log")"
+fi
+ticket="$(jstatus '{.status.desiredReplicas.ticket}')"
+if eventually lands_on "$ticket"; then ok "HPA on the Jaeger-fed app lands on Derm's $ticket"; else
+  ko "Jaeger-fed HPA: want $ticket, got (desired, spec) = ($(hpa_state))"
+fi
+kill "$JAEGER_PID" 2>/dev/null || true
+wait "$JAEGER_PID" 2>/dev/null || true
+solve_time="$(jstatus '{.status.lastSolveTime}')"
+unreachable() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep 'derm_adapter_trace_source_errors_total' | grep -q 'Unreachable'; }
+jholding() { [[ "$(jstatus '{.status.conditions[?(@.type=="Ready")].reason}')" == Holding ]]; }
+if eventually unreachable && eventually jholding && [[ "$(jstatus '{.status.lastSolveTime}')" == "$solve_time" ]]; then
+  ok "Jaeger down: polls counted Unreachable, Ready False/Holding, last solve kept"
+else
+  ko "Jaeger down: $(jstatus '{.status.conditions}'); $(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep trace_source_errors | head -n 3)"
+fi
+t0=$SECONDS
+if eventually failed_metric; then
+  ok "Jaeger down past errorAfterSeconds: HPA ScalingActive False / FailedGetExternalMetric after $((SECONDS - t0))s more"
+else
+  ko "Jaeger down, expired: ScalingActive $(hpa_condition ScalingActive)"
+fi
+deadline=$((SECONDS + 6)) held=yes
+while ((SECONDS < deadline)); do
+  lands_on "$ticket" || held="no: (desired, spec) = ($(hpa_state))"
+  sleep 0.5
+done
+if [[ "$held" == yes ]]; then ok "Jaeger down: the HPA keeps $ticket replicas"; else ko "Jaeger down: HPA moved, $held"; fi
 
 cleanup
 trap - EXIT
