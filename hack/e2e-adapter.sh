@@ -90,11 +90,21 @@ publish 1
 PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
 ADAPTER_PID=
+# The adapter Derm replaces (KEDA, prometheus-adapter...): hack/fake-metrics-adapter.py, which
+# serves queue_depth = 42; Derm forwards what it does not own there with its own token.
+UP_PORT="$(free_port)"
+echo '{"queue_depth": "42"}' >"$WORK/upstream-values.json"
+echo "e2e-upstream-token" >"$WORK/upstream.token"
+python3 "$HACK_DIR/fake-metrics-adapter.py" "$UP_PORT" "$DERM_ADAPTER_CERT" "$DERM_ADAPTER_KEY" \
+  "$DERM_FRONT_PROXY_CA_FILE" "$WORK/upstream-values.json" >"$WORK/upstream.log" 2>&1 &
+UPSTREAM_PID=$!
 start_adapter() {
   KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \
     --requestheader-client-ca "$DERM_FRONT_PROXY_CA_FILE" --requestheader-allowed-names system:auth-proxy \
-    --authorize --drain-timeout 2s >>"$WORK/adapter.log" 2>&1 &
+    --authorize --drain-timeout 2s \
+    --upstream "https://127.0.0.1:$UP_PORT" --upstream-ca-file "$DERM_CA_FILE" --upstream-token-file "$WORK/upstream.token" \
+    >>"$WORK/adapter.log" 2>&1 &
   ADAPTER_PID=$!
 }
 stop_adapter() {
@@ -107,6 +117,7 @@ cleanup() {
   "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
   "$K" delete namespace "$NS" --ignore-not-found --wait=false >/dev/null 2>&1 || true
   stop_adapter
+  kill "$UPSTREAM_PID" 2>/dev/null || true
 }
 trap cleanup EXIT
 
@@ -144,6 +155,44 @@ except Exception:
 val="$(served)"
 if [[ "$val" == 1 ]]; then ok "GET through the aggregator (app=shop,service=cart) returns exactly [1]"; else
   ko "GET through the aggregator: $val"
+fi
+
+# --- drop-in: what Derm does not own goes to the adapter it replaced (--upstream) -------------
+discovery="$("$K" get --raw /apis/external.metrics.k8s.io/v1beta1 2>&1 |
+  python3 -c 'import json,sys; print(" ".join(sorted(r["name"] for r in json.load(sys.stdin)["resources"])))' 2>&1 || true)"
+if [[ "$discovery" == "derm_desired_replicas externalmetrics" ]]; then
+  ok "discovery through the aggregator lists Derm's and the upstream's resources: $discovery"
+else
+  ko "merged discovery: $discovery"
+fi
+up_val="$("$K" get --raw "/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/queue_depth" 2>&1 |
+  python3 -c 'import json,sys; print(" ".join(i["value"] for i in json.load(sys.stdin)["items"]))' 2>&1 || true)"
+if [[ "$up_val" == 42 ]] && grep -q '"path": "/apis/external.metrics.k8s.io/v1beta1/namespaces/'"$NS"'/queue_depth", .*"authorization": "Bearer e2e-upstream-token"' "$WORK/upstream.log"; then
+  ok "queue_depth (not Derm's) through the aggregator and Derm: the upstream's [42], asked with Derm's token"
+else
+  ko "forwarded metric: $up_val; upstream saw: $(tail -n 2 "$WORK/upstream.log")"
+fi
+"$K" -n "$NS" create deployment legacy --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
+cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: legacy, namespace: $NS}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: legacy}
+  minReplicas: 1
+  maxReplicas: 20
+  metrics:
+  - type: External
+    external:
+      metric: {name: queue_depth}
+      target: {type: AverageValue, averageValue: "6"}
+YAML
+legacy_scaled() { [[ "$("$K" -n "$NS" get deployment legacy -o jsonpath='{.spec.replicas}')" == 7 ]]; }
+t0=$SECONDS
+if eventually legacy_scaled; then
+  ok "an existing HPA on the replaced adapter's metric keeps working through Derm: queue_depth 42 / 6 -> 7 replicas in $((SECONDS - t0))s"
+else
+  ko "legacy HPA: replicas $("$K" -n "$NS" get deployment legacy -o jsonpath='{.spec.replicas}'), $("$K" -n "$NS" get hpa legacy -o jsonpath='{.status.conditions}' | head -c 300)"
 fi
 
 # --- direct requests --------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""A minimal external.metrics.k8s.io/v1beta1 server, used only by hack/probe-aggregation.sh
-to check the cluster's aggregation wiring (front-proxy CA, proxy-client certificate,
-ExternalName Service, APIService caBundle) without the real adapter.
+"""A minimal external.metrics.k8s.io/v1beta1 server: hack/probe-aggregation.sh uses it to check
+the cluster's aggregation wiring (front-proxy CA, proxy-client certificate, ExternalName
+Service, APIService caBundle) without the real adapter, and hack/e2e-adapter.sh as the adapter
+that `derm-adapter serve --upstream` replaces (it logs the bearer token Derm forwards with).
 
 Usage: fake-metrics-adapter.py PORT CERT KEY FRONT_PROXY_CA VALUES_JSON_FILE
 VALUES_JSON_FILE maps metric name to a Quantity string, e.g. {"derm_probe_metric": "7"};
@@ -33,7 +34,8 @@ class Handler(BaseHTTPRequestHandler):
         subject = dict(x[0] for x in cert.get("subject", ()))
         print(json.dumps({"path": self.path, "client_cn": subject.get("commonName"),
                           "x_remote_user": self.headers.get("X-Remote-User"),
-                          "x_remote_group": self.headers.get_all("X-Remote-Group")}), flush=True)
+                          "x_remote_group": self.headers.get_all("X-Remote-Group"),
+                          "authorization": self.headers.get("Authorization")}), flush=True)
         path = self.path.split("?", 1)[0]
         if path == "/apis/" + GV:
             return self._send(200, {
