@@ -98,6 +98,21 @@ spec:
 YAML
 }
 hpa tickets ticket
+# A hand-made HPA that would miss Derm's count (AverageValue 2, default behavior): the audit's.
+"$K" -n "$NS" create deployment seat --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
+cat <<YAML | "$K" apply -f - >/dev/null
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: seat, namespace: $NS}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: seat}
+  maxReplicas: 50
+  metrics:
+  - type: External
+    external:
+      metric: {name: derm_desired_replicas, selector: {matchLabels: {app: tickets, service: seat}}}
+      target: {type: AverageValue, averageValue: "2"}
+YAML
 HPA=ticket # the HPA (and Deployment) the helpers below look at
 hpa_state() { echo "$("$K" -n "$NS" get hpa "$HPA" -o jsonpath='{.status.desiredReplicas}') $("$K" -n "$NS" get deployment "$HPA" -o jsonpath='{.spec.replicas}')"; }
 hpa_condition() { # type -> "status reason"
@@ -141,6 +156,15 @@ ticket="$(status '{.status.desiredReplicas.ticket}')"
 t0=$SECONDS
 if eventually lands_on "$ticket"; then ok "HPA on derm_desired_replicas: desiredReplicas = spec.replicas = Derm's $ticket in $((SECONDS - t0))s"; else
   ko "HPA: want $ticket, got (desired, spec) = ($(hpa_state)); ScalingActive $(hpa_condition ScalingActive)"
+fi
+audit() { status '{.status.conditions[?(@.type=="HPAsExact")].reason}'; }
+audit_event() { "$K" -n "$NS" get events --field-selector reason=NotExactLanding -o jsonpath='{.items[*].involvedObject.name}' | grep -qw seat; }
+if eventually audit_event && [[ "$(audit)" == Misconfigured ]] &&
+  status '{.status.conditions[?(@.type=="HPAsExact")].message}' | grep -q 'seat: target AverageValue 2' &&
+  ! "$K" -n "$NS" get events --field-selector reason=NotExactLanding -o jsonpath='{.items[*].involvedObject.name}' | grep -qw ticket; then
+  ok "HPA audit: a Warning NotExactLanding Event on HPA seat (AverageValue 2, default behavior), none on ticket (the recipe); HPAsExact False/Misconfigured"
+else
+  ko "HPA audit: condition $(audit): $(status '{.status.conditions[?(@.type=="HPAsExact")].message}' | head -c 300); events: $("$K" -n "$NS" get events --field-selector reason=NotExactLanding -o name | head -n 3)"
 fi
 solve_time="$(status '{.status.lastSolveTime}')"
 holding() { [[ "$(status '{.status.conditions[?(@.type=="Ready")].reason}')" == Holding ]]; }

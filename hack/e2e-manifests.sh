@@ -108,6 +108,7 @@ denied=() allowed=()
 for c in "derm-controller patch dermapps.derm.dev $APP_NS --subresource=status" \
   "derm-controller create configmaps $APP_NS" "derm-controller patch configmaps $APP_NS" \
   "derm-controller create leases.coordination.k8s.io $NS" "derm-controller update leases.coordination.k8s.io $NS" \
+  "derm-controller list horizontalpodautoscalers.autoscaling $APP_NS" "derm-controller create events.events.k8s.io $APP_NS" \
   "derm-adapter watch dermapps.derm.dev $APP_NS" "derm-adapter create subjectaccessreviews.authorization.k8s.io $APP_NS" \
   "derm-adapter get configmaps/extension-apiserver-authentication kube-system"; do
   # shellcheck disable=SC2086 # split on purpose
@@ -121,7 +122,7 @@ for c in "derm-adapter patch dermapps.derm.dev $APP_NS --subresource=status" "de
   if can $c; then denied+=("$c"); fi
 done
 if ((${#allowed[@]} == 0 && ${#denied[@]} == 0)); then
-  ok "RBAC: the controller may write DermApp status, its state ConfigMaps and its Lease; the adapter only reads DermApps and delegates auth; 7 writes refused"
+  ok "RBAC: the controller may write DermApp status, its state ConfigMaps, its Lease and audit Events, and list HPAs; the adapter only reads DermApps and delegates auth; 7 writes refused"
 else
   ko "RBAC: missing [${allowed[*]}]; too broad [${denied[*]}]"
 fi

@@ -33,6 +33,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
+use crate::audit::Auditor;
 use crate::crd::{DermApp, DermAppSpec};
 use crate::jaeger::Pollers;
 use crate::leader::Lease;
@@ -260,6 +261,10 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = lease.is_none();
     apps.leading.store(leading, Ordering::Relaxed);
+    let mut auditor = Auditor::new(client.clone());
+    // Each app's last HPA audit condition, written with every status patch (a merge patch
+    // replaces the whole conditions list).
+    let mut audits: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
     loop {
         timer.tick().await;
         if let Some(lease) = &lease {
@@ -317,7 +322,14 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
             }
         };
         for (ns, name, tick) in ticks {
-            let patch = status_patch(&tick);
+            let key = (ns.clone(), name.clone());
+            let app = list.iter().find(|a| a.namespace().as_deref() == Some(&key.0) && a.name_any() == key.1);
+            if let Some(app) = app
+                && let Some(c) = auditor.audit(app).await
+            {
+                audits.insert(key.clone(), c);
+            }
+            let patch = status_patch(&tick, audits.get(&key));
             if let Tick::Hold(reason) = &tick {
                 tracing::info!(app = %name, namespace = %ns, reason, "holding the published values");
             }
@@ -325,8 +337,6 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
             if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
                 tracing::warn!(app = %name, namespace = %ns, error = %e, "cannot write status");
             }
-            let key = (ns, name);
-            let app = list.iter().find(|a| a.namespace().as_deref() == Some(&key.0) && a.name_any() == key.1);
             if let (Tick::Plan(_), Some(app), Some(state)) = (&tick, app, apps.state(&key))
                 && let Err(e) = crate::state::save(&client, app, &state).await
             {
@@ -337,10 +347,11 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
 }
 
 /// The status merge patch for one tick: a plan sets the values and the solve time; a hold
-/// only says why (the values and their time stay, so they age).
-fn status_patch(tick: &Tick) -> serde_json::Value {
+/// only says why (the values and their time stay, so they age). `audit` is the HPA audit's
+/// condition, kept in the list.
+fn status_patch(tick: &Tick, audit: Option<&serde_json::Value>) -> serde_json::Value {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    match tick {
+    let mut patch = match tick {
         Tick::Plan(u) => serde_json::json!({"status": {
             "observedLoadRps": u.observed_load_rps,
             "predictedGraphMix": u.predicted_graph_mix,
@@ -353,7 +364,13 @@ fn status_patch(tick: &Tick) -> serde_json::Value {
         Tick::Hold(reason) => serde_json::json!({"status": {
             "conditions": [condition("Ready", false, "Holding", reason, &now)],
         }}),
+    };
+    if let (Some(audit), Some(conditions)) = (audit, patch["status"]["conditions"].as_array_mut()) {
+        let mut audit = audit.clone();
+        audit["lastTransitionTime"] = serde_json::to_value(&now).unwrap_or_default();
+        conditions.push(audit);
     }
+    patch
 }
 
 fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &Time) -> serde_json::Value {
@@ -411,18 +428,26 @@ mod tests {
 
     #[test]
     fn plan_patch_sets_values_and_time_hold_patch_does_not() {
-        let hold = status_patch(&Tick::Hold("no traces".into()));
+        let hold = status_patch(&Tick::Hold("no traces".into()), None);
         assert!(hold["status"].get("lastSolveTime").is_none());
         assert!(hold["status"].get("desiredReplicas").is_none());
         assert_eq!(hold["status"]["conditions"][0]["status"], "False");
-        let plan = status_patch(&Tick::Plan(crate::online::Update {
-            observed_load_rps: 10.0,
-            predicted_graph_mix: Vec::new(),
-            predicted_sla_probability: 0.97,
-            desired_replicas: [("a".to_owned(), 3)].into_iter().collect(),
-            call_affinity: Vec::new(),
-        }));
+        assert_eq!(hold["status"]["conditions"].as_array().map(Vec::len), Some(1));
+        let audit = serde_json::json!({"type": "HPAsExact", "status": "True"});
+        let plan = status_patch(
+            &Tick::Plan(crate::online::Update {
+                observed_load_rps: 10.0,
+                predicted_graph_mix: Vec::new(),
+                predicted_sla_probability: 0.97,
+                desired_replicas: [("a".to_owned(), 3)].into_iter().collect(),
+                call_affinity: Vec::new(),
+            }),
+            Some(&audit),
+        );
         assert_eq!(plan["status"]["desiredReplicas"]["a"], 3);
         assert!(plan["status"]["lastSolveTime"].is_string());
+        // The audit's condition rides along (a merge patch replaces the whole list).
+        assert_eq!(plan["status"]["conditions"][1]["type"], "HPAsExact");
+        assert!(plan["status"]["conditions"][1]["lastTransitionTime"].is_string());
     }
 }

@@ -238,7 +238,8 @@ impl Default for StalenessSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DermAppStatus {
-    /// Ready, ProfilesReady, PredictorReady, Feasible, Fresh.
+    /// Ready (solved, or holding and why) and HPAsExact (the HPA audit); ProfilesReady,
+    /// PredictorReady, Feasible and Fresh are reserved.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Requests per second at the entry service in the last window.

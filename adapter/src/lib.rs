@@ -29,6 +29,7 @@
 //! | [`metrics`] | published values: immutable snapshots behind `ArcSwap`, freshness, `--static-values` |
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
 //! | [`api`] | the axum router of the aggregated API; wire types; errors as `Status` objects |
+//! | [`audit`] | the controller's HPA audit: Events on HPAs that would miss Derm's count, condition `HPAsExact` |
 //! | [`auth`] | front-proxy client-certificate authentication and `X-Remote-*` identity |
 //! | [`authz`] | SubjectAccessReview authorization with a decision cache |
 //! | [`server`] | the hyper serving loop: TLS, timeouts, limits, graceful drain; certificates |
@@ -46,6 +47,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cli;

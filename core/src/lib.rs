@@ -13,11 +13,14 @@
 //! - [`placement`]: call-affinity node scores (the extender's formula; the simulator's placement
 //!   study uses it too).
 //! - [`sim`]: discrete-event simulator that emits traces, scaling policies, `derm simulate`.
+//! - [`audit`]: do the HPAs on a DermApp's metric land exactly on Derm's count (controller Events
+//!   and condition).
 //! - [`migrate`]: `derm migrate`'s rewrite of existing HPAs onto Derm's metric (JSON in, JSON
 //!   out; the command's cluster I/O sits behind the `cluster` feature, outside the model).
 //!
 //! Units everywhere: milliseconds for latency, 1/ms for rates, requests/s for load.
 
+pub mod audit;
 pub mod cli;
 pub mod generate;
 pub mod graph;

@@ -313,11 +313,11 @@ pub fn default_namespace(obj: &mut Value, namespace: &str) {
     }
 }
 
-fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
     v.pointer(pointer).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
-fn is_derm(metric: &Value) -> bool {
+pub(crate) fn is_derm(metric: &Value) -> bool {
     ["/external/metric/name", "/object/metric/name"]
         .iter()
         .any(|p| metric.pointer(p).and_then(Value::as_str) == Some(METRIC))
