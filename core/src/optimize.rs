@@ -17,6 +17,7 @@ pub mod integer;
 pub mod kkt;
 pub mod problem;
 pub mod reference;
+mod root;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -10,7 +10,8 @@
 //! (a monotone 1-D equation, solved by bisection in log mu; O(n) per step), and moves to
 //! `rate(mu)`. This is sequential quadratic programming with the exact separable objective;
 //! a fixed point is a KKT point. The linearised multiplier is then corrected on the true
-//! constraint (regula falsi in log mu, a few evaluations without gradient), so every iterate
+//! constraint (secant steps on the log-odds of `G` in log mu, [`root`](super::root): two to
+//! five evaluations without gradient), so every iterate
 //! is feasible and tight and only the shape of the gradient iterates. Iterations stop at a
 //! rate step below [`TOLERANCE`] (relative to `b`): the objective's error is second order
 //! in that step, far below one container.
@@ -24,6 +25,7 @@
 use super::Error;
 use super::eval::{self, Kind};
 use super::problem::Problem;
+use super::root;
 
 /// Starting point of the KKT iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -55,6 +57,21 @@ pub struct Solution {
     pub iterations: u32,
     /// Sum of continuous containers over optimised services.
     pub objective: f64,
+    /// Exact evaluations made, by phase.
+    pub evaluations: Evaluations,
+}
+
+/// Exact constraint evaluations of a solve, by phase (the cost model of the solver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evaluations {
+    /// Values (no gradient) to place the starting point on the boundary.
+    pub start: u32,
+    /// Values and gradients, one per iteration.
+    pub gradients: u32,
+    /// Values to make each iterate's multiplier tight.
+    pub tight: u32,
+    /// Values after the iteration (feasibility check, final probability).
+    pub finish: u32,
 }
 
 /// Which rates the solver chooses and their box.
@@ -117,12 +134,24 @@ impl Space {
 pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
     let space = Space::new(problem);
     let target = problem.percentile;
-    let g_of = |rates: &[f64]| eval::value(problem, kind, weights, &problem.params(rates));
+    let count = std::cell::Cell::new(0u32);
+    // The last point and its value: the final checks usually ask again for the last iterate.
+    let last = std::cell::RefCell::new((Vec::new(), 0.0));
+    let g_of = |rates: &[f64]| {
+        if let Some(v) = last.borrow().0.eq(rates).then_some(last.borrow().1) {
+            return v;
+        }
+        count.set(count.get() + 1);
+        let v = eval::value(problem, kind, weights, &problem.params(rates));
+        *last.borrow_mut() = (rates.to_vec(), v);
+        v
+    };
     let best = g_of(&space.full(&space.hi));
     if best < target {
         return Err(infeasible(problem, kind, weights, &space));
     }
     let mut rates = start_point(problem, &space, start, &g_of);
+    let mut evaluations = Evaluations { start: count.replace(0), ..Evaluations::default() };
     let active: Vec<usize> = (0..rates.len()).filter(|i| space.active[*i]).collect();
     let mut grad = vec![0.0; rates.len()];
     let mut kappa = vec![0.0; rates.len()];
@@ -130,12 +159,12 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
     let mut alpha = vec![1.0f64; rates.len()];
     let mut direction = vec![0.0f64; rates.len()];
     let mut history: Vec<f64> = Vec::new();
-    let mut last_log_mu: Option<f64> = None;
     let mut best: Option<(f64, Vec<f64>)> = None;
     let mut iterations = 0;
     while iterations < MAX_ITERATIONS {
         iterations += 1;
         let value = eval::value_grad(problem, kind, weights, &problem.params(&rates), &mut grad);
+        evaluations.gradients += 1;
         // A phase's own rate dominates its partial derivative, roughly `kappa / rate^2`
         // (dF/drate = f_{Z+Y}(t) / rate^2); the shape uses that local model.
         // Services in parallel branches switch between critical (large derivative) and
@@ -153,9 +182,8 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
         let shape = Shape { problem, space: &space, kappa: &kappa };
         // Multiplier from the linearised constraint, then corrected on the true constraint:
         // every iterate is tight, so only the shape (the gradient's direction) iterates.
-        let guess = last_log_mu.unwrap_or_else(|| shape.linearised(&rates, target - value));
+        let guess = shape.linearised(&rates, target - value);
         let log_mu = shape.tight(guess, target, &g_of);
-        last_log_mu = Some(log_mu);
         let next = shape.rates(log_mu);
         let mut change: f64 = 0.0;
         for &i in &active {
@@ -182,12 +210,14 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
             break;
         }
     }
+    evaluations.tight = count.replace(0);
     if let Some((_, r)) = best {
         rates = r;
     }
     // Make the point feasible (tight): raise the rates not held at their floor towards the
     // box top, by bisection on the fraction of the way.
-    if g_of(&rates) < target {
+    let mut probability = g_of(&rates);
+    if probability < target {
         let base = rates.clone();
         let at = |t: f64, all: bool| -> Vec<f64> {
             base.iter()
@@ -203,9 +233,10 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
             if g_of(&at(mid, all)) >= target { hi = mid } else { lo = mid }
         }
         rates = at(hi, all);
+        probability = g_of(&rates);
     }
-    let probability = g_of(&rates);
-    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations })
+    evaluations.finish = count.get();
+    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations, evaluations })
 }
 
 /// Sum of continuous containers of the optimised services.
@@ -289,63 +320,24 @@ impl Shape<'_> {
     }
 
     /// The smallest multiplier (fewest containers) with `G(rate(mu)) >= target`. `G` is a
-    /// monotone, sigmoid-like function of log mu: a Newton step on the model slope (at most
-    /// half a decade) from the guess finds a bracket, widening if it must, and regula falsi
-    /// closes it (usually three to five evaluations in all).
+    /// monotone, sigmoid-like function of log mu: a Newton step on the model slope (in
+    /// log-odds, at most half a decade) from the guess, then secant steps on the log-odds
+    /// ([`root::search`]; usually two or three evaluations in all).
     fn tight(&self, guess: f64, target: f64, g_of: &dyn Fn(&[f64]) -> f64) -> f64 {
-        let f = |m: f64| g_of(&self.rates(m)) - target;
-        let f0 = f(guess);
-        if (0.0..CONSTRAINT_TOLERANCE).contains(&f0) {
-            return guess;
-        }
-        let slope = self.slope(guess);
-        let step = if slope > 0.0 { (-f0 / slope).clamp(-0.5, 0.5) } else { 0.5f64.copysign(-f0) };
-        let (mut a, mut fa) = (guess, f0);
-        let mut width = step;
-        let (mut b, mut fb) = (guess + width, f(guess + width));
-        // Widen in the direction of the root until the sign changes.
-        while (fa < 0.0) == (fb < 0.0) && b.abs() < 80.0 {
-            (a, fa) = (b, fb);
-            width *= 2.0;
-            b += width;
-            fb = f(b);
-        }
-        if (fa < 0.0) == (fb < 0.0) {
-            return if fb >= 0.0 { b } else { 80.0 };
-        }
-        let ((lo, f_lo), (hi, f_hi)) = if fa < 0.0 { ((a, fa), (b, fb)) } else { ((b, fb), (a, fa)) };
-        boundary(&f, (lo, f_lo), (hi, f_hi))
-    }
-}
-
-/// For `f` increasing with `f(lo) < 0 <= f(hi)`: a point `x` in the bracket with
-/// `0 <= f(x) < CONSTRAINT_TOLERANCE` (or the bracket's top once it is tiny), by regula
-/// falsi with the Illinois modification (a few evaluations).
-fn boundary(f: &dyn Fn(f64) -> f64, (mut lo, mut f_lo): (f64, f64), (mut hi, mut f_hi): (f64, f64)) -> f64 {
-    let (mut side, mut evals) = (0, 0);
-    while hi - lo > 1e-12 * (1.0 + hi.abs()) && evals < 60 {
-        evals += 1;
-        let m = if f_hi - f_lo > 0.0 { hi - f_hi * (hi - lo) / (f_hi - f_lo) } else { 0.5 * (lo + hi) };
-        let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
-        let fm = f(m);
-        if fm >= 0.0 {
-            (hi, f_hi) = (m, fm);
-            if fm < CONSTRAINT_TOLERANCE {
-                break;
-            }
-            if side == 1 {
-                f_lo *= 0.5;
-            }
-            side = 1;
+        let g = |m: f64| g_of(&self.rates(m));
+        let g0 = g(guess);
+        let w = root::Window { target, tol: CONSTRAINT_TOLERANCE };
+        // d logit(G) / d log mu = G' / (G (1 - G)).
+        let slope = self.slope(guess) / (g0 * (1.0 - g0)).max(1e-300);
+        let gap = root::logit(target + 0.5 * CONSTRAINT_TOLERANCE) - root::logit(g0);
+        // Where G is flat at 0 or 1 the log-odds slope means nothing: half a decade.
+        let step = if slope > 0.0 && slope.is_finite() && (1e-9..1.0 - 1e-9).contains(&g0) {
+            (gap / slope).clamp(-0.5, 0.5)
         } else {
-            (lo, f_lo) = (m, fm);
-            if side == -1 {
-                f_hi *= 0.5;
-            }
-            side = -1;
-        }
+            0.5f64.copysign(gap)
+        };
+        root::search(&g, w, (guess, g0), step)
     }
-    hi
 }
 
 fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
@@ -380,25 +372,11 @@ fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f
             })
             .collect()
     };
-    // In x = -ln s the constraint increases; bracket around s = 1, then the boundary.
-    let f = |x: f64| g_of(&family((-x).exp())) - problem.percentile;
-    let (mut lo, mut hi) = (0.0f64, 0.0f64);
-    let f0 = f(0.0);
-    let (mut f_lo, mut f_hi) = (f0, f0);
-    while f_lo >= 0.0 && lo > -30.0 {
-        (hi, f_hi) = (lo, f_lo);
-        lo -= 2.0;
-        f_lo = f(lo);
-    }
-    while f_hi < 0.0 && hi < 30.0 {
-        (lo, f_lo) = (hi, f_hi);
-        hi += 2.0;
-        f_hi = f(hi);
-    }
-    if f_lo >= 0.0 {
-        return family((-lo).exp());
-    }
-    family((-boundary(&f, (lo, f_lo), (hi, f_hi))).exp())
+    // In x = -ln s the constraint increases: from s = 1, the boundary.
+    let g = |x: f64| g_of(&family((-x).exp()));
+    let g0 = g(0.0);
+    let w = root::Window { target: problem.percentile, tol: CONSTRAINT_TOLERANCE };
+    family((-root::search(&g, w, (0.0, g0), 2.0f64.copysign(problem.percentile - g0))).exp())
 }
 
 /// Explain why the target cannot be reached even with unlimited containers.
