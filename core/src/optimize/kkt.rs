@@ -44,6 +44,8 @@ pub const OBJECTIVE_TOLERANCE: f64 = 1e-5;
 pub const STALL_WINDOW: usize = 3;
 /// How far above the target the tight multiplier may leave the constraint.
 pub const CONSTRAINT_TOLERANCE: f64 = 1e-6;
+/// Largest change of a service's `ln kappa` in one iteration (a trust region on the shape).
+const SHAPE_STEP: f64 = 2.0 * std::f64::consts::LN_2;
 /// Iteration cap; the best feasible point is kept if it is reached.
 pub const MAX_ITERATIONS: u32 = 200;
 /// Fraction of `b` kept as the upper end of a rate (infinitely many containers otherwise).
@@ -170,13 +172,25 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
         // Services in parallel branches switch between critical (large derivative) and
         // not (near zero) as their rate moves, which makes the shape alternate: each
         // service's kappa moves in log space by its own factor, halved whenever its rate
-        // reverses direction and grown back while it does not (per-coordinate damping; the
-        // fixed point, kappa = g * rate^2, is unchanged).
+        // reverses direction and grown back while it does not (per-coordinate damping), and
+        // by at most a factor of four relative to the others per iteration (a trust region: on large graphs the
+        // undamped shape jumps by decades and the objective never settles). The first step
+        // starts from the shape for which the start is stationary. The fixed point,
+        // kappa = g * rate^2, is unchanged.
         let top = grad.iter().zip(&rates).map(|(g, r)| g * r * r).fold(0.0, f64::max);
         let floor = (top * 1e-30).max(f64::MIN_POSITIVE);
+        let fresh: Vec<f64> = grad.iter().zip(&rates).map(|(g, r)| (g * r * r).max(floor).ln()).collect();
+        if iterations == 1 {
+            implied_shape(problem, &space, &rates, &grad, &fresh, &mut log_kappa);
+        }
+        // The trust region bounds the shape, not its level (a common factor of kappa is
+        // absorbed by mu): steps are clamped about their median over the optimised services.
+        // Services no weighted graph calls (zero gradient) have no say in the level.
+        let level =
+            median(active.iter().filter(|&&i| grad[i] > 0.0).map(|&i| alpha[i] * (fresh[i] - log_kappa[i])).collect());
         for i in 0..rates.len() {
-            let fresh = (grad[i] * rates[i] * rates[i]).max(floor).ln();
-            log_kappa[i] = if iterations == 1 { fresh } else { log_kappa[i] + alpha[i] * (fresh - log_kappa[i]) };
+            let step = alpha[i] * (fresh[i] - log_kappa[i]);
+            log_kappa[i] += level + (step - level).clamp(-SHAPE_STEP, SHAPE_STEP);
             kappa[i] = log_kappa[i].exp();
         }
         let shape = Shape { problem, space: &space, kappa: &kappa };
@@ -237,6 +251,40 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
     }
     evaluations.finish = count.get();
     Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations, evaluations })
+}
+
+/// The shape (`ln kappa`) for which the start is stationary, `kappa_i ~ W_i |a_i| / u_i^2` with
+/// `rate_i = b_i / (1 + u_i)`, shifted to the median level of the first gradient's: the first
+/// step then moves from the start's shape within the trust region like every other step.
+/// Services at a bound of their box (no stationarity there) or that no weighted graph calls
+/// take the gradient's.
+fn implied_shape(problem: &Problem, space: &Space, rates: &[f64], grad: &[f64], fresh: &[f64], log_kappa: &mut [f64]) {
+    log_kappa.copy_from_slice(fresh);
+    let inner: Vec<usize> = (0..rates.len())
+        .filter(|&i| space.active[i] && grad[i] > 0.0 && rates[i] > space.lo[i] && rates[i] < space.hi[i])
+        .collect();
+    if inner.is_empty() {
+        return;
+    }
+    let implied = |i: usize| {
+        let s = &problem.services[i];
+        let u = s.b / rates[i] - 1.0;
+        (s.demand_rps * -s.a).ln() - 2.0 * u.ln()
+    };
+    // The median: services off every critical path sit at the gradient's floor.
+    let shift = median(inner.iter().map(|&i| fresh[i] - implied(i)).collect());
+    for &i in &inner {
+        log_kappa[i] = implied(i) + shift;
+    }
+}
+
+/// Median (upper) of a list; 0 when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f64::total_cmp).1
 }
 
 /// Sum of continuous containers of the optimised services.
