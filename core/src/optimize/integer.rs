@@ -4,10 +4,8 @@
 //! a max bound cut it. Repair adds replicas (best predicted gain per container first) until
 //! the constraint holds, then removes replicas while it still holds: candidates ordered by
 //! predicted loss `g_i * (rate_i(n) - rate_i(n - 1))`, a greedy prefix within the slack,
-//! verified exactly (value only) and halved until it holds; rounds repeat until nothing can
-//! go. The ranking's gradient is refreshed only when a round removes nothing, and the repair
-//! ends only after such a round with a fresh gradient. Every accepted plan is checked with
-//! the exact evaluator.
+//! verified exactly and halved until it holds; rounds repeat until nothing can go. Every
+//! accepted plan is checked with the exact evaluator.
 
 use super::eval::{self, Kind};
 use super::kkt::Space;
@@ -18,10 +16,8 @@ use super::problem::Problem;
 pub struct Integer {
     pub replicas: Vec<u32>,
     pub probability: f64,
-    /// Exact constraint evaluations made by the repair (values and gradients).
+    /// Exact constraint evaluations made by the repair.
     pub evaluations: u32,
-    /// Of which with the gradient.
-    pub gradients: u32,
 }
 
 /// Replicas for given rates (rounded up), within bounds.
@@ -67,10 +63,8 @@ pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates
         let params = problem.params(&rates_of(problem, space, replicas));
         eval::value_grad(problem, kind, weights, &params, grad)
     };
-    let eval_value = |replicas: &[u32]| verify(problem, kind, weights, space, replicas);
     let mut value = eval_grad(&replicas, &mut grad);
     evaluations += 1;
-    let mut gradients = 1;
     // Add where bounds or rounding broke the constraint.
     // Rounding up only raises rates, so adding is needed only where max bounds cut the
     // rounding; a budget keeps a target the bounds cannot reach from adding without end.
@@ -88,11 +82,7 @@ pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates
         replicas[i] += 1;
         value = eval_grad(&replicas, &mut grad);
         evaluations += 1;
-        gradients += 1;
     }
-    // Whether `grad` is the gradient at `replicas` (trials check values only; the ranking
-    // keeps the gradient of an earlier plan until a round finds nothing to remove).
-    let mut fresh = true;
     // Remove while the constraint holds.
     loop {
         let slack = value - target;
@@ -123,29 +113,23 @@ pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates
         while take > 0 {
             let mut trial = replicas.clone();
             candidates[..take].iter().for_each(|(i, _)| trial[*i] -= 1);
-            let v = eval_value(&trial);
+            let mut trial_grad = vec![0.0; n];
+            let v = eval_grad(&trial, &mut trial_grad);
             evaluations += 1;
             if v >= target {
                 replicas = trial;
                 value = v;
+                grad = trial_grad;
                 accepted = true;
-                fresh = false;
                 break;
             }
             take /= 2;
         }
         if !accepted {
-            if fresh {
-                break;
-            }
-            // The ranking came from an earlier plan: retry once with the current gradient.
-            value = eval_grad(&replicas, &mut grad);
-            evaluations += 1;
-            gradients += 1;
-            fresh = true;
+            break;
         }
     }
-    Integer { replicas, probability: value, evaluations, gradients }
+    Integer { replicas, probability: value, evaluations }
 }
 
 /// Constraint value of given replicas (exact evaluator).
