@@ -18,6 +18,7 @@ pub mod kkt;
 pub mod problem;
 pub mod reference;
 mod root;
+mod start;
 
 use std::collections::BTreeMap;
 use std::time::Instant;
