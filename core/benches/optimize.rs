@@ -6,7 +6,8 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use derm_core::generate::instance::{Instance, Spec};
-use derm_core::optimize::{self, Input, Policy, Problem, Start};
+use derm_core::optimize::eval::Kind;
+use derm_core::optimize::{self, Input, Policy, Problem, Start, integer, kkt};
 
 fn problem(inst: &Instance, load: f64) -> Problem {
     let input = Input {
@@ -41,7 +42,14 @@ fn bench(c: &mut Criterion) {
         let inst = spec.generate();
         let p = problem(&inst, load);
         let plan = optimize::solve(&p, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("{name}: {} replicas, {} iterations", plan.total_replicas, plan.iterations);
+        // The cost model: exact evaluations by phase (load-independent, unlike the time).
+        let weights: Vec<f64> = p.graphs.iter().map(|g| g.weight).collect();
+        let sol = kkt::solve(&p, Kind::Weighted, &weights, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+        let int = integer::plan(&p, Kind::Weighted, &weights, &kkt::Space::new(&p), &sol.rates);
+        eprintln!(
+            "{name}: {} replicas, {} iterations, objective {:.4}; evaluations: {:?}, repair {}",
+            plan.total_replicas, plan.iterations, sol.objective, sol.evaluations, int.evaluations
+        );
         group.bench_function(name, |b| b.iter(|| optimize::solve(black_box(&p), Policy::Derm, Start::Paired)));
     }
     group.finish();

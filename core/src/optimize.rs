@@ -17,6 +17,8 @@ pub mod integer;
 pub mod kkt;
 pub mod problem;
 pub mod reference;
+mod root;
+mod start;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

@@ -10,7 +10,8 @@
 //! (a monotone 1-D equation, solved by bisection in log mu; O(n) per step), and moves to
 //! `rate(mu)`. This is sequential quadratic programming with the exact separable objective;
 //! a fixed point is a KKT point. The linearised multiplier is then corrected on the true
-//! constraint (regula falsi in log mu, a few evaluations without gradient), so every iterate
+//! constraint (secant steps on the log-odds of `G` in log mu, [`root`](super::root): two to
+//! five evaluations without gradient), so every iterate
 //! is feasible and tight and only the shape of the gradient iterates. Iterations stop at a
 //! rate step below [`TOLERANCE`] (relative to `b`): the objective's error is second order
 //! in that step, far below one container.
@@ -24,6 +25,7 @@
 use super::Error;
 use super::eval::{self, Kind};
 use super::problem::Problem;
+use super::{root, start};
 
 /// Starting point of the KKT iteration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -42,6 +44,8 @@ pub const OBJECTIVE_TOLERANCE: f64 = 1e-5;
 pub const STALL_WINDOW: usize = 3;
 /// How far above the target the tight multiplier may leave the constraint.
 pub const CONSTRAINT_TOLERANCE: f64 = 1e-6;
+/// Largest change of a service's `ln kappa` in one iteration (a trust region on the shape).
+const SHAPE_STEP: f64 = 2.0 * std::f64::consts::LN_2;
 /// Iteration cap; the best feasible point is kept if it is reached.
 pub const MAX_ITERATIONS: u32 = 200;
 /// Fraction of `b` kept as the upper end of a rate (infinitely many containers otherwise).
@@ -55,6 +59,21 @@ pub struct Solution {
     pub iterations: u32,
     /// Sum of continuous containers over optimised services.
     pub objective: f64,
+    /// Exact evaluations made, by phase.
+    pub evaluations: Evaluations,
+}
+
+/// Exact constraint evaluations of a solve, by phase (the cost model of the solver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evaluations {
+    /// Values (no gradient) to place the starting point on the boundary.
+    pub start: u32,
+    /// Values and gradients, one per iteration.
+    pub gradients: u32,
+    /// Values to make each iterate's multiplier tight.
+    pub tight: u32,
+    /// Values after the iteration (feasibility check, final probability).
+    pub finish: u32,
 }
 
 /// Which rates the solver chooses and their box.
@@ -117,12 +136,24 @@ impl Space {
 pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
     let space = Space::new(problem);
     let target = problem.percentile;
-    let g_of = |rates: &[f64]| eval::value(problem, kind, weights, &problem.params(rates));
+    let count = std::cell::Cell::new(0u32);
+    // The last point and its value: the final checks usually ask again for the last iterate.
+    let last = std::cell::RefCell::new((Vec::new(), 0.0));
+    let g_of = |rates: &[f64]| {
+        if let Some(v) = last.borrow().0.eq(rates).then_some(last.borrow().1) {
+            return v;
+        }
+        count.set(count.get() + 1);
+        let v = eval::value(problem, kind, weights, &problem.params(rates));
+        *last.borrow_mut() = (rates.to_vec(), v);
+        v
+    };
     let best = g_of(&space.full(&space.hi));
     if best < target {
         return Err(infeasible(problem, kind, weights, &space));
     }
-    let mut rates = start_point(problem, &space, start, &g_of);
+    let mut rates = start::point(problem, &space, start, &g_of);
+    let mut evaluations = Evaluations { start: count.replace(0), ..Evaluations::default() };
     let active: Vec<usize> = (0..rates.len()).filter(|i| space.active[*i]).collect();
     let mut grad = vec![0.0; rates.len()];
     let mut kappa = vec![0.0; rates.len()];
@@ -130,32 +161,44 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
     let mut alpha = vec![1.0f64; rates.len()];
     let mut direction = vec![0.0f64; rates.len()];
     let mut history: Vec<f64> = Vec::new();
-    let mut last_log_mu: Option<f64> = None;
     let mut best: Option<(f64, Vec<f64>)> = None;
     let mut iterations = 0;
     while iterations < MAX_ITERATIONS {
         iterations += 1;
         let value = eval::value_grad(problem, kind, weights, &problem.params(&rates), &mut grad);
+        evaluations.gradients += 1;
         // A phase's own rate dominates its partial derivative, roughly `kappa / rate^2`
         // (dF/drate = f_{Z+Y}(t) / rate^2); the shape uses that local model.
         // Services in parallel branches switch between critical (large derivative) and
         // not (near zero) as their rate moves, which makes the shape alternate: each
         // service's kappa moves in log space by its own factor, halved whenever its rate
-        // reverses direction and grown back while it does not (per-coordinate damping; the
-        // fixed point, kappa = g * rate^2, is unchanged).
+        // reverses direction and grown back while it does not (per-coordinate damping), and
+        // by at most a factor of four relative to the others per iteration (a trust region: on large graphs the
+        // undamped shape jumps by decades and the objective never settles). The first step
+        // starts from the shape for which the start is stationary. The fixed point,
+        // kappa = g * rate^2, is unchanged.
         let top = grad.iter().zip(&rates).map(|(g, r)| g * r * r).fold(0.0, f64::max);
         let floor = (top * 1e-30).max(f64::MIN_POSITIVE);
+        let fresh: Vec<f64> = grad.iter().zip(&rates).map(|(g, r)| (g * r * r).max(floor).ln()).collect();
+        if iterations == 1 {
+            start::implied_shape(problem, &space, &rates, &grad, &fresh, &mut log_kappa);
+        }
+        // The trust region bounds the shape, not its level (a common factor of kappa is
+        // absorbed by mu): steps are clamped about their median over the optimised services.
+        // Services no weighted graph calls (zero gradient) have no say in the level.
+        let level = start::median(
+            active.iter().filter(|&&i| grad[i] > 0.0).map(|&i| alpha[i] * (fresh[i] - log_kappa[i])).collect(),
+        );
         for i in 0..rates.len() {
-            let fresh = (grad[i] * rates[i] * rates[i]).max(floor).ln();
-            log_kappa[i] = if iterations == 1 { fresh } else { log_kappa[i] + alpha[i] * (fresh - log_kappa[i]) };
+            let step = alpha[i] * (fresh[i] - log_kappa[i]);
+            log_kappa[i] += level + (step - level).clamp(-SHAPE_STEP, SHAPE_STEP);
             kappa[i] = log_kappa[i].exp();
         }
         let shape = Shape { problem, space: &space, kappa: &kappa };
         // Multiplier from the linearised constraint, then corrected on the true constraint:
         // every iterate is tight, so only the shape (the gradient's direction) iterates.
-        let guess = last_log_mu.unwrap_or_else(|| shape.linearised(&rates, target - value));
+        let guess = shape.linearised(&rates, target - value);
         let log_mu = shape.tight(guess, target, &g_of);
-        last_log_mu = Some(log_mu);
         let next = shape.rates(log_mu);
         let mut change: f64 = 0.0;
         for &i in &active {
@@ -182,12 +225,14 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
             break;
         }
     }
+    evaluations.tight = count.replace(0);
     if let Some((_, r)) = best {
         rates = r;
     }
     // Make the point feasible (tight): raise the rates not held at their floor towards the
     // box top, by bisection on the fraction of the way.
-    if g_of(&rates) < target {
+    let mut probability = g_of(&rates);
+    if probability < target {
         let base = rates.clone();
         let at = |t: f64, all: bool| -> Vec<f64> {
             base.iter()
@@ -203,9 +248,10 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
             if g_of(&at(mid, all)) >= target { hi = mid } else { lo = mid }
         }
         rates = at(hi, all);
+        probability = g_of(&rates);
     }
-    let probability = g_of(&rates);
-    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations })
+    evaluations.finish = count.get();
+    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations, evaluations })
 }
 
 /// Sum of continuous containers of the optimised services.
@@ -289,116 +335,24 @@ impl Shape<'_> {
     }
 
     /// The smallest multiplier (fewest containers) with `G(rate(mu)) >= target`. `G` is a
-    /// monotone, sigmoid-like function of log mu: a Newton step on the model slope (at most
-    /// half a decade) from the guess finds a bracket, widening if it must, and regula falsi
-    /// closes it (usually three to five evaluations in all).
+    /// monotone, sigmoid-like function of log mu: a Newton step on the model slope (in
+    /// log-odds, at most half a decade) from the guess, then secant steps on the log-odds
+    /// ([`root::search`]; usually two or three evaluations in all).
     fn tight(&self, guess: f64, target: f64, g_of: &dyn Fn(&[f64]) -> f64) -> f64 {
-        let f = |m: f64| g_of(&self.rates(m)) - target;
-        let f0 = f(guess);
-        if (0.0..CONSTRAINT_TOLERANCE).contains(&f0) {
-            return guess;
-        }
-        let slope = self.slope(guess);
-        let step = if slope > 0.0 { (-f0 / slope).clamp(-0.5, 0.5) } else { 0.5f64.copysign(-f0) };
-        let (mut a, mut fa) = (guess, f0);
-        let mut width = step;
-        let (mut b, mut fb) = (guess + width, f(guess + width));
-        // Widen in the direction of the root until the sign changes.
-        while (fa < 0.0) == (fb < 0.0) && b.abs() < 80.0 {
-            (a, fa) = (b, fb);
-            width *= 2.0;
-            b += width;
-            fb = f(b);
-        }
-        if (fa < 0.0) == (fb < 0.0) {
-            return if fb >= 0.0 { b } else { 80.0 };
-        }
-        let ((lo, f_lo), (hi, f_hi)) = if fa < 0.0 { ((a, fa), (b, fb)) } else { ((b, fb), (a, fa)) };
-        boundary(&f, (lo, f_lo), (hi, f_hi))
-    }
-}
-
-/// For `f` increasing with `f(lo) < 0 <= f(hi)`: a point `x` in the bracket with
-/// `0 <= f(x) < CONSTRAINT_TOLERANCE` (or the bracket's top once it is tiny), by regula
-/// falsi with the Illinois modification (a few evaluations).
-fn boundary(f: &dyn Fn(f64) -> f64, (mut lo, mut f_lo): (f64, f64), (mut hi, mut f_hi): (f64, f64)) -> f64 {
-    let (mut side, mut evals) = (0, 0);
-    while hi - lo > 1e-12 * (1.0 + hi.abs()) && evals < 60 {
-        evals += 1;
-        let m = if f_hi - f_lo > 0.0 { hi - f_hi * (hi - lo) / (f_hi - f_lo) } else { 0.5 * (lo + hi) };
-        let m = m.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo));
-        let fm = f(m);
-        if fm >= 0.0 {
-            (hi, f_hi) = (m, fm);
-            if fm < CONSTRAINT_TOLERANCE {
-                break;
-            }
-            if side == 1 {
-                f_lo *= 0.5;
-            }
-            side = 1;
+        let g = |m: f64| g_of(&self.rates(m));
+        let g0 = g(guess);
+        let w = root::Window { target, tol: CONSTRAINT_TOLERANCE };
+        // d logit(G) / d log mu = G' / (G (1 - G)).
+        let slope = self.slope(guess) / (g0 * (1.0 - g0)).max(1e-300);
+        let gap = root::logit(target + 0.5 * CONSTRAINT_TOLERANCE) - root::logit(g0);
+        // Where G is flat at 0 or 1 the log-odds slope means nothing: half a decade.
+        let step = if slope > 0.0 && slope.is_finite() && (1e-9..1.0 - 1e-9).contains(&g0) {
+            (gap / slope).clamp(-0.5, 0.5)
         } else {
-            (lo, f_lo) = (m, fm);
-            if side == -1 {
-                f_hi *= 0.5;
-            }
-            side = -1;
-        }
+            0.5f64.copysign(gap)
+        };
+        root::search(&g, w, (guess, g0), step)
     }
-    hi
-}
-
-fn start_point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
-    let n = problem.services.len();
-    let sens: Vec<f64> = problem.services.iter().map(|s| (-s.a).max(0.0).sqrt()).collect();
-    let q: Vec<f64> = match start {
-        Start::Erms | Start::Flat => sens.clone(),
-        Start::Paired => {
-            let mut order: Vec<usize> = (0..n).filter(|i| space.active[*i]).collect();
-            order.sort_by(|x, y| problem.services[*x].a.total_cmp(&problem.services[*y].a));
-            let mut q = sens.clone();
-            for pair in order.chunks(2) {
-                let mean = pair.iter().map(|i| sens[*i]).sum::<f64>() / pair.len() as f64;
-                pair.iter().for_each(|i| q[*i] = mean);
-            }
-            q
-        }
-    };
-    // One-parameter family from the box's top (s = 0) down; find the tight member.
-    let family = |s: f64| -> Vec<f64> {
-        (0..n)
-            .map(|i| {
-                if !space.active[i] {
-                    return space.fixed[i];
-                }
-                let b = problem.services[i].b;
-                let r = match start {
-                    Start::Flat => b * (1.0 - s / (1.0 + s)),
-                    _ => b / (1.0 + s * q[i]),
-                };
-                space.clip(i, r)
-            })
-            .collect()
-    };
-    // In x = -ln s the constraint increases; bracket around s = 1, then the boundary.
-    let f = |x: f64| g_of(&family((-x).exp())) - problem.percentile;
-    let (mut lo, mut hi) = (0.0f64, 0.0f64);
-    let f0 = f(0.0);
-    let (mut f_lo, mut f_hi) = (f0, f0);
-    while f_lo >= 0.0 && lo > -30.0 {
-        (hi, f_hi) = (lo, f_lo);
-        lo -= 2.0;
-        f_lo = f(lo);
-    }
-    while f_hi < 0.0 && hi < 30.0 {
-        (lo, f_lo) = (hi, f_hi);
-        hi += 2.0;
-        f_hi = f(hi);
-    }
-    if f_lo >= 0.0 {
-        return family((-lo).exp());
-    }
-    family((-boundary(&f, (lo, f_lo), (hi, f_hi))).exp())
 }
 
 /// Explain why the target cannot be reached even with unlimited containers.
