@@ -210,7 +210,8 @@ pod_command "$WORK/deployment.json" "$PORT" "$ADMIN_PORT" >"$WORK/command"
 read -r ENV_LINE < <(sed -n 1p "$WORK/command")
 read -r ARGS_LINE < <(sed -n 2p "$WORK/command")
 echo "adapter command (from the Deployment): $ENV_LINE derm-adapter $ARGS_LINE --static-values $VALUES"
-eval "$ENV_LINE \"\$ADAPTER\" $ARGS_LINE --static-values \"\$VALUES\" --static-values-poll 500ms" >"$WORK/adapter.log" 2>&1 &
+# exec: $! is then the adapter itself, not a shell around it (which a kill would orphan).
+eval "exec $ENV_LINE \"\$ADAPTER\" $ARGS_LINE --static-values \"\$VALUES\" --static-values-poll 500ms" >"$WORK/adapter.log" 2>&1 &
 ADAPTER_PID=$!
 adapter_ready() { curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz"; }
 if eventually adapter_ready; then ok "derm-adapter runs from the Deployment's args and volumes (ready on $PORT)"; else
@@ -274,7 +275,7 @@ YAML
 read -r C_ENV < <(sed -n 1p "$WORK/controller.command")
 read -r C_ARGS < <(sed -n 2p "$WORK/controller.command")
 echo "controller command (from the Deployment): $C_ENV derm-adapter $C_ARGS"
-eval "$C_ENV KUBECONFIG=\"\$WORK/controller.kubeconfig\" \"\$ADAPTER\" $C_ARGS" >"$WORK/controller.log" 2>&1 &
+eval "exec $C_ENV KUBECONFIG=\"\$WORK/controller.kubeconfig\" \"\$ADAPTER\" $C_ARGS" >"$WORK/controller.log" 2>&1 &
 CONTROLLER_PID=$!
 holder() { "$K" -n "$NS" get lease derm-adapter-controller -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
 leads() { [[ "$(holder)" == derm-controller-local ]]; }
@@ -380,8 +381,9 @@ fi
 # --- cleanup ----------------------------------------------------------------------------------
 cleanup
 trap - EXIT
-gone() { ! "$K" get apiservice v1beta1.external.metrics.k8s.io && ! "$K" get namespace "$NS" && ! "$K" get namespace "$APP_NS"; }
-if eventually gone; then ok "cleanup: APIServices, namespaces and cluster objects deleted, adapter stopped"; else
+gone() { ! "$K" get apiservice v1beta1.external.metrics.k8s.io && ! "$K" get namespace "$NS" && ! "$K" get namespace "$APP_NS" &&
+  ! pgrep -f -- "--admin-listen=127.0.0.1:$ADMIN_PORT" && ! pgrep -f -- "--admin-listen=127.0.0.1:$C_ADMIN"; }
+if eventually gone; then ok "cleanup: APIServices, namespaces and cluster objects deleted, adapter and controller processes gone"; else
   ko "cleanup: objects left behind"
 fi
 echo "$pass passed, $fail failed"
