@@ -242,33 +242,7 @@ fi
 
 # --- a stock HPA ------------------------------------------------------------------------------
 "$K" -n "$NS" create deployment cart --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
-cat <<EOF | "$K" apply -f - >/dev/null
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {name: cart, namespace: $NS}
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: cart}
-  minReplicas: 1
-  maxReplicas: 40
-  metrics:
-  - type: External
-    external:
-      metric:
-        name: derm_desired_replicas
-        selector: {matchLabels: {app: shop, service: cart}}
-      target: {type: AverageValue, averageValue: "1"}
-  behavior:
-    scaleUp:
-      tolerance: "0"
-      stabilizationWindowSeconds: 0
-      selectPolicy: Max
-      policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 1000, periodSeconds: 1}]
-    scaleDown:
-      tolerance: "0"
-      stabilizationWindowSeconds: 0
-      selectPolicy: Max
-      policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 100, periodSeconds: 1}]
-EOF
+exact_hpa "$NS" cart shop cart 40 | "$K" apply -f - >/dev/null
 state() { # "<hpa status.desiredReplicas> <deployment spec.replicas>"
   echo "$("$K" -n "$NS" get hpa cart -o jsonpath='{.status.desiredReplicas}') $("$K" -n "$NS" get deployment cart -o jsonpath='{.spec.replicas}')"
 }
@@ -305,12 +279,9 @@ else
   ko "adapter killed: ScalingActive $(hpa_condition ScalingActive)"
 fi
 # A few more HPA syncs (2 s each) with the adapter gone: replicas must not move.
-deadline=$((SECONDS + 6)) held=yes
-while ((SECONDS < deadline)); do
-  lands_on 19 || held="no: (desired, spec) = ($(state))"
-  sleep 0.5
-done
-if [[ "$held" == yes ]]; then ok "adapter killed: HPA keeps 19 replicas"; else ko "adapter killed: HPA moved, $held"; fi
+if stays 6 lands_on 19; then ok "adapter killed: HPA keeps 19 replicas"; else
+  ko "adapter killed: HPA moved, (desired, spec) = ($(state))"
+fi
 
 start_adapter
 t0=$SECONDS
@@ -344,13 +315,8 @@ if eventually failed_metric; then
 else
   ko "expired value: ScalingActive $(hpa_condition ScalingActive); GET $(served)"
 fi
-deadline=$((SECONDS + 6)) held=yes
-while ((SECONDS < deadline)); do
-  lands_on 12 || held="no: (desired, spec) = ($(state))"
-  sleep 0.5
-done
-if [[ "$held" == yes ]]; then ok "expired value: HPA keeps 12 replicas (no scale-down on missing data)"; else
-  ko "expired value: HPA moved, $held"
+if stays 6 lands_on 12; then ok "expired value: HPA keeps 12 replicas (no scale-down on missing data)"; else
+  ko "expired value: HPA moved, (desired, spec) = ($(state))"
 fi
 dermapp 600 900
 step 12 "fresh again, holds 12"

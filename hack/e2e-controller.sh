@@ -77,25 +77,9 @@ register_external_metrics "$NS" derm-adapter "$PORT" "$WORK/serving.crt"
 
 # A stock HPA on the ticket service's value (the exact-landing recipe: AverageValue 1, tolerance 0).
 hpa() { # app name: a Deployment and a stock HPA on that app's ticket value
-  local name=$2
+  local app=$1 name=$2
   "$K" -n "$NS" create deployment "$name" --image=registry.k8s.io/pause:3.10 --replicas=1 >/dev/null
-  cat <<YAML | "$K" apply -f - >/dev/null
-apiVersion: autoscaling/v2
-kind: HorizontalPodAutoscaler
-metadata: {name: $name, namespace: $NS}
-spec:
-  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: $name}
-  minReplicas: 1
-  maxReplicas: 50
-  metrics:
-  - type: External
-    external:
-      metric: {name: derm_desired_replicas, selector: {matchLabels: {app: $1, service: ticket}}}
-      target: {type: AverageValue, averageValue: "1"}
-  behavior:
-    scaleUp: {tolerance: "0", stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 100, periodSeconds: 1}]}
-    scaleDown: {tolerance: "0", stabilizationWindowSeconds: 0, policies: [{type: Pods, value: 100, periodSeconds: 1}]}
-YAML
+  exact_hpa "$NS" "$name" "$app" ticket 50 | "$K" apply -f - >/dev/null
 }
 hpa tickets ticket
 # A hand-made HPA that would miss Derm's count (AverageValue 2, default behavior): the audit's.
@@ -183,13 +167,8 @@ else
   ko "expired: ScalingActive $(hpa_condition ScalingActive); GET $(served 2>&1 | head -c 200)"
 fi
 # A few more HPA syncs (2 s each) without a value: replicas must not move.
-deadline=$((SECONDS + 6)) held=yes
-while ((SECONDS < deadline)); do
-  lands_on "$ticket" || held="no: (desired, spec) = ($(hpa_state))"
-  sleep 0.5
-done
-if [[ "$held" == yes ]]; then ok "trace source quiet: the HPA keeps $ticket replicas (no scale-down on missing data)"; else
-  ko "trace source quiet: HPA moved, $held"
+if stays 6 lands_on "$ticket"; then ok "trace source quiet: the HPA keeps $ticket replicas (no scale-down on missing data)"; else
+  ko "trace source quiet: HPA moved, (desired, spec) = ($(hpa_state))"
 fi
 
 # --- restart: a new leader restores the learned state and plans from one new window ---------
@@ -299,12 +278,9 @@ if eventually failed_metric; then
 else
   ko "Jaeger down, expired: ScalingActive $(hpa_condition ScalingActive)"
 fi
-deadline=$((SECONDS + 6)) held=yes
-while ((SECONDS < deadline)); do
-  lands_on "$ticket" || held="no: (desired, spec) = ($(hpa_state))"
-  sleep 0.5
-done
-if [[ "$held" == yes ]]; then ok "Jaeger down: the HPA keeps $ticket replicas"; else ko "Jaeger down: HPA moved, $held"; fi
+if stays 6 lands_on "$ticket"; then ok "Jaeger down: the HPA keeps $ticket replicas"; else
+  ko "Jaeger down: HPA moved, (desired, spec) = ($(hpa_state))"
+fi
 
 cleanup
 trap - EXIT

@@ -61,3 +61,47 @@ build_bin() {
   BIN="$ROOT/target/release/$pkg"
   echo "$pkg built in $((SECONDS - t0))s"
 }
+
+# stays SECONDS CMD...: CMD holds at every look (each 0.5 s) for SECONDS: an observation over
+# several HPA syncs that something does NOT change, not a wait. Returns 1 at the first miss.
+stays() {
+  local deadline=$((SECONDS + $1))
+  shift
+  while ((SECONDS < deadline)); do
+    "$@" >/dev/null 2>&1 || return 1
+    sleep 0.5
+  done
+}
+
+# exact_hpa NAMESPACE NAME APP SERVICE MAX: a Deployment-targeting HPA (autoscaling/v2) on
+# derm_desired_replicas{app,service} with the exact-landing recipe (AverageValue 1, tolerance 0
+# both ways, no stabilization, one-step policies), for kubectl apply -f -.
+exact_hpa() {
+  cat <<YAML
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: $2, namespace: $1}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: $2}
+  minReplicas: 1
+  maxReplicas: $5
+  metrics:
+  - type: External
+    external:
+      metric:
+        name: derm_desired_replicas
+        selector: {matchLabels: {app: $3, service: $4}}
+      target: {type: AverageValue, averageValue: "1"}
+  behavior:
+    scaleUp:
+      tolerance: "0"
+      stabilizationWindowSeconds: 0
+      selectPolicy: Max
+      policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 1000, periodSeconds: 1}]
+    scaleDown:
+      tolerance: "0"
+      stabilizationWindowSeconds: 0
+      selectPolicy: Max
+      policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 100, periodSeconds: 1}]
+YAML
+}

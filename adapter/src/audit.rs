@@ -64,11 +64,10 @@ impl Auditor {
                 Some(v)
             })
             .collect();
-        let targets = match serde_json::to_value(app).map_err(|e| e.to_string()).and_then(|v| {
-            let mut v = v;
-            v["metadata"]["namespace"] = namespace.clone().into();
-            derm_core::migrate::targets(&v).map_err(|e| e.to_string())
-        }) {
+        let targets = match serde_json::to_value(app)
+            .map_err(|e| e.to_string())
+            .and_then(|v| derm_core::migrate::targets(&v).map_err(|e| e.to_string()))
+        {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(app = %app.name_any(), error = %e, "cannot read the DermApp's services");
