@@ -318,10 +318,10 @@ impl Compiled {
             let lambda = phases.iter().map(|&i| params[i].rate_per_ms).fold(0.0, f64::max);
             let tau = t - minlat;
             if chain::steps(lambda * tau) <= MAX_CHAIN_STEPS {
-                return chain::eval(phases, params, tau, grad, &mut ws.chain);
+                return pulp::Arch::new().dispatch(ChainEval { phases, params, tau, grad, scratch: &mut ws.chain });
             }
         }
-        grid::eval(self, &mut ws.grid, params, t, minlat, grad)
+        pulp::Arch::new().dispatch(GridEval { c: self, scratch: &mut ws.grid, params, t, minlat, grad })
     }
 
     fn sum_services(&self, s: usize) -> &[usize] {
@@ -337,6 +337,48 @@ impl Compiled {
     fn max_children(&self, m: usize) -> &[usize] {
         let (a, b) = self.maxes[m].children;
         &self.max_children[a..b]
+    }
+}
+
+// Runtime SIMD dispatch: `pulp::Arch::dispatch` runs `with_simd` compiled for the widest vector
+// unit this CPU has (AVX2 + FMA on x86-64-v3, else the baseline), detected at run time. Every
+// function on the evaluators' hot path is `#[inline(always)]`, so it is compiled into each
+// variant (a closure would not be: too large to inline, it would stay baseline code). Rust
+// never fuses `a * b + c`, and the loops are elementwise or in a fixed order, so only the
+// vector width differs: results do not depend on the CPU.
+
+/// [`chain::eval`] as a dispatched operation.
+struct ChainEval<'a> {
+    phases: &'a [usize],
+    params: &'a [Params],
+    tau: f64,
+    grad: Option<&'a mut [f64]>,
+    scratch: &'a mut chain::Scratch,
+}
+
+impl pulp::WithSimd for ChainEval<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> f64 {
+        chain::eval(self.phases, self.params, self.tau, self.grad, self.scratch)
+    }
+}
+
+/// [`grid::eval`] as a dispatched operation.
+struct GridEval<'a> {
+    c: &'a Compiled,
+    scratch: &'a mut grid::Scratch,
+    params: &'a [Params],
+    t: f64,
+    minlat: f64,
+    grad: Option<&'a mut [f64]>,
+}
+
+impl pulp::WithSimd for GridEval<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> f64 {
+        grid::eval(self.c, self.scratch, self.params, self.t, self.minlat, self.grad)
     }
 }
 
@@ -368,6 +410,48 @@ mod tests {
         // 1 + 2 + max(5, 1.5 + 1) + 2
         assert_relative_eq!(c.min_latency_ms(&params), 10.0);
         assert_eq!(Compiled::new(&Node::chain(["a", "b", "a"]), index).expect("known").evaluator(), Evaluator::Chain);
+    }
+
+    #[test]
+    fn vector_width_does_not_change_results() {
+        // The dispatched variant (AVX-512 or AVX2 here) against the baseline, bit for bit.
+        use pulp::{Arch, Scalar, Simd as _};
+        let g = Node::leaf("a")
+            .then(Node::leaf("b"))
+            .with_parallel([Node::leaf("c"), Node::leaf("d").then(Node::leaf("e"))])
+            .then(Node::leaf("b"));
+        let params = [p(1.0, 0.9), p(2.0, 0.4), p(5.0, 1.3), p(1.5, 0.25), p(1.0, 2.0)];
+        let chain = Compiled::new(&Node::chain(["a", "b", "c", "d", "e", "a"]), index).expect("known");
+        let grid = Compiled::new(&g, index).expect("known");
+        let (mut ws, mut gw) = (Workspace::new(), [[0.0; 5]; 2]);
+        let phases = chain.sum_services(chain.sums.len() - 1);
+        let tau = 25.0 - chain.min_latency_ms(&params);
+        let wide = Arch::new().dispatch(ChainEval {
+            phases,
+            params: &params,
+            tau,
+            grad: Some(&mut gw[0]),
+            scratch: &mut ws.chain,
+        });
+        let base = Scalar.vectorize(ChainEval {
+            phases,
+            params: &params,
+            tau,
+            grad: Some(&mut gw[1]),
+            scratch: &mut ws.chain,
+        });
+        assert_eq!((wide.to_bits(), gw[0].map(f64::to_bits)), (base.to_bits(), gw[1].map(f64::to_bits)));
+
+        let mut gw = [[0.0; 5]; 2];
+        let minlat = grid.min_latency_ms(&params);
+        let [g0, g1] = &mut gw;
+        let params = &params;
+        let wide =
+            Arch::new().dispatch(GridEval { c: &grid, scratch: &mut ws.grid, params, t: 25.0, minlat, grad: Some(g0) });
+        let base =
+            Scalar.vectorize(GridEval { c: &grid, scratch: &mut ws.grid, params, t: 25.0, minlat, grad: Some(g1) });
+        assert!(wide > 0.1 && wide < 1.0);
+        assert_eq!((wide.to_bits(), gw[0].map(f64::to_bits)), (base.to_bits(), gw[1].map(f64::to_bits)));
     }
 
     #[test]

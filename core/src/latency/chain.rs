@@ -55,6 +55,7 @@ pub(super) struct Scratch {
 
 /// `P(sum of Exp(rate of each phase) <= tau)` for `tau > 0` and rates positive and finite,
 /// adding `dF/d rate` of each phase into `grad[service]` when asked.
+#[inline(always)]
 pub(super) fn eval(phases: &[usize], params: &[Params], tau: f64, grad: Option<&mut [f64]>, s: &mut Scratch) -> f64 {
     let k = phases.len();
     let rate = |n: usize| params[phases[n]].rate_per_ms;
@@ -141,6 +142,7 @@ pub(super) fn eval(phases: &[usize], params: &[Params], tau: f64, grad: Option<&
     f
 }
 
+#[inline(always)]
 fn flush(v: &mut [f64]) {
     for x in v {
         *x = if *x < FLUSH_BELOW { 0.0 } else { *x };

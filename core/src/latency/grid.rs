@@ -38,9 +38,11 @@ struct Buf {
 }
 
 impl Buf {
+    #[inline(always)]
     fn len(self) -> usize {
         (self.hi - self.lo + 1) as usize
     }
+    #[inline(always)]
     fn range(self) -> std::ops::Range<usize> {
         self.off..self.off + self.len()
     }
@@ -74,6 +76,7 @@ pub(super) struct Scratch {
 }
 
 /// `P(Z <= t)` for `t > minlat`, all rates positive and finite; adds the gradient into `grad`.
+#[inline(always)]
 pub(super) fn eval(
     c: &Compiled,
     s: &mut Scratch,
@@ -259,6 +262,7 @@ impl Scratch {
         self.bufs.len() - 1
     }
 
+    #[inline(always)]
     fn forward(&mut self, params: &[Params], h: f64) {
         for n in 0..self.ops.len() {
             match self.ops[n] {
@@ -345,6 +349,7 @@ impl Scratch {
     }
 
     /// Reverse sweep: `adj` holds the root's adjoint; adds `dF/d rate` into `grad`.
+    #[inline(always)]
     fn backward(&mut self, params: &[Params], h: f64, grad: &mut [f64]) {
         for n in (0..self.ops.len()).rev() {
             match self.ops[n] {
@@ -409,6 +414,7 @@ impl Scratch {
         }
     }
 
+    #[inline(always)]
     fn max_backward(&mut self, kids: (usize, usize), out: usize) {
         let o = self.bufs[out];
         let len = o.len();
@@ -490,6 +496,7 @@ const TAIL: f64 = 1e-17;
 
 /// The length of the prefix of `w` that holds all but `TAIL` of its mass: the tail of a
 /// latency measure decays exponentially, and a convolution need not multiply it out.
+#[inline(always)]
 fn support(w: &[f64]) -> usize {
     let mut tail = 0.0;
     for (i, &v) in w.iter().enumerate().rev() {
@@ -502,6 +509,7 @@ fn support(w: &[f64]) -> usize {
 }
 
 /// Two disjoint mutable sub-slices.
+#[inline(always)]
 fn two_mut(v: &mut [f64], a: std::ops::Range<usize>, b: std::ops::Range<usize>) -> (&mut [f64], &mut [f64]) {
     if a.start < b.start {
         let (x, y) = v.split_at_mut(b.start);
