@@ -15,8 +15,8 @@ pub struct Args {
     scenario: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Output format.
-    #[arg(long, default_value = "jaeger", value_parser = ["jaeger", "otlp"])]
+    /// Output format: Jaeger JSON, OTLP JSON or OTLP protobuf.
+    #[arg(long, default_value = "jaeger", value_parser = ["jaeger", "otlp", "otlp-protobuf"])]
     format: String,
     /// Multiply every load level by this factor (bigger files).
     #[arg(long, default_value_t = 1.0)]
@@ -68,6 +68,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut w = std::io::BufWriter::new(file);
     match args.format.as_str() {
         "otlp" => trace::otlp::write_json(&mut w, &traces)?,
+        // A request per 5 s of traces back to back, as a collector batches them: protobuf
+        // merges repeated fields, so the file is one request with all their `resourceSpans`.
+        "otlp-protobuf" => {
+            let batch = |t: &trace::Trace| t.spans.iter().map(|s| s.start_us).min().unwrap_or(0).div_euclid(5_000_000);
+            for chunk in traces.chunk_by(|a, b| batch(a) == batch(b)) {
+                w.write_all(&trace::otlp::encode_protobuf(chunk))?;
+            }
+        }
         _ => trace::jaeger::write(&mut w, &traces)?,
     }
     w.flush()?;

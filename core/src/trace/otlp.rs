@@ -6,8 +6,10 @@
 //! the OpenTelemetry Collector file exporter writes). Elements of `resourceSpans` are read one
 //! at a time, so memory stays bounded; invalid JSON after data began is counted
 //! ([`Reason::Malformed`]) and reading resumes at the next line. Protobuf: one
-//! `ExportTraceServiceRequest` per input (read whole; its `resourceSpans` are decoded one at a
-//! time, so a cut file keeps what came before the cut).
+//! `ExportTraceServiceRequest` per input, streamed: its top-level `resourceSpans` fields are
+//! framed by their length and decoded one at a time, so memory is bounded by the largest
+//! element and a cut file keeps what came before the cut. A request whose first field is not
+//! `resourceSpans` (legal, never written by exporters) is held whole and decoded by prost.
 //!
 //! Per span:
 //! - ids: hex (32 or 16 digits) or base64 (24 or 12 characters, as some exporters write the
@@ -83,11 +85,16 @@ fn read_with_limit(
                 let mut decoder = Decoder::new(origin, config, &mut assembler, skips, sink);
                 decoder.stream(reader)?;
             } else {
-                // One protobuf message cannot be split without parsing it: hold it whole.
-                let mut bytes = Vec::new();
-                reader.read_to_end(&mut bytes).map_err(|e| Error::io(origin, e))?;
-                if !is_blank(&bytes) {
-                    decode_protobuf(&bytes, origin, config, &mut assembler, skips, sink)?;
+                // Streamed; a short input is checked for blankness first, as when whole.
+                let mut head = Vec::new();
+                (&mut reader).take(1 << 16).read_to_end(&mut head).map_err(|e| Error::io(origin, e))?;
+                let mut decoder = Decoder::new(origin, config, &mut assembler, skips, sink);
+                if head.len() < 1 << 16 {
+                    if !is_blank(&head) {
+                        decoder.protobuf(&head[..])?;
+                    }
+                } else {
+                    decoder.protobuf(std::io::Cursor::new(head).chain(reader))?;
                 }
             }
         }
@@ -134,50 +141,35 @@ pub fn decode_protobuf(
     skips: &mut Skips,
     sink: &mut dyn FnMut(Trace),
 ) -> Result<(), Error> {
-    let mut decoder = Decoder::new(origin, config, assembler, skips, sink);
-    let mut rest = bytes;
-    let mut index = 0usize;
-    while let Some(&key) = rest.first() {
-        let offset = bytes.len() - rest.len();
-        let fail = |decoder: &mut Decoder<'_>, reason: Reason, detail: String| {
-            if index == 0 {
-                Err(Error::format(origin, PROTOBUF, 1, offset + 1, detail))
-            } else {
-                decoder.skips.add(reason, || format!("{origin}: byte {offset}: {detail}; rest skipped"));
-                Ok(())
-            }
-        };
-        // Field 1 (resource_spans), length-delimited: key byte 0x0a.
-        if key != 0x0a {
-            // Unknown fields are legal protobuf: let prost read the rest as a whole.
-            return match ExportTraceServiceRequest::decode(rest) {
-                Ok(request) => {
-                    request.resource_spans.into_iter().for_each(|rs| decoder.proto_resource_spans(rs));
-                    Ok(())
-                }
-                Err(e) => fail(&mut decoder, Reason::Malformed, e.to_string()),
-            };
-        }
-        let mut body = &rest[1..];
-        let len = match prost::decode_length_delimiter(&mut body) {
-            Ok(len) => len,
-            Err(e) => return fail(&mut decoder, Reason::Truncated, e.to_string()),
-        };
-        let Some(element) = body.get(..len) else {
-            let detail = format!("resourceSpans of {len} bytes, {} left", body.len());
-            return fail(&mut decoder, Reason::Truncated, detail);
-        };
-        match pb::ResourceSpans::decode(element) {
-            Ok(rs) => decoder.proto_resource_spans(rs),
-            Err(e) if index == 0 => return fail(&mut decoder, Reason::Malformed, e.to_string()),
-            Err(e) => {
-                decoder.skips.add(Reason::Malformed, || format!("{origin}: byte {offset}: resourceSpans: {e}"));
-            }
-        }
-        rest = &body[len..];
-        index += 1;
+    Decoder::new(origin, config, assembler, skips, sink).protobuf(bytes)
+}
+
+/// Reads one byte; `None` at the end.
+fn next_byte(reader: &mut impl BufRead) -> std::io::Result<Option<u8>> {
+    let byte = reader.fill_buf()?.first().copied();
+    if byte.is_some() {
+        reader.consume(1);
     }
-    Ok(())
+    Ok(byte)
+}
+
+/// Reads a length delimiter (a varint of at most 10 bytes): `Err` with why if it is cut or bad.
+fn length_delimiter(reader: &mut impl BufRead) -> Result<(usize, usize), String> {
+    let mut bytes = [0u8; 10];
+    for n in 0..bytes.len() {
+        match next_byte(reader) {
+            Ok(Some(b)) => {
+                bytes[n] = b;
+                if b < 0x80 {
+                    let len = prost::decode_length_delimiter(&bytes[..=n]).map_err(|e| e.to_string())?;
+                    return Ok((len, n + 1));
+                }
+            }
+            Ok(None) => return Err("input ends inside a length".into()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("length varint longer than 10 bytes".into())
 }
 
 /// The resource a span ran in.
@@ -282,6 +274,58 @@ impl<'c> Decoder<'c> {
                 let example = || format!("{source}: trace {trace_id}: span {span}: {why}");
                 self.assembler.reject(&trace_id, end_us, reason, example, self.skips);
             }
+        }
+    }
+
+    /// Streams one protobuf `ExportTraceServiceRequest` from `reader` (see the module docs).
+    fn protobuf(&mut self, mut reader: impl BufRead) -> Result<(), Error> {
+        let origin = self.origin;
+        let mut element = Vec::new();
+        let (mut offset, mut index) = (0usize, 0usize);
+        let fail = |decoder: &mut Self, index: usize, offset: usize, reason: Reason, detail: String| {
+            if index == 0 {
+                Err(Error::format(origin, PROTOBUF, 1, offset + 1, detail))
+            } else {
+                decoder.skips.add(reason, || format!("{origin}: byte {offset}: {detail}; rest skipped"));
+                Ok(())
+            }
+        };
+        loop {
+            let key = match next_byte(&mut reader).map_err(|e| Error::io(origin, e))? {
+                Some(key) => key,
+                None => return Ok(()),
+            };
+            // Field 1 (resource_spans), length-delimited: key byte 0x0a.
+            if key != 0x0a {
+                let mut rest = vec![key];
+                reader.read_to_end(&mut rest).map_err(|e| Error::io(origin, e))?;
+                return match ExportTraceServiceRequest::decode(&rest[..]) {
+                    Ok(request) => {
+                        request.resource_spans.into_iter().for_each(|rs| self.proto_resource_spans(rs));
+                        Ok(())
+                    }
+                    Err(e) => fail(self, index, offset, Reason::Malformed, e.to_string()),
+                };
+            }
+            let (len, width) = match length_delimiter(&mut reader) {
+                Ok(frame) => frame,
+                Err(detail) => return fail(self, index, offset, Reason::Truncated, detail),
+            };
+            element.clear();
+            let got = (&mut reader).take(len as u64).read_to_end(&mut element).map_err(|e| Error::io(origin, e))?;
+            if got < len {
+                let detail = format!("resourceSpans of {len} bytes, {got} left");
+                return fail(self, index, offset, Reason::Truncated, detail);
+            }
+            match pb::ResourceSpans::decode(&element[..]) {
+                Ok(rs) => self.proto_resource_spans(rs),
+                Err(e) if index == 0 => return fail(self, index, offset, Reason::Malformed, e.to_string()),
+                Err(e) => {
+                    self.skips.add(Reason::Malformed, || format!("{origin}: byte {offset}: resourceSpans: {e}"));
+                }
+            }
+            offset += 1 + width + len;
+            index += 1;
         }
     }
 
