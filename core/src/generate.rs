@@ -101,6 +101,19 @@ impl Scenario {
         scenario
     }
 
+    /// The same application scaled out `factor` times: `factor` times the load on `factor` times
+    /// the containers, so every per-container load (and hence every latency) is unchanged and
+    /// only the number of requests per window grows.
+    pub fn scaled_out(mut self, factor: u32) -> Self {
+        for w in &mut self.levels_rps {
+            *w *= f64::from(factor);
+        }
+        for s in &mut self.services {
+            s.containers *= factor;
+        }
+        self
+    }
+
     /// Graph shares at level `k`.
     pub fn mix(&self, k: usize) -> Vec<f64> {
         let n = self.levels_rps.len().max(2) - 1;
@@ -250,6 +263,18 @@ mod tests {
             }
             let mix = s.mix(k);
             assert!((mix.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        }
+    }
+
+    #[test]
+    fn scaling_out_keeps_per_container_load() {
+        let s = Scenario::acceptance(1);
+        let big = s.clone().scaled_out(8);
+        for k in 0..s.levels_rps.len() {
+            assert_eq!(big.levels_rps[k], 8.0 * s.levels_rps[k]);
+            for (a, b) in s.per_container_rps(k).iter().zip(big.per_container_rps(k)) {
+                assert!((a - b).abs() < 1e-12 * a, "{a} vs {b}");
+            }
         }
     }
 

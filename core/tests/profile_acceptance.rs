@@ -2,7 +2,13 @@
 //! services, a simple and a complex graph with parallel calls, ten load levels, sampling
 //! 0.1) go through the Jaeger writer, the decoder, call trees, windows and the fit; every
 //! service's `l0` must come back within 5%, its rate at mid-load within 10%, and the graph
-//! mix per window within 0.03 of the truth.
+//! mix of every window within 0.03 of the truth.
+//!
+//! A window's mix is estimated from its sampled requests, so its error is at least binomial
+//! noise, `sqrt(p (1 - p) / n)` for `n` sampled requests: 0.026 at the unscaled scenario's
+//! lowest level (40 req/s, n = 240), where the worst of 40 windows was 0.051. The application
+//! is therefore scaled out 8 times (320-1,760 req/s on 8-16 containers per service: the same
+//! per-container loads and latencies), giving n >= 1,920 and a noise of 0.009 per window.
 
 use std::collections::BTreeMap;
 
@@ -16,7 +22,7 @@ const ORIGIN_S: i64 = 1_699_999_980;
 
 #[test]
 fn profile_recovers_known_parameters() {
-    let scenario = Scenario::acceptance(11);
+    let scenario = Scenario::acceptance(11).scaled_out(8);
     let traces = scenario.traces(ORIGIN_S);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let path = dir.path().join("traces.json");
@@ -69,6 +75,6 @@ fn profile_recovers_known_parameters() {
     }
     let mean = sum / out.windows.windows.len() as f64;
     eprintln!("graph mix error per window: mean {mean:.4}, worst {worst:.4}");
-    assert!(mean < 0.03, "mean graph-mix error {mean}");
+    assert!(worst < 0.03, "graph-mix error {worst} in the worst window (mean {mean})");
     assert_eq!(out.windows.windows.len(), scenario.levels_rps.len() * 4);
 }
