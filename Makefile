@@ -26,9 +26,10 @@ unit: ## Unit and integration tests, release (the Monte Carlo checks run in rele
 libtorch: ## Install libtorch (torch 2.13.0 from PyPI) into a cached venv for the `lstm` feature
 	./hack/install-libtorch.sh >/dev/null
 
-unit-lstm: libtorch ## derm-core tests with the attention LSTM (feature lstm, libtorch)
-	./hack/with-libtorch.sh $(CARGO) clippy -p derm-core --all-targets --features lstm -- -D warnings
+unit-lstm: libtorch ## derm-core and derm-adapter tests with the attention LSTM (feature lstm, libtorch)
+	./hack/with-libtorch.sh $(CARGO) clippy -p derm-core -p derm-adapter --all-targets --features lstm -- -D warnings
 	./hack/with-libtorch.sh $(CARGO) test -p derm-core --release --features lstm
+	./hack/with-libtorch.sh $(CARGO) test -p derm-adapter --release --features lstm --lib model
 
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd from Go modules (cached)
 	./hack/build-control-plane.sh

@@ -67,9 +67,16 @@ pub struct Apps {
     slots: Arc<Mutex<BTreeMap<(String, String), Slot>>>,
     /// Whether this replica runs the loops (holds the Lease, or runs without election).
     leading: Arc<AtomicBool>,
+    /// Trained mix models by DermApp (`--predictor-model`).
+    models: crate::model::Models,
 }
 
 impl Apps {
+    /// Loops that predict with `models` where one is given for their DermApp.
+    pub fn with_models(models: crate::model::Models) -> Self {
+        Apps { models, ..Apps::default() }
+    }
+
     /// Whether exports are taken (this replica leads).
     pub fn leading(&self) -> bool {
         self.leading.load(Ordering::Relaxed)
@@ -136,11 +143,17 @@ impl Apps {
                         s.feed = feed;
                     }
                 })
-                .or_insert_with(|| Slot {
-                    entry: spec.entry_service.clone(),
-                    online: OnlineApp::new(spec.clone(), spec.trace_source.sampling_ratio),
-                    next_tick_s: (now_s.div_euclid(interval) + 1) * interval,
-                    feed,
+                .or_insert_with_key(|key| {
+                    let mut online = OnlineApp::new(spec.clone(), spec.trace_source.sampling_ratio);
+                    if let Some(model) = self.models.0.get(key) {
+                        online.set_model(model.clone());
+                    }
+                    Slot {
+                        entry: spec.entry_service.clone(),
+                        online,
+                        next_tick_s: (now_s.div_euclid(interval) + 1) * interval,
+                        feed,
+                    }
                 });
         }
         slots.retain(|k, _| keep.contains(k));
@@ -359,7 +372,10 @@ fn status_patch(tick: &Tick, audit: Option<&serde_json::Value>) -> serde_json::V
             "desiredReplicas": u.desired_replicas,
             "callAffinity": u.call_affinity,
             "lastSolveTime": now,
-            "conditions": [condition("Ready", true, "Solved", "desired replicas published", &now)],
+            "conditions": [
+                condition("Ready", true, "Solved", "desired replicas published", &now),
+                predictor_condition(&u.predictor, &now),
+            ],
         }}),
         Tick::Hold(reason) => serde_json::json!({"status": {
             "conditions": [condition("Ready", false, "Holding", reason, &now)],
@@ -371,6 +387,18 @@ fn status_patch(tick: &Tick, audit: Option<&serde_json::Value>) -> serde_json::V
         conditions.push(audit);
     }
     patch
+}
+
+/// PredictorReady: which predictor gave the planned mix (`Model`: the trained model;
+/// `Baseline`: EWMA, with why the model was not used; `Ewma`: no model configured).
+fn predictor_condition(p: &crate::online::PredictorReport, now: &Time) -> serde_json::Value {
+    let tv = p.recent_tv.map_or_else(|| "not scored yet".to_owned(), |tv| format!("recent TV distance {tv:.3}"));
+    let (reason, message) = match &p.note {
+        Some(note) => ("Baseline", format!("{}: {tv}; model not used: {note}", p.name)),
+        None if p.name == "ewma" => ("Ewma", format!("ewma: {tv}")),
+        None => ("Model", format!("{}: {tv}", p.name)),
+    };
+    condition("PredictorReady", true, reason, &message, now)
 }
 
 fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &Time) -> serde_json::Value {
@@ -441,13 +469,17 @@ mod tests {
                 predicted_sla_probability: 0.97,
                 desired_replicas: [("a".to_owned(), 3)].into_iter().collect(),
                 call_affinity: Vec::new(),
+                predictor: crate::online::PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), note: None },
             }),
             Some(&audit),
         );
         assert_eq!(plan["status"]["desiredReplicas"]["a"], 3);
         assert!(plan["status"]["lastSolveTime"].is_string());
+        assert_eq!(plan["status"]["conditions"][1]["type"], "PredictorReady");
+        assert_eq!(plan["status"]["conditions"][1]["reason"], "Model");
+        assert_eq!(plan["status"]["conditions"][1]["message"], "lstm: recent TV distance 0.042");
         // The audit's condition rides along (a merge patch replaces the whole list).
-        assert_eq!(plan["status"]["conditions"][1]["type"], "HPAsExact");
-        assert!(plan["status"]["conditions"][1]["lastTransitionTime"].is_string());
+        assert_eq!(plan["status"]["conditions"][2]["type"], "HPAsExact");
+        assert!(plan["status"]["conditions"][2]["lastTransitionTime"].is_string());
     }
 }

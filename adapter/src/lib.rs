@@ -58,6 +58,7 @@ pub mod dermapps;
 pub mod jaeger;
 pub mod leader;
 pub mod metrics;
+pub mod model;
 pub mod online;
 pub mod selector;
 pub mod server;
@@ -187,7 +188,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let controller = if args.controller {
         let client = kube::Client::try_default().await.context("--controller needs a cluster")?;
-        let apps = controller::Apps::default();
+        let apps = controller::Apps::with_models(model::load_all(&args.predictor_models)?);
         let receiver = Server::bind(args.otlp_listen, None, limits.clone())
             .await
             .with_context(|| format!("--otlp-listen {}", args.otlp_listen))?;

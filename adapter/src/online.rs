@@ -3,7 +3,8 @@
 //! [`OnlineApp::add`] takes decoded traces as they arrive; [`OnlineApp::tick`], once per
 //! interval, turns the traces of the interval into one window ([`derm_core::pipeline::Ingest`]),
 //! keeps the exclusive-latency samples, refits the profiles on a schedule, predicts the next
-//! mix (EWMA over the recent windows), solves for the fewest replicas
+//! mix (EWMA over the recent windows, or a trained model hedged against it: [`hedge`]), solves
+//! for the fewest replicas
 //! ([`derm_core::optimize`]) and clamps the plan to each service's min/max.
 //!
 //! Missing data never lowers a count: an interval without traces, a solve that fails, or
@@ -14,18 +15,23 @@
 //! load and the observed-demand floors; this loop plans with the same load headroom and tail
 //! margin but trusts the profile's linear rate model up to the solver's utilisation cap.
 
+mod hedge;
+
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use derm_core::graph::Node;
 use derm_core::graph::catalog::Entry;
 use derm_core::graph::window::{self, ArgSpec, Samples, Window};
 use derm_core::optimize::{self, Bounds, Input, Problem, Start};
 use derm_core::pipeline::Ingest;
-use derm_core::predict::{Ewma, Predictor};
+use derm_core::predict::Predictor;
 use derm_core::profile::{self, Profiles};
 use derm_core::trace::Trace;
 
 use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
+
+pub use hedge::{Choice, Hedge};
 
 /// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
 pub const LOAD_HEADROOM: f64 = 0.10;
@@ -55,6 +61,16 @@ pub struct Update {
     pub predicted_sla_probability: f64,
     pub desired_replicas: BTreeMap<String, u32>,
     pub call_affinity: Vec<CallAffinity>,
+    /// Which predictor gave the mix, its recent error, and why a model was not used.
+    pub predictor: PredictorReport,
+}
+
+/// The predictor behind an [`Update`] (for the PredictorReady condition).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PredictorReport {
+    pub name: String,
+    pub recent_tv: Option<f64>,
+    pub note: Option<String>,
 }
 
 /// What survives a restart or a failover (stored by the controller in a ConfigMap): profiles,
@@ -85,6 +101,7 @@ pub struct OnlineApp {
     profiles: Profiles,
     since_refit: u32,
     ticks: u64,
+    hedge: Hedge,
 }
 
 impl OnlineApp {
@@ -100,7 +117,13 @@ impl OnlineApp {
             profiles: Profiles::default(),
             since_refit: 0,
             ticks: 0,
+            hedge: Hedge::new(None),
         }
+    }
+
+    /// Predicts with `model` (e.g. the attention LSTM from `derm train`), hedged against EWMA.
+    pub fn set_model(&mut self, model: Arc<dyn Predictor>) {
+        self.hedge = Hedge::new(Some(model));
     }
 
     /// Replaces the spec (a DermApp edit); learned state stays.
@@ -178,12 +201,12 @@ impl OnlineApp {
             }
             self.since_refit = 0;
         }
-        let recent = &self.windows[self.windows.len().saturating_sub(RECENT)..];
-        let mix = match Ewma::new(0.5).and_then(|mut p| p.fit(recent).and_then(|()| p.predict(recent))) {
-            Ok(m) => m,
+        let choice = match self.hedge.predict(&self.windows, RECENT) {
+            Ok(c) => c,
             Err(e) => return Tick::Hold(format!("mix prediction: {e}")),
         };
-        self.solve(&mix, load)
+        let report = PredictorReport { name: choice.predictor, recent_tv: choice.recent_tv, note: choice.note };
+        self.solve(&choice.mix, load, report)
     }
 
     /// Ingests closed windows; returns the newest one's entry load.
@@ -216,7 +239,7 @@ impl OnlineApp {
         load
     }
 
-    fn solve(&self, mix: &BTreeMap<String, f64>, load: f64) -> Tick {
+    fn solve(&self, mix: &BTreeMap<String, f64>, load: f64, predictor: PredictorReport) -> Tick {
         let entries: Vec<Entry> = mix
             .iter()
             .filter(|(_, s)| **s > 0.0)
@@ -267,6 +290,7 @@ impl OnlineApp {
             predicted_sla_probability: plan.predicted_sla_probability,
             desired_replicas: desired,
             call_affinity: affinity(&entries, load),
+            predictor,
         })
     }
 }

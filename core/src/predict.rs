@@ -91,6 +91,31 @@ pub(crate) fn usable<'a>(windows: &'a [Window], what: &'static str) -> Result<Ve
     Ok(out)
 }
 
+/// A prediction without the [`OTHER`] share, which a trained model (the LSTM) gives to
+/// graphs it never saw and which has no call graph to plan for. The share goes to the
+/// graphs of the last observed window that the prediction does not name, in their observed
+/// proportions (the last observed mix of the unseen graphs); when there are none, it is
+/// dropped and the rest renormalised. Dropping it always would plan nothing for a graph
+/// that appeared after training however much traffic it takes.
+pub fn resolve_other(mut mix: BTreeMap<String, f64>, last: &Window) -> BTreeMap<String, f64> {
+    let Some(other) = mix.remove(OTHER) else {
+        return mix;
+    };
+    let unseen: Vec<(&String, f64)> = last
+        .graph_mix
+        .iter()
+        .filter(|(g, s)| **s > 0.0 && s.is_finite() && g.as_str() != OTHER && !mix.contains_key(*g))
+        .map(|(g, s)| (g, *s))
+        .collect();
+    let total: f64 = unseen.iter().map(|(_, s)| s).sum();
+    if other > 0.0 && total > 0.0 {
+        for (g, s) in unseen {
+            mix.insert(g.clone(), other * s / total);
+        }
+    }
+    normalise(mix)
+}
+
 /// Scale shares to sum 1 and drop zeros.
 pub(crate) fn normalise(mut mix: BTreeMap<String, f64>) -> BTreeMap<String, f64> {
     mix.retain(|_, v| *v > 0.0);

@@ -10,7 +10,7 @@
 //!    samples so far: the profiling phase's plus the online ones;
 //! 3. chooses the graph mix and the load to plan for:
 //!    - `derm`: the predictor's mix over the online windows (EWMA by default, or the
-//!      attention LSTM: see [`resolve_other`] for its "other" share), the last window's
+//!      attention LSTM: see [`crate::predict::resolve_other`] for its "other" share), the last window's
 //!      measured load;
 //!    - `derm-oracle`: the true mix averaged over the next interval and the true peak rate
 //!      in it (from the scenario's ground truth);
@@ -62,7 +62,7 @@ use crate::graph::catalog::Entry;
 use crate::graph::window::{self, ArgSpec, Samples, Window};
 use crate::optimize::{self, Bounds, Input, Plan, Problem, Start};
 use crate::pipeline::Ingest;
-use crate::predict::{Last, OTHER, Predictor};
+use crate::predict::{Last, Predictor, resolve_other};
 use crate::profile::{self, Profiles};
 
 /// Extra load planned for, as a fraction of the forecast.
@@ -124,31 +124,6 @@ fn plausible(base: &crate::profile::Profile, new: &crate::profile::Profile) -> b
 
 /// Online windows the predictor looks at.
 const RECENT: usize = 20;
-
-/// A prediction without the [`OTHER`] share, which a trained model (the LSTM) gives to
-/// graphs it never saw and which has no call graph to plan for. The share goes to the
-/// graphs of the last observed window that the prediction does not name, in their observed
-/// proportions (the last observed mix of the unseen graphs); when there are none, it is
-/// dropped and the rest renormalised. Dropping it always would plan nothing for a graph
-/// that appeared after training however much traffic it takes.
-pub fn resolve_other(mut mix: BTreeMap<String, f64>, last: &Window) -> BTreeMap<String, f64> {
-    let Some(other) = mix.remove(OTHER) else {
-        return mix;
-    };
-    let unseen: Vec<(&String, f64)> = last
-        .graph_mix
-        .iter()
-        .filter(|(g, s)| **s > 0.0 && s.is_finite() && g.as_str() != OTHER && !mix.contains_key(*g))
-        .map(|(g, s)| (g, *s))
-        .collect();
-    let total: f64 = unseen.iter().map(|(_, s)| s).sum();
-    if other > 0.0 && total > 0.0 {
-        for (g, s) in unseen {
-            mix.insert(g.clone(), other * s / total);
-        }
-    }
-    crate::predict::normalise(mix)
-}
 
 /// What the profiling phase learned, shared by every profile-based policy.
 #[derive(Debug, Clone, Default)]
@@ -533,6 +508,7 @@ impl Policy for Derm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::predict::OTHER;
 
     fn window(mix: &[(&str, f64)]) -> Window {
         Window {

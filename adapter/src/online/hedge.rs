@@ -1,0 +1,204 @@
+//! The next window's graph mix: a trained model (the attention LSTM from `derm train`), hedged
+//! against EWMA.
+//!
+//! A model is only as good as its last windows: traffic drifts away from what it was trained
+//! on. Every interval both predictors are scored on the same recent windows (each window
+//! predicted from the ones before it, [`recent_error`]: mean total variation distance), and the
+//! model's mix is used only when it has been scored on at least [`MIN_SCORED`] windows and is
+//! no worse than EWMA there. Scoring from the kept windows, not from remembered predictions,
+//! makes the choice a function of the learned state, so it survives a restart or a failover.
+//! The model's "other" share (graphs it never saw) goes to the last window's unseen graphs
+//! ([`resolve_other`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use derm_core::graph::Window;
+use derm_core::predict::metrics::recent_error;
+use derm_core::predict::{Ewma, Predictor, resolve_other};
+
+/// Windows each predictor is scored on.
+pub const SCORED: usize = 10;
+/// The model is trusted only after this many scored windows.
+pub const MIN_SCORED: usize = 3;
+/// EWMA's smoothing (as the simulator's default predictor).
+const ALPHA: f64 = 0.5;
+
+/// The mix chosen for the next window, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub mix: BTreeMap<String, f64>,
+    /// Name of the predictor whose mix this is (`ewma`, `lstm`, ...).
+    pub predictor: String,
+    /// Its mean TV distance over the scored windows (`None`: not scored yet).
+    pub recent_tv: Option<f64>,
+    /// Why the model was not used, when there is one.
+    pub note: Option<String>,
+}
+
+/// Chooses between an optional model and EWMA; see the module docs.
+#[derive(Clone)]
+pub struct Hedge {
+    model: Option<Arc<dyn Predictor>>,
+}
+
+impl std::fmt::Debug for Hedge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hedge").field("model", &self.model.as_ref().map(|m| m.name().to_owned())).finish()
+    }
+}
+
+impl Hedge {
+    /// EWMA alone, or `model` hedged against it.
+    pub fn new(model: Option<Arc<dyn Predictor>>) -> Self {
+        Hedge { model }
+    }
+
+    /// The mix after `windows` (time order, newest last), predicting from the last `context`.
+    pub fn predict(&self, windows: &[Window], context: usize) -> Result<Choice, derm_core::predict::Error> {
+        let ewma = Ewma::new(ALPHA)?;
+        let recent = &windows[windows.len().saturating_sub(context)..];
+        let baseline = ewma.predict(recent)?;
+        let ewma_tv = recent_error(&ewma, windows, SCORED, context);
+        let fallback =
+            |note: Option<String>| Choice { mix: baseline.clone(), predictor: "ewma".into(), recent_tv: ewma_tv, note };
+        let Some(model) = &self.model else {
+            return Ok(fallback(None));
+        };
+        let model = Resolving(model.as_ref());
+        let name = model.name().to_owned();
+        let scored = windows.len().saturating_sub(1).min(SCORED);
+        let model_tv = recent_error(&model, windows, SCORED, context);
+        let Some(model_tv) = model_tv.filter(|_| scored >= MIN_SCORED) else {
+            return Ok(fallback(Some(format!("{name}: fewer than {MIN_SCORED} windows scored yet"))));
+        };
+        if ewma_tv.is_some_and(|e| model_tv > e) {
+            let e = ewma_tv.unwrap_or_default();
+            return Ok(fallback(Some(format!("{name}: recent TV {model_tv:.3} above ewma's {e:.3}"))));
+        }
+        match model.predict(recent) {
+            Ok(mix) => Ok(Choice { mix, predictor: name, recent_tv: Some(model_tv), note: None }),
+            Err(e) => Ok(fallback(Some(format!("{name}: {e}")))),
+        }
+    }
+}
+
+/// A model's predictions with the "other" share resolved, so that it is scored on the mix it
+/// would be planned with.
+struct Resolving<'a>(&'a dyn Predictor);
+
+impl Predictor for Resolving<'_> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn fit(&mut self, _: &[Window]) -> Result<(), derm_core::predict::Error> {
+        Ok(())
+    }
+    fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, derm_core::predict::Error> {
+        let mix = self.0.predict(recent)?;
+        let last = recent.last().ok_or(derm_core::predict::Error::EmptyHistory { what: "hedge" })?;
+        Ok(resolve_other(mix, last))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use derm_core::predict::Error;
+
+    /// Always the same mix.
+    struct Fixed(BTreeMap<String, f64>);
+
+    impl Predictor for Fixed {
+        fn name(&self) -> &str {
+            "fixed"
+        }
+        fn fit(&mut self, _: &[Window]) -> Result<(), Error> {
+            Ok(())
+        }
+        fn predict(&self, _: &[Window]) -> Result<BTreeMap<String, f64>, Error> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn mix(pairs: &[(&str, f64)]) -> BTreeMap<String, f64> {
+        pairs.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
+    }
+
+    /// Windows alternating between two mixes: EWMA lags a full swing behind, a model that
+    /// knows the pattern (predicts the next) is exact.
+    fn alternating(n: usize) -> Vec<Window> {
+        (0..n)
+            .map(|k| {
+                let share = if k % 2 == 0 { 0.9 } else { 0.1 };
+                Window {
+                    start_s: 30 * k as i64,
+                    duration_s: 30,
+                    load_rps: 10.0,
+                    requests: 300,
+                    graph_mix: mix(&[("a", share), ("b", 1.0 - share)]),
+                    arg_mix: BTreeMap::new(),
+                    containers: BTreeMap::new(),
+                    calls_rps: BTreeMap::new(),
+                }
+            })
+            .collect()
+    }
+
+    /// Predicts the other phase of the alternation.
+    struct Oracle;
+
+    impl Predictor for Oracle {
+        fn name(&self) -> &str {
+            "oracle"
+        }
+        fn fit(&mut self, _: &[Window]) -> Result<(), Error> {
+            Ok(())
+        }
+        fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error> {
+            let a = recent.last().map_or(0.5, |w| w.graph_mix["a"]);
+            Ok(mix(&[("a", 1.0 - a), ("b", a)]))
+        }
+    }
+
+    #[test]
+    fn without_a_model_ewma_is_used() {
+        let choice = Hedge::new(None).predict(&alternating(8), 20).expect("predicts");
+        assert_eq!(choice.predictor, "ewma");
+        assert!(choice.recent_tv.is_some() && choice.note.is_none());
+    }
+
+    #[test]
+    fn a_better_model_is_used_once_scored() {
+        let hedge = Hedge::new(Some(Arc::new(Oracle)));
+        let early = hedge.predict(&alternating(3), 20).expect("predicts");
+        assert_eq!(early.predictor, "ewma", "only 2 windows scored: {early:?}");
+        let choice = hedge.predict(&alternating(12), 20).expect("predicts");
+        assert_eq!(choice.predictor, "oracle");
+        assert!(choice.recent_tv.is_some_and(|tv| tv < 1e-12), "{choice:?}");
+        // The newest window had a = 0.1 (k = 11), so the next one has 0.9.
+        assert!((choice.mix["a"] - 0.9).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_worse_model_is_not_used_and_other_is_resolved() {
+        let bad = Hedge::new(Some(Arc::new(Fixed(mix(&[("c", 1.0)])))));
+        let choice = bad.predict(&alternating(12), 20).expect("predicts");
+        assert_eq!(choice.predictor, "ewma");
+        assert!(choice.note.as_deref().is_some_and(|n| n.contains("above ewma")), "{choice:?}");
+
+        // A model as good as EWMA whose prediction has an "other" share: it goes to the
+        // graphs the model did not name.
+        let windows: Vec<Window> = alternating(12)
+            .into_iter()
+            .map(|mut w| {
+                w.graph_mix = mix(&[("a", 0.5), ("b", 0.5)]);
+                w
+            })
+            .collect();
+        let other = Hedge::new(Some(Arc::new(Fixed(mix(&[("a", 0.5), (derm_core::predict::OTHER, 0.5)])))));
+        let choice = other.predict(&windows, 20).expect("predicts");
+        assert_eq!(choice.predictor, "fixed");
+        assert_eq!(choice.mix, mix(&[("a", 0.5), ("b", 0.5)]));
+    }
+}
