@@ -28,6 +28,7 @@ pub struct Auditor {
     recorder: Recorder,
     /// (namespace, HPA) -> reasons last reported (empty: exact).
     said: BTreeMap<(String, String), Vec<&'static str>>,
+    metrics: crate::telemetry::LoopMetrics,
 }
 
 impl std::fmt::Debug for Auditor {
@@ -37,9 +38,10 @@ impl std::fmt::Debug for Auditor {
 }
 
 impl Auditor {
-    pub fn new(client: Client) -> Self {
+    /// Also reports each audited HPA's desired replicas to `metrics`.
+    pub fn new(client: Client, metrics: crate::telemetry::LoopMetrics) -> Self {
         let reporter = Reporter { controller: "derm-controller".into(), instance: std::env::var("DERM_POD_NAME").ok() };
-        Auditor { recorder: Recorder::new(client.clone(), reporter), client, said: BTreeMap::new() }
+        Auditor { recorder: Recorder::new(client.clone(), reporter), client, said: BTreeMap::new(), metrics }
     }
 
     /// Audits one app; returns its condition (`None` when the HPAs cannot be listed: the last
@@ -74,6 +76,14 @@ impl Auditor {
                 return None;
             }
         };
+        for t in &targets {
+            let scales = |h: &&HorizontalPodAutoscaler| {
+                h.spec.as_ref().is_some_and(|s| s.scale_target_ref.kind == t.kind && s.scale_target_ref.name == t.name)
+            };
+            if let Some(n) = hpas.iter().find(scales).and_then(|h| h.status.as_ref()).map(|s| s.desired_replicas) {
+                self.metrics.hpa_desired(&format!("{namespace}/{}", t.app), &t.service, n);
+            }
+        }
         let report = audit::audit(&values, &targets);
         self.publish(&namespace, &hpas, &report).await;
         Some(condition(&report))

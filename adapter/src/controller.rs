@@ -38,6 +38,7 @@ use crate::crd::{DermApp, DermAppSpec};
 use crate::jaeger::Pollers;
 use crate::leader::Lease;
 use crate::online::{OnlineApp, Tick};
+use crate::telemetry::LoopMetrics;
 
 /// Largest OTLP request body accepted (after decompression too).
 pub const MAX_BODY_BYTES: usize = 16 << 20;
@@ -69,12 +70,14 @@ pub struct Apps {
     leading: Arc<AtomicBool>,
     /// Trained mix models by DermApp (`--predictor-model`).
     models: crate::model::Models,
+    metrics: LoopMetrics,
 }
 
 impl Apps {
-    /// Loops that predict with `models` where one is given for their DermApp.
-    pub fn with_models(models: crate::model::Models) -> Self {
-        Apps { models, ..Apps::default() }
+    /// Loops that predict with `models` where one is given for their DermApp, reporting to
+    /// `metrics`.
+    pub fn new(models: crate::model::Models, metrics: LoopMetrics) -> Self {
+        Apps { models, metrics, ..Apps::default() }
     }
 
     /// Whether exports are taken (this replica leads).
@@ -197,7 +200,12 @@ impl Apps {
                 Feed::Polled { fetched_to_us } if fetched_to_us.is_none_or(|f| f < cutoff_us) => {
                     Tick::Hold("the trace source has not been fetched up to the end of the window yet".into())
                 }
-                _ => slot.online.tick(now_s, interval),
+                _ => {
+                    let started = std::time::Instant::now();
+                    let tick = slot.online.tick(now_s, interval);
+                    self.metrics.interval(&format!("{ns}/{name}"), started.elapsed().as_secs_f64());
+                    tick
+                }
             };
             out.push((ns.clone(), name.clone(), tick));
         }
@@ -229,6 +237,7 @@ async fn export(State(apps): State<Apps>, headers: HeaderMap, body: Bytes) -> (S
     match decoded {
         Ok(Ok((traces, skips))) => {
             let n = traces.len();
+            apps.metrics.decoded("otlp", n, &skips);
             let routed = apps.route(traces);
             tracing::debug!(traces = n, routed, skipped = skips.total(), "OTLP export");
             let body = if json { b"{}".to_vec() } else { Vec::new() };
@@ -274,10 +283,12 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = lease.is_none();
     apps.leading.store(leading, Ordering::Relaxed);
-    let mut auditor = Auditor::new(client.clone());
+    let mut auditor = Auditor::new(client.clone(), apps.metrics.clone());
     // Each app's last HPA audit condition, written with every status patch (a merge patch
     // replaces the whole conditions list).
     let mut audits: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
+    // And the predictor's condition from the last plan (a hold says nothing new about it).
+    let mut predictors: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
     loop {
         timer.tick().await;
         if let Some(lease) = &lease {
@@ -342,13 +353,26 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
             {
                 audits.insert(key.clone(), c);
             }
-            let patch = status_patch(&tick, audits.get(&key));
+            if let Tick::Plan(u) = &tick {
+                let c = keep_transition_time(predictors.get(&key), predictor_condition(&u.predictor));
+                predictors.insert(key.clone(), c);
+            }
+            let kept: Vec<&serde_json::Value> =
+                [predictors.get(&key), audits.get(&key)].into_iter().flatten().collect();
+            let patch = status_patch(&tick, &kept);
             if let Tick::Hold(reason) = &tick {
                 tracing::info!(app = %name, namespace = %ns, reason, "holding the published values");
             }
             let api: Api<DermApp> = Api::namespaced(client.clone(), &ns);
-            if let Err(e) = api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-                tracing::warn!(app = %name, namespace = %ns, error = %e, "cannot write status");
+            match api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {
+                    if let Tick::Plan(u) = &tick {
+                        for (service, n) in &u.desired_replicas {
+                            apps.metrics.published(&format!("{ns}/{name}"), service, *n);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(app = %name, namespace = %ns, error = %e, "cannot write status"),
             }
             if let (Tick::Plan(_), Some(app), Some(state)) = (&tick, app, apps.state(&key))
                 && let Err(e) = crate::state::save(&client, app, &state).await
@@ -360,9 +384,10 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
 }
 
 /// The status merge patch for one tick: a plan sets the values and the solve time; a hold
-/// only says why (the values and their time stay, so they age). `audit` is the HPA audit's
-/// condition, kept in the list.
-fn status_patch(tick: &Tick, audit: Option<&serde_json::Value>) -> serde_json::Value {
+/// only says why (the values and their time stay, so they age). `kept` are the other
+/// conditions (the predictor's, the HPA audit's), written again because a merge patch
+/// replaces the whole list.
+fn status_patch(tick: &Tick, kept: &[&serde_json::Value]) -> serde_json::Value {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut patch = match tick {
         Tick::Plan(u) => serde_json::json!({"status": {
@@ -372,33 +397,47 @@ fn status_patch(tick: &Tick, audit: Option<&serde_json::Value>) -> serde_json::V
             "desiredReplicas": u.desired_replicas,
             "callAffinity": u.call_affinity,
             "lastSolveTime": now,
-            "conditions": [
-                condition("Ready", true, "Solved", "desired replicas published", &now),
-                predictor_condition(&u.predictor, &now),
-            ],
+            "conditions": [condition("Ready", true, "Solved", "desired replicas published", &now)],
         }}),
         Tick::Hold(reason) => serde_json::json!({"status": {
             "conditions": [condition("Ready", false, "Holding", reason, &now)],
         }}),
     };
-    if let (Some(audit), Some(conditions)) = (audit, patch["status"]["conditions"].as_array_mut()) {
-        let mut audit = audit.clone();
-        audit["lastTransitionTime"] = serde_json::to_value(&now).unwrap_or_default();
-        conditions.push(audit);
+    if let Some(conditions) = patch["status"]["conditions"].as_array_mut() {
+        for c in kept {
+            let mut c = (*c).clone();
+            if c.get("lastTransitionTime").is_none_or(serde_json::Value::is_null) {
+                c["lastTransitionTime"] = serde_json::to_value(&now).unwrap_or_default();
+            }
+            conditions.push(c);
+        }
     }
     patch
 }
 
 /// PredictorReady: which predictor gave the planned mix (`Model`: the trained model;
 /// `Baseline`: EWMA, with why the model was not used; `Ewma`: no model configured).
-fn predictor_condition(p: &crate::online::PredictorReport, now: &Time) -> serde_json::Value {
+fn predictor_condition(p: &crate::online::PredictorReport) -> serde_json::Value {
     let tv = p.recent_tv.map_or_else(|| "not scored yet".to_owned(), |tv| format!("recent TV distance {tv:.3}"));
     let (reason, message) = match &p.note {
         Some(note) => ("Baseline", format!("{}: {tv}; model not used: {note}", p.name)),
         None if p.name == "ewma" => ("Ewma", format!("ewma: {tv}")),
         None => ("Model", format!("{}: {tv}", p.name)),
     };
-    condition("PredictorReady", true, reason, &message, now)
+    let mut c = condition("PredictorReady", true, reason, &message, &Time(k8s_openapi::jiff::Timestamp::now()));
+    // The time is set when the reason changes (see `keep_transition_time`).
+    c["lastTransitionTime"] = serde_json::Value::Null;
+    c
+}
+
+/// `new` with `old`'s lastTransitionTime when status and reason are unchanged, else now.
+fn keep_transition_time(old: Option<&serde_json::Value>, mut new: serde_json::Value) -> serde_json::Value {
+    let same = old.is_some_and(|o| o["status"] == new["status"] && o["reason"] == new["reason"]);
+    new["lastTransitionTime"] = match old {
+        Some(o) if same => o["lastTransitionTime"].clone(),
+        _ => serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now())).unwrap_or_default(),
+    };
+    new
 }
 
 fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &Time) -> serde_json::Value {
@@ -456,12 +495,18 @@ mod tests {
 
     #[test]
     fn plan_patch_sets_values_and_time_hold_patch_does_not() {
-        let hold = status_patch(&Tick::Hold("no traces".into()), None);
+        let hold = status_patch(&Tick::Hold("no traces".into()), &[]);
         assert!(hold["status"].get("lastSolveTime").is_none());
         assert!(hold["status"].get("desiredReplicas").is_none());
         assert_eq!(hold["status"]["conditions"][0]["status"], "False");
         assert_eq!(hold["status"]["conditions"].as_array().map(Vec::len), Some(1));
         let audit = serde_json::json!({"type": "HPAsExact", "status": "True"});
+        let report = |note: Option<&str>| crate::online::PredictorReport {
+            name: "lstm".into(),
+            recent_tv: Some(0.0421),
+            note: note.map(str::to_owned),
+        };
+        let predictor = keep_transition_time(None, predictor_condition(&report(None)));
         let plan = status_patch(
             &Tick::Plan(crate::online::Update {
                 observed_load_rps: 10.0,
@@ -469,17 +514,29 @@ mod tests {
                 predicted_sla_probability: 0.97,
                 desired_replicas: [("a".to_owned(), 3)].into_iter().collect(),
                 call_affinity: Vec::new(),
-                predictor: crate::online::PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), note: None },
+                predictor: report(None),
             }),
-            Some(&audit),
+            &[&predictor, &audit],
         );
         assert_eq!(plan["status"]["desiredReplicas"]["a"], 3);
         assert!(plan["status"]["lastSolveTime"].is_string());
         assert_eq!(plan["status"]["conditions"][1]["type"], "PredictorReady");
         assert_eq!(plan["status"]["conditions"][1]["reason"], "Model");
         assert_eq!(plan["status"]["conditions"][1]["message"], "lstm: recent TV distance 0.042");
-        // The audit's condition rides along (a merge patch replaces the whole list).
+        // The kept conditions ride along (a merge patch replaces the whole list).
         assert_eq!(plan["status"]["conditions"][2]["type"], "HPAsExact");
         assert!(plan["status"]["conditions"][2]["lastTransitionTime"].is_string());
+        // A hold keeps them too.
+        let hold = status_patch(&Tick::Hold("no traces".into()), &[&predictor, &audit]);
+        assert_eq!(hold["status"]["conditions"][1]["reason"], "Model");
+
+        // The predictor's transition time moves only when its reason does.
+        let mut stale = predictor.clone();
+        stale["lastTransitionTime"] = "2020-01-01T00:00:00Z".into();
+        let same = keep_transition_time(Some(&stale), predictor_condition(&report(None)));
+        assert_eq!(same["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        let changed = keep_transition_time(Some(&stale), predictor_condition(&report(Some("worse than ewma"))));
+        assert_eq!(changed["reason"], "Baseline");
+        assert_ne!(changed["lastTransitionTime"], "2020-01-01T00:00:00Z");
     }
 }

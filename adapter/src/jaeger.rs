@@ -144,13 +144,15 @@ pub struct AppLabels {
 pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub traces: Family<AppLabels, Counter>,
+    /// Decoded traces and rejected records (source `jaeger`).
+    pub decoded: crate::telemetry::LoopMetrics,
 }
 
 impl Metrics {
     /// Registers `derm_adapter_trace_source_errors_total` and
     /// `derm_adapter_trace_source_traces_total`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let this = Self::default();
+    pub fn register(registry: &mut Registry, decoded: crate::telemetry::LoopMetrics) -> Self {
+        let this = Self { decoded, ..Self::default() };
         let sub = registry.sub_registry_with_prefix("derm_adapter");
         sub.register("trace_source_errors", "Failed trace-source polls by app and reason", this.errors.clone());
         sub.register("trace_source_traces", "Traces fetched from the trace source, by app", this.traces.clone());
@@ -351,6 +353,7 @@ impl Poller {
             Ok(Err(message)) => return Err(Error::Decode { url, message }),
             Err(e) => return Err(Error::Decode { url, message: e.to_string() }),
         };
+        self.metrics.decoded.decoded("jaeger", traces.len(), &skips);
         if skips.total() > 0 {
             tracing::debug!(app = %self.app, skipped = skips.total(), "malformed records in a Jaeger answer");
         }

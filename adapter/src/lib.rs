@@ -64,6 +64,7 @@ pub mod selector;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod telemetry;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -155,7 +156,8 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
 
     let mut registry = Registry::default();
     let metrics = admin::Metrics::register(&mut registry);
-    let source_metrics = jaeger::Metrics::register(&mut registry);
+    let loop_metrics = telemetry::LoopMetrics::register(&mut registry);
+    let source_metrics = jaeger::Metrics::register(&mut registry, loop_metrics.clone());
     let upstream = match upstream_config(&args.upstream)? {
         Some(config) => {
             let up = upstream::Upstream::new(config, upstream::Metrics::register(&mut registry))?;
@@ -188,7 +190,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let controller = if args.controller {
         let client = kube::Client::try_default().await.context("--controller needs a cluster")?;
-        let apps = controller::Apps::with_models(model::load_all(&args.predictor_models)?);
+        let apps = controller::Apps::new(model::load_all(&args.predictor_models)?, loop_metrics);
         let receiver = Server::bind(args.otlp_listen, None, limits.clone())
             .await
             .with_context(|| format!("--otlp-listen {}", args.otlp_listen))?;

@@ -151,7 +151,7 @@ async fn simulate(api: &str, fail: std::ops::Range<usize>, max_traces: usize) ->
     let key = ("default".to_owned(), "shop".to_owned());
     assert_eq!(apps.sync(std::slice::from_ref(&app), ORIGIN_S), vec![key.clone()]);
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = Metrics::register(&mut registry, crate::telemetry::LoopMetrics::default());
     let source = Source::of(&app.spec).unwrap();
     let client = Client::new(REQUEST_TIMEOUT).unwrap();
     let mut poller = Poller::new("default/shop".into(), source, client, metrics.clone(), ORIGIN_S * US + 1)
@@ -282,7 +282,7 @@ async fn a_long_outage_skips_to_a_window_boundary() {
     let fake = Arc::new(Mutex::new(Fake::default()));
     let (addr, _stop) = serve(fake).await;
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = Metrics::register(&mut registry, crate::telemetry::LoopMetrics::default());
     let source = Source::of(&app(&format!("http://{addr}"), "v1").spec).unwrap();
     let client = Client::new(REQUEST_TIMEOUT).unwrap();
     let mut poller = Poller::new("default/shop".into(), source, client, metrics, ORIGIN_S * US);
@@ -302,7 +302,7 @@ async fn a_long_outage_skips_to_a_window_boundary() {
 #[tokio::test]
 async fn unreachable_jaeger_is_an_error_and_the_cursor_stays() {
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = Metrics::register(&mut registry, crate::telemetry::LoopMetrics::default());
     // A port nothing listens on: bind one, then close it.
     let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let source = Source::of(&app(&format!("http://{addr}"), "v3").spec).unwrap();
