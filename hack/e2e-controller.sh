@@ -127,6 +127,13 @@ if eventually solved; then
 else
   ko "no solve: conditions $(status '{.status.conditions}'); log: $(tail -n 5 "$WORK/adapter.log")"
 fi
+cond() { status "{.status.conditions[?(@.type==\"$1\")].$2}"; }
+if [[ "$(cond PredictorReady reason)" == Ewma && "$(cond ProfilesReady status)/$(cond ProfilesReady reason)" == True/Fitted &&
+  "$(cond Feasible status)" == True && "$(cond Fresh status)" == True ]]; then
+  ok "conditions after a solve: PredictorReady Ewma ($(cond PredictorReady message)), ProfilesReady ($(cond ProfilesReady message)), Feasible, Fresh ($(cond Fresh reason))"
+else
+  ko "conditions after a solve: $(status '{.status.conditions}' | head -c 600)"
+fi
 want="$(status '{.status.desiredReplicas}' | python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(f"{k}={d[k]}" for k in sorted(d)))')"
 served() {
   "$K" get --raw "/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/derm_desired_replicas?labelSelector=app%3Dtickets" |
@@ -140,10 +147,6 @@ ticket="$(status '{.status.desiredReplicas.ticket}')"
 t0=$SECONDS
 if eventually lands_on "$ticket"; then ok "HPA on derm_desired_replicas: desiredReplicas = spec.replicas = Derm's $ticket in $((SECONDS - t0))s"; else
   ko "HPA: want $ticket, got (desired, spec) = ($(hpa_state)); ScalingActive $(hpa_condition ScalingActive)"
-fi
-predictor="$(status '{.status.conditions[?(@.type=="PredictorReady")].reason}')"
-if [[ "$predictor" == Ewma ]]; then ok "PredictorReady True/Ewma: $(status '{.status.conditions[?(@.type=="PredictorReady")].message}')"; else
-  ko "PredictorReady: reason '$predictor' (want Ewma: no model configured)"
 fi
 # The controller's own series: the published count next to the HPA's own, traces received,
 # interval time.
@@ -182,6 +185,9 @@ if eventually failed_metric; then
   ok "trace source quiet for errorAfterSeconds: the metric errors, HPA ScalingActive False / FailedGetExternalMetric after $((SECONDS - t0))s more"
 else
   ko "expired: ScalingActive $(hpa_condition ScalingActive); GET $(served 2>&1 | head -c 200)"
+fi
+if [[ "$(cond Fresh status)/$(cond Fresh reason)" == False/Stale ]]; then ok "Fresh False/Stale: $(cond Fresh message)"; else
+  ko "Fresh after holdSeconds: $(cond Fresh status)/$(cond Fresh reason) $(cond Fresh message)"
 fi
 # A few more HPA syncs (2 s each) without a value: replicas must not move.
 if stays 6 lands_on "$ticket"; then ok "trace source quiet: the HPA keeps $ticket replicas (no scale-down on missing data)"; else

@@ -34,10 +34,11 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
 use crate::audit::Auditor;
+use crate::conditions::{self, Kept};
 use crate::crd::{DermApp, DermAppSpec};
 use crate::jaeger::Pollers;
 use crate::leader::Lease;
-use crate::online::{OnlineApp, Tick};
+use crate::online::{OnlineApp, Readiness, Tick};
 use crate::telemetry::LoopMetrics;
 
 /// Largest OTLP request body accepted (after decompression too).
@@ -186,7 +187,7 @@ impl Apps {
 
     /// Ticks every loop that is due; returns (namespace, name, tick). A polled app whose
     /// poller has not fetched the whole window to ingest holds (and keeps its traces).
-    pub(crate) fn due(&self, now_s: i64) -> Vec<(String, String, Tick)> {
+    pub(crate) fn due(&self, now_s: i64) -> Vec<(String, String, Tick, Readiness)> {
         let Ok(mut slots) = self.slots.lock() else { return Vec::new() };
         let mut out = Vec::new();
         for ((ns, name), slot) in slots.iter_mut() {
@@ -207,7 +208,7 @@ impl Apps {
                     tick
                 }
             };
-            out.push((ns.clone(), name.clone(), tick));
+            out.push((ns.clone(), name.clone(), tick, slot.online.readiness()));
         }
         out
     }
@@ -284,11 +285,9 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
     let mut leading = lease.is_none();
     apps.leading.store(leading, Ordering::Relaxed);
     let mut auditor = Auditor::new(client.clone(), apps.metrics.clone());
-    // Each app's last HPA audit condition, written with every status patch (a merge patch
-    // replaces the whole conditions list).
-    let mut audits: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
-    // And the predictor's condition from the last plan (a hold says nothing new about it).
-    let mut predictors: BTreeMap<(String, String), serde_json::Value> = BTreeMap::new();
+    // Each app's conditions besides Ready, written with every status patch (a merge patch
+    // replaces the whole list).
+    let mut kept = Kept::default();
     loop {
         timer.tick().await;
         if let Some(lease) = &lease {
@@ -345,21 +344,25 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
                 continue;
             }
         };
-        for (ns, name, tick) in ticks {
+        for (ns, name, tick, readiness) in ticks {
             let key = (ns.clone(), name.clone());
             let app = list.iter().find(|a| a.namespace().as_deref() == Some(&key.0) && a.name_any() == key.1);
             if let Some(app) = app
                 && let Some(c) = auditor.audit(app).await
             {
-                audits.insert(key.clone(), c);
+                kept.set(&key, c);
             }
             if let Tick::Plan(u) = &tick {
-                let c = keep_transition_time(predictors.get(&key), predictor_condition(&u.predictor));
-                predictors.insert(key.clone(), c);
+                kept.set(&key, conditions::predictor(&u.predictor));
             }
-            let kept: Vec<&serde_json::Value> =
-                [predictors.get(&key), audits.get(&key)].into_iter().flatten().collect();
-            let patch = status_patch(&tick, &kept);
+            kept.set(&key, conditions::profiles(&readiness));
+            if let Some(c) = conditions::feasible(&tick, &readiness) {
+                kept.set(&key, c);
+            }
+            let last_solve = app.and_then(|a| a.status.as_ref()?.last_solve_time.as_ref().map(|t| t.0.as_second()));
+            let hold_s = app.map_or(0, |a| a.spec.staleness.hold_seconds);
+            kept.set(&key, conditions::fresh(&tick, last_solve, now_s, hold_s));
+            let patch = status_patch(&tick, &kept.list(&key));
             if let Tick::Hold(reason) = &tick {
                 tracing::info!(app = %name, namespace = %ns, reason, "holding the published values");
             }
@@ -397,10 +400,10 @@ fn status_patch(tick: &Tick, kept: &[&serde_json::Value]) -> serde_json::Value {
             "desiredReplicas": u.desired_replicas,
             "callAffinity": u.call_affinity,
             "lastSolveTime": now,
-            "conditions": [condition("Ready", true, "Solved", "desired replicas published", &now)],
+            "conditions": [conditions::condition("Ready", true, "Solved", "desired replicas published", &now)],
         }}),
         Tick::Hold(reason) => serde_json::json!({"status": {
-            "conditions": [condition("Ready", false, "Holding", reason, &now)],
+            "conditions": [conditions::condition("Ready", false, "Holding", reason, &now)],
         }}),
     };
     if let Some(conditions) = patch["status"]["conditions"].as_array_mut() {
@@ -413,41 +416,6 @@ fn status_patch(tick: &Tick, kept: &[&serde_json::Value]) -> serde_json::Value {
         }
     }
     patch
-}
-
-/// PredictorReady: which predictor gave the planned mix (`Model`: the trained model;
-/// `Baseline`: EWMA, with why the model was not used; `Ewma`: no model configured).
-fn predictor_condition(p: &crate::online::PredictorReport) -> serde_json::Value {
-    let tv = p.recent_tv.map_or_else(|| "not scored yet".to_owned(), |tv| format!("recent TV distance {tv:.3}"));
-    let (reason, message) = match &p.note {
-        Some(note) => ("Baseline", format!("{}: {tv}; model not used: {note}", p.name)),
-        None if p.name == "ewma" => ("Ewma", format!("ewma: {tv}")),
-        None => ("Model", format!("{}: {tv}", p.name)),
-    };
-    let mut c = condition("PredictorReady", true, reason, &message, &Time(k8s_openapi::jiff::Timestamp::now()));
-    // The time is set when the reason changes (see `keep_transition_time`).
-    c["lastTransitionTime"] = serde_json::Value::Null;
-    c
-}
-
-/// `new` with `old`'s lastTransitionTime when status and reason are unchanged, else now.
-fn keep_transition_time(old: Option<&serde_json::Value>, mut new: serde_json::Value) -> serde_json::Value {
-    let same = old.is_some_and(|o| o["status"] == new["status"] && o["reason"] == new["reason"]);
-    new["lastTransitionTime"] = match old {
-        Some(o) if same => o["lastTransitionTime"].clone(),
-        _ => serde_json::to_value(Time(k8s_openapi::jiff::Timestamp::now())).unwrap_or_default(),
-    };
-    new
-}
-
-fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &Time) -> serde_json::Value {
-    serde_json::json!({
-        "type": kind,
-        "status": if ok { "True" } else { "False" },
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": now,
-    })
 }
 
 fn unix_now() -> i64 {
@@ -501,12 +469,8 @@ mod tests {
         assert_eq!(hold["status"]["conditions"][0]["status"], "False");
         assert_eq!(hold["status"]["conditions"].as_array().map(Vec::len), Some(1));
         let audit = serde_json::json!({"type": "HPAsExact", "status": "True"});
-        let report = |note: Option<&str>| crate::online::PredictorReport {
-            name: "lstm".into(),
-            recent_tv: Some(0.0421),
-            note: note.map(str::to_owned),
-        };
-        let predictor = keep_transition_time(None, predictor_condition(&report(None)));
+        let report = crate::online::PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), note: None };
+        let predictor = conditions::predictor(&report);
         let plan = status_patch(
             &Tick::Plan(crate::online::Update {
                 observed_load_rps: 10.0,
@@ -514,29 +478,18 @@ mod tests {
                 predicted_sla_probability: 0.97,
                 desired_replicas: [("a".to_owned(), 3)].into_iter().collect(),
                 call_affinity: Vec::new(),
-                predictor: report(None),
+                predictor: report,
             }),
             &[&predictor, &audit],
         );
         assert_eq!(plan["status"]["desiredReplicas"]["a"], 3);
         assert!(plan["status"]["lastSolveTime"].is_string());
         assert_eq!(plan["status"]["conditions"][1]["type"], "PredictorReady");
-        assert_eq!(plan["status"]["conditions"][1]["reason"], "Model");
-        assert_eq!(plan["status"]["conditions"][1]["message"], "lstm: recent TV distance 0.042");
-        // The kept conditions ride along (a merge patch replaces the whole list).
+        // The kept conditions ride along (a merge patch replaces the whole list); one without
+        // a transition time gets the patch's.
         assert_eq!(plan["status"]["conditions"][2]["type"], "HPAsExact");
         assert!(plan["status"]["conditions"][2]["lastTransitionTime"].is_string());
-        // A hold keeps them too.
         let hold = status_patch(&Tick::Hold("no traces".into()), &[&predictor, &audit]);
         assert_eq!(hold["status"]["conditions"][1]["reason"], "Model");
-
-        // The predictor's transition time moves only when its reason does.
-        let mut stale = predictor.clone();
-        stale["lastTransitionTime"] = "2020-01-01T00:00:00Z".into();
-        let same = keep_transition_time(Some(&stale), predictor_condition(&report(None)));
-        assert_eq!(same["lastTransitionTime"], "2020-01-01T00:00:00Z");
-        let changed = keep_transition_time(Some(&stale), predictor_condition(&report(Some("worse than ewma"))));
-        assert_eq!(changed["reason"], "Baseline");
-        assert_ne!(changed["lastTransitionTime"], "2020-01-01T00:00:00Z");
     }
 }

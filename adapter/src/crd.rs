@@ -238,8 +238,8 @@ impl Default for StalenessSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct DermAppStatus {
-    /// Ready (solved, or holding and why) and HPAsExact (the HPA audit); ProfilesReady,
-    /// PredictorReady, Feasible and Fresh are reserved.
+    /// Ready (solved, or holding and why), ProfilesReady, PredictorReady, Feasible, Fresh and
+    /// HPAsExact (the HPA audit); see `conditions`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Requests per second at the entry service in the last window.

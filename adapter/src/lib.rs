@@ -51,6 +51,7 @@ pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod cli;
+pub mod conditions;
 pub mod controller;
 pub mod crd;
 pub mod demo;

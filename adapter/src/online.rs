@@ -102,6 +102,19 @@ pub struct OnlineApp {
     since_refit: u32,
     ticks: u64,
     hedge: Hedge,
+    /// Why the last solve found no plan (`None`: the last solve succeeded, or none ran yet).
+    infeasible: Option<String>,
+}
+
+/// What the loop knows of its own readiness, for the ProfilesReady and Feasible conditions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    /// Configured services without a fitted profile (none, or only a fallback line).
+    pub unprofiled: Vec<String>,
+    /// Services with a profile.
+    pub profiled: usize,
+    /// Why the last solve found no plan; `None` when it found one (or none ran yet).
+    pub infeasible: Option<String>,
 }
 
 impl OnlineApp {
@@ -118,6 +131,19 @@ impl OnlineApp {
             since_refit: 0,
             ticks: 0,
             hedge: Hedge::new(None),
+            infeasible: None,
+        }
+    }
+
+    /// Readiness as of the last tick.
+    pub fn readiness(&self) -> Readiness {
+        let fitted = |s: &str| self.profiles.services.get(s).is_some_and(|p| !p.fallback);
+        let unprofiled: Vec<String> =
+            self.spec.services.iter().map(|s| s.name.clone()).filter(|s| !fitted(s)).collect();
+        Readiness {
+            profiled: self.spec.services.len() - unprofiled.len(),
+            unprofiled,
+            infeasible: self.infeasible.clone(),
         }
     }
 
@@ -239,7 +265,7 @@ impl OnlineApp {
         load
     }
 
-    fn solve(&self, mix: &BTreeMap<String, f64>, load: f64, predictor: PredictorReport) -> Tick {
+    fn solve(&mut self, mix: &BTreeMap<String, f64>, load: f64, predictor: PredictorReport) -> Tick {
         let entries: Vec<Entry> = mix
             .iter()
             .filter(|(_, s)| **s > 0.0)
@@ -273,8 +299,12 @@ impl OnlineApp {
         };
         let plan = match Problem::new(&input).and_then(|p| optimize::solve(&p, optimize::Policy::Derm, Start::Paired)) {
             Ok(p) => p,
-            Err(e) => return Tick::Hold(format!("solve: {e}")),
+            Err(e) => {
+                self.infeasible = Some(e.to_string());
+                return Tick::Hold(format!("solve: {e}"));
+            }
         };
+        self.infeasible = None;
         let desired = self
             .spec
             .services
@@ -400,6 +430,11 @@ mod tests {
         let mut tight = OnlineApp::new(spec(0.5), scenario.sampling);
         let ticks = run(&mut tight, &scenario);
         assert!(ticks.iter().all(|t| matches!(t, Tick::Hold(_))), "{ticks:?}");
+        let r = tight.readiness();
+        assert!(r.infeasible.as_ref().is_some_and(|e| e.contains("latency")), "{r:?}");
+        assert_eq!((r.profiled, r.unprofiled.len()), (7, 0));
+        let fresh = OnlineApp::new(spec(40.0), scenario.sampling).readiness();
+        assert_eq!((fresh.profiled, fresh.unprofiled.len(), fresh.infeasible), (0, 7, None));
     }
 
     #[test]

@@ -175,7 +175,7 @@ async fn simulate(api: &str, fail: std::ops::Range<usize>, max_traces: usize) ->
                 }
             }
         }
-        ticks.extend(apps.due(now_s).into_iter().map(|(_, _, t)| (now_s, t)));
+        ticks.extend(apps.due(now_s).into_iter().map(|(_, _, t, _)| (now_s, t)));
     }
     Run { scenario, ticks, delivered, cursor_us: poller.cursor_us(), fake, registry }
 }
