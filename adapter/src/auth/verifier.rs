@@ -1,4 +1,4 @@
-//! The TLS client-certificate verifier over the swappable [`Trust`].
+//! The TLS client-certificate verifier over the swappable [`Trust`](super::Trust).
 //!
 //! rustls builds its verifier into the `ServerConfig`; [`TrustVerifier`] reads the current
 //! trust on every handshake instead, so a CA swapped by the ConfigMap watch applies to the next
