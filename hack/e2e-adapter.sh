@@ -98,6 +98,10 @@ echo "e2e-upstream-token" >"$WORK/upstream.token"
 python3 "$HACK_DIR/fake-metrics-adapter.py" "$UP_PORT" "$DERM_ADAPTER_CERT" "$DERM_ADAPTER_KEY" \
   "$DERM_FRONT_PROXY_CA_FILE" "$WORK/upstream-values.json" >"$WORK/upstream.log" 2>&1 &
 UPSTREAM_PID=$!
+# Listening before Derm starts: Derm's first discovery would otherwise find it refused and
+# serve its own resources alone until it asks again.
+upstream_listening() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$UP_PORT"; }
+eventually upstream_listening || ko "fake upstream adapter not listening: $(tail -n 3 "$WORK/upstream.log")"
 start_adapter() {
   KUBECONFIG="$RUN/kubeconfig" "$BIN" serve --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$ADMIN_PORT" \
     --tls-cert "$WORK/serving.crt" --tls-key "$WORK/serving.key" \

@@ -7,7 +7,7 @@
 #      enforces it); examples/trainticket validate with a server-side dry run.
 #   2. The adapter runs as a local process from the Deployment's args and env, with its Secret
 #      and ConfigMap volumes written to local files. The script does what cert-manager and the
-#      helm lookup would (serving Secret, caBundle, front-proxy CA) and points the Service at
+#      helm lookup would (serving Secret, caBundle) and points the Service at
 #      localhost (ExternalName; the APIService's port follows). Both APIServices become
 #      Available and answer through the aggregator.
 #   3. `derm migrate` turns a CPU HPA into a Derm HPA (diff first, nothing written; then
@@ -110,7 +110,10 @@ for c in "derm-controller patch dermapps.derm.dev $APP_NS --subresource=status" 
   "derm-controller create leases.coordination.k8s.io $NS" "derm-controller update leases.coordination.k8s.io $NS" \
   "derm-controller list horizontalpodautoscalers.autoscaling $APP_NS" "derm-controller create events.events.k8s.io $APP_NS" \
   "derm-adapter watch dermapps.derm.dev $APP_NS" "derm-adapter create subjectaccessreviews.authorization.k8s.io $APP_NS" \
-  "derm-adapter get configmaps/extension-apiserver-authentication kube-system"; do
+  "derm-adapter get configmaps/extension-apiserver-authentication kube-system" \
+  "derm-adapter watch configmaps/extension-apiserver-authentication kube-system" \
+  "derm-adapter create tokenreviews.authentication.k8s.io $APP_NS" \
+  "derm-controller watch configmaps/extension-apiserver-authentication kube-system"; do
   # shellcheck disable=SC2086 # split on purpose
   can $c || allowed+=("$c")
 done
@@ -145,11 +148,11 @@ fi
   printf 'subjectAltName=DNS:derm-adapter.%s.svc\nextendedKeyUsage=serverAuth\n' "$NS" >tls.ext
   openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 1 -extfile tls.ext -out tls.crt 2>/dev/null
 )
-# cert-manager's part: the serving Secret; the helm lookup's part: the front-proxy CA.
+# cert-manager's part: the serving Secret. The front-proxy CA comes from
+# kube-system/extension-apiserver-authentication, which the adapter reads itself
+# (adapter.authentication=configmap, the chart's default).
 "$K" -n "$NS" create secret generic derm-adapter-tls --from-file="$WORK/tls.crt" --from-file="$WORK/tls.key" \
   --from-file="$WORK/ca.crt" --dry-run=client -o yaml | "$K" apply -f - >/dev/null
-"$K" -n "$NS" create configmap derm-adapter-requestheader --from-file=ca.crt="$DERM_FRONT_PROXY_CA_FILE" \
-  --dry-run=client -o yaml | "$K" apply --server-side --force-conflicts --field-manager=derm-e2e -f - >/dev/null
 
 PORT="$(free_port)"
 ADMIN_PORT="$(free_port)"
@@ -160,10 +163,13 @@ publish() { # replicas of ts-order-service
 }
 publish 7
 # The kubelet's part: volumes to files, args with the ports we got and the files we wrote. The
-# one value rewritten: the allowed front-proxy name, which is this cluster's (a chart value).
+# one value rewritten (adapter.authentication=file only): the allowed front-proxy name, which
+# is this cluster's (a chart value).
 "$K" -n "$NS" get deployment derm-adapter -o json >"$WORK/deployment.json"
 "$K" -n "$NS" get secret derm-adapter-tls -o json >"$WORK/secret.json"
-"$K" -n "$NS" get configmap derm-adapter-requestheader -o json >"$WORK/configmap.json"
+# No ConfigMap volume in the default render (the front-proxy CA is read from the cluster).
+"$K" -n "$NS" get configmap derm-adapter-requestheader -o json >"$WORK/configmap.json" 2>/dev/null ||
+  echo '{"data": {}}' >"$WORK/configmap.json"
 pod_command() { # deployment.json port admin-port [otlp-port]: env line, args line
   python3 - "$WORK" "$@" <<'PY'
 import base64, json, os, shlex, sys

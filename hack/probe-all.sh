@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build (cached), start a cluster in its own run dir, run hack/smoke-test.sh,
-# hack/probe-aggregation.sh, hack/e2e-adapter.sh (builds derm-adapter), hack/e2e-demo.sh,
-# hack/e2e-controller.sh, hack/e2e-extender.sh (builds derm-extender), hack/e2e-manifests.sh
+# hack/probe-aggregation.sh, hack/e2e-adapter.sh (builds derm-adapter), hack/e2e-auth.sh,
+# hack/e2e-demo.sh, hack/e2e-controller.sh, hack/e2e-extender.sh (builds derm-extender), hack/e2e-manifests.sh
 # (builds derm too) and hack/check-chart.sh (builds helm), stop it. Keeps the run dir (logs)
 # when something failed. Prints each step's wall time.
 #   DERM_CLUSTER_DIR  run dir (default /tmp/derm-probe-$$, so it never touches a running
@@ -25,6 +25,7 @@ echo "== cluster-up.sh: $((SECONDS - t_up))s"
 timed "$HACK_DIR/smoke-test.sh"
 timed "$HACK_DIR/probe-aggregation.sh"
 timed "$HACK_DIR/e2e-adapter.sh"
+timed "$HACK_DIR/e2e-auth.sh"
 DERM_KUBECTL="$(. "$DERM_CLUSTER_DIR/env" && echo "$DERM_KUBECTL")" timed "$HACK_DIR/e2e-demo.sh"
 timed "$HACK_DIR/e2e-controller.sh"
 timed "$HACK_DIR/e2e-extender.sh"

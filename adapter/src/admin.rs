@@ -138,6 +138,59 @@ impl Metrics {
     }
 }
 
+/// What was reloaded while serving, as a label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ReloadSource {
+    /// ConfigMap kube-system/extension-apiserver-authentication.
+    AuthenticationConfigMap,
+    /// The `--tls-cert`/`--tls-key` files.
+    ServingCertificate,
+}
+
+/// Outcome of a reload, as a label.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum ReloadResult {
+    /// Applied.
+    Applied,
+    /// Rejected; the last good configuration stays.
+    Rejected,
+}
+
+/// Labels of reload counts.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// What was reloaded.
+    pub source: ReloadSource,
+    /// Applied or rejected.
+    pub result: ReloadResult,
+}
+
+/// Counts of live reloads (authentication ConfigMap, serving certificate). Clones share series.
+#[derive(Debug, Clone, Default)]
+pub struct ReloadMetrics {
+    reloads: Family<ReloadLabels, Counter>,
+}
+
+impl ReloadMetrics {
+    /// Registers `derm_adapter_reloads_total{source,result}`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let this = Self::default();
+        let sub = registry.sub_registry_with_prefix("derm_adapter");
+        sub.register("reloads", "Live reloads of trust and certificates by source and result", this.reloads.clone());
+        this
+    }
+
+    /// Counts one reload.
+    pub fn record(&self, source: ReloadSource, result: ReloadResult) {
+        self.reloads.get_or_create(&ReloadLabels { source, result }).inc();
+    }
+
+    /// Reloads counted so far for `source` with `result`.
+    pub fn count(&self, source: ReloadSource, result: ReloadResult) -> u64 {
+        self.reloads.get_or_create(&ReloadLabels { source, result }).get()
+    }
+}
+
 /// Readiness of this replica.
 #[derive(Debug)]
 pub struct Health {

@@ -126,7 +126,7 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
 }
 
 async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
-    let result = st.policy.authenticate(req.extensions().get::<Peer>(), req.headers());
+    let result = st.policy.authenticate(req.extensions().get::<Peer>(), req.headers()).await;
     match result {
         Ok(user) => {
             tracing::Span::current().record("user", user.name.as_str());
@@ -134,6 +134,7 @@ async fn authenticate(State(st): State<AppState>, mut req: Request, next: Next) 
             next.run(req).await
         }
         Err(r @ Rejection::NameNotAllowed { .. }) => Error::Forbidden(r.to_string()).into_response(),
+        Err(r @ Rejection::Unavailable(_)) => Error::Unavailable(r.to_string()).into_response(),
         Err(r) => Error::Unauthorized(r.to_string()).into_response(),
     }
 }

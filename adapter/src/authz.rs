@@ -17,9 +17,9 @@
 //! not cached and the request is answered 503: the HPA then keeps its replica count, as for
 //! stale data, instead of acting on a value nobody authorized.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::authorization::v1::{
@@ -28,6 +28,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::PostParams;
 
 use crate::auth::User;
+use crate::cache::TtlCache;
 
 /// What a request does, in kube-apiserver's authorization terms.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -156,7 +157,7 @@ struct CacheKey {
 pub struct Authorizer {
     decide: Decide,
     config: Config,
-    cache: Mutex<HashMap<CacheKey, (Decision, Instant)>>,
+    cache: TtlCache<CacheKey, Decision>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -168,7 +169,8 @@ impl std::fmt::Debug for Authorizer {
 impl Authorizer {
     /// An authorizer asking `decide` on a cache miss.
     pub fn new(decide: Decide, config: Config) -> Self {
-        Self { decide, config, cache: Mutex::new(HashMap::new()) }
+        let cache = TtlCache::new(config.max_entries);
+        Self { decide, config, cache }
     }
 
     /// An authorizer asking kube-apiserver with SubjectAccessReviews.
@@ -193,15 +195,13 @@ impl Authorizer {
             extra: user.extra.clone(),
             attributes: attributes.clone(),
         };
-        let now = Instant::now();
-        let cached = self.lock().get(&key).filter(|(_, expires)| *expires > now).map(|(d, _)| d.clone());
-        let decision = match cached {
+        let decision = match self.cache.get(&key) {
             Some(d) => d,
             None => {
                 let d = (self.decide)(user.clone(), attributes.clone())
                     .await
                     .map_err(|error| Refusal::Unavailable { user: user.name.clone(), error })?;
-                self.remember(key, d.clone(), Instant::now());
+                self.remember(key, d.clone());
                 d
             }
         };
@@ -216,29 +216,17 @@ impl Authorizer {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<CacheKey, (Decision, Instant)>> {
-        // A panic while holding the lock leaves a map that is still consistent.
-        self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn remember(&self, key: CacheKey, decision: Decision, now: Instant) {
+    fn remember(&self, key: CacheKey, decision: Decision) {
         let ttl = match decision {
             Decision::Allow => self.config.allow_ttl,
             Decision::Deny(_) => self.config.deny_ttl,
         };
-        let mut cache = self.lock();
-        if cache.len() >= self.config.max_entries {
-            cache.retain(|_, (_, expires)| *expires > now);
-            if cache.len() >= self.config.max_entries {
-                cache.clear();
-            }
-        }
-        cache.insert(key, (decision, now + ttl));
+        self.cache.insert(key, decision, ttl);
     }
 
     /// Number of cached decisions.
     pub fn cached(&self) -> usize {
-        self.lock().len()
+        self.cache.len()
     }
 }
 

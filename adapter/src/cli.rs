@@ -108,22 +108,46 @@ pub struct ServerArgs {
     /// Time allowed for in-flight requests after the first shutdown signal, e.g. `20s`.
     #[arg(long, env = "DERM_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How often `--tls-cert`/`--tls-key` are re-read; changed files replace the serving
+    /// certificate for new connections (a bad pair is logged and the current one kept).
+    #[arg(long, env = "DERM_TLS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub tls_reload_interval: Duration,
 }
 
-/// Front-proxy (request-header) authentication.
+/// Delegated authentication (front proxy, client CA, TokenReview) and authorization.
+///
+/// Where the trust comes from: `--requestheader-client-ca FILE` (with
+/// `--requestheader-allowed-names`), or ConfigMap kube-system/extension-apiserver-authentication
+/// (`--authentication-configmap`, watched: CA, allowed names, header names and the client CA
+/// are swapped while serving). The ConfigMap is the default in a pod (`KUBERNETES_SERVICE_HOST`
+/// set) when no CA file is given; elsewhere it is opt-in. With neither, every request is
+/// anonymous (local use only).
 #[derive(Debug, clap::Args)]
 pub struct AuthArgs {
-    /// CA bundle (PEM) that signs kube-apiserver's front-proxy client certificate. Without it
-    /// every request is served anonymously (local use only).
+    /// CA bundle (PEM) that signs kube-apiserver's front-proxy client certificate (read once).
     #[arg(long, env = "DERM_REQUESTHEADER_CLIENT_CA")]
     pub requestheader_client_ca: Option<PathBuf>,
     /// Common names allowed to assert identities; empty allows any certificate from the CA.
+    /// Only with `--requestheader-client-ca` (the ConfigMap has its own list).
     #[arg(long, env = "DERM_REQUESTHEADER_ALLOWED_NAMES", value_delimiter = ',')]
     pub requestheader_allowed_names: Vec<String>,
+    /// Read and watch kube-system/extension-apiserver-authentication (`true`/`false`; default:
+    /// true in a pod without `--requestheader-client-ca`). Needs `get`/`list`/`watch` on it
+    /// (Role kube-system/extension-apiserver-authentication-reader).
+    #[arg(long, env = "DERM_AUTHENTICATION_CONFIGMAP", num_args = 0..=1, default_missing_value = "true")]
+    pub authentication_configmap: Option<bool>,
+    /// Authenticate `Authorization: Bearer` tokens with TokenReviews (`true`/`false`; default:
+    /// as `--authentication-configmap`). Needs `create tokenreviews` (`system:auth-delegator`).
+    #[arg(long, env = "DERM_TOKEN_REVIEW", num_args = 0..=1, default_missing_value = "true")]
+    pub token_review: Option<bool>,
+    /// How long a TokenReview answer (authenticated or not) is reused, e.g. `10s`.
+    #[arg(long, env = "DERM_TOKEN_REVIEW_TTL", default_value = "10s", value_parser = parse_duration)]
+    pub token_review_ttl: Duration,
     /// Authorize each metric request with a SubjectAccessReview to kube-apiserver (cluster from
     /// the in-cluster service account or `KUBECONFIG`; needs `create subjectaccessreviews`,
-    /// e.g. the `system:auth-delegator` role). Unreachable kube-apiserver: 503.
-    #[arg(long, env = "DERM_AUTHORIZE", requires = "requestheader_client_ca")]
+    /// e.g. the `system:auth-delegator` role). Unreachable kube-apiserver: 503. Needs a trust
+    /// source or `--token-review`.
+    #[arg(long, env = "DERM_AUTHORIZE")]
     pub authorize: bool,
     /// How long an allowed decision is reused, e.g. `5m` (keep it above the HPA sync period).
     #[arg(long, env = "DERM_AUTHORIZATION_ALLOW_TTL", default_value = "5m", value_parser = parse_duration)]
@@ -238,10 +262,16 @@ mod tests {
         assert_eq!(serve.static_values_poll, Duration::from_secs(1));
         assert!(!serve.auth.authorize);
         assert_eq!(serve.auth.authorization_allow_ttl, Duration::from_secs(300));
-        assert!(
-            Args::try_parse_from(["derm-adapter", "serve", "--authorize"]).is_err(),
-            "authorization needs front-proxy authentication"
-        );
+        assert_eq!((serve.auth.authentication_configmap, serve.auth.token_review), (None, None), "decided at start");
+        assert_eq!(serve.auth.token_review_ttl, Duration::from_secs(10));
+        assert_eq!(serve.server.tls_reload_interval, Duration::from_secs(5));
+        let explicit = |flags: &[&str]| {
+            let args = Args::try_parse_from(["derm-adapter", "serve"].iter().chain(flags)).unwrap();
+            let Command::Serve(serve) = args.command else { panic!("not serve") };
+            (serve.auth.authentication_configmap, serve.auth.token_review)
+        };
+        assert_eq!(explicit(&["--authentication-configmap", "--token-review=false"]), (Some(true), Some(false)));
+        assert_eq!(explicit(&["--authentication-configmap=false"]), (Some(false), None));
         assert!(Args::try_parse_from(["derm-adapter", "serve", "--tls-cert", "c.pem"]).is_err(), "cert needs key");
         assert_eq!(serve.upstream.upstream, None);
         assert!(

@@ -8,7 +8,8 @@
 //! ```text
 //! derm-adapter crd > manifests/crd-dermapp.yaml
 //! derm-adapter serve --listen 127.0.0.1:6443 [--tls-cert F --tls-key F]
-//!     [--requestheader-client-ca F] [--requestheader-allowed-names N,...]
+//!     [--requestheader-client-ca F [--requestheader-allowed-names N,...] | --authentication-configmap]
+//!     [--token-review] [--authorize]
 //!     [--static-values F] --admin-listen 127.0.0.1:8080
 //! kubectl --server https://127.0.0.1:6443 --insecure-skip-tls-verify get --raw \
 //!     /apis/external.metrics.k8s.io/v1beta1/namespaces/default/derm_desired_replicas
@@ -30,7 +31,8 @@
 //! | [`selector`] | Kubernetes label selectors (`=`, `==`, `!=`, `in`, `notin`, exists, `!key`, `>`, `<`) |
 //! | [`api`] | the axum router of the aggregated API; wire types; errors as `Status` objects |
 //! | [`audit`] | the controller's HPA audit: Events on HPAs that would miss Derm's count, condition `HPAsExact` |
-//! | [`auth`] | front-proxy client-certificate authentication and `X-Remote-*` identity |
+//! | [`auth`] | front-proxy, client-CA and TokenReview authentication; the watched trust |
+//! | [`cache`] | the bounded TTL cache of TokenReview and SubjectAccessReview answers |
 //! | [`authz`] | SubjectAccessReview authorization with a decision cache |
 //! | [`server`] | the hyper serving loop: TLS, timeouts, limits, graceful drain; certificates |
 //! | [`admin`] | plain-HTTP `/livez`, `/readyz`, `/metrics` (prometheus-client) |
@@ -42,14 +44,16 @@
 //! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster; the
 //! status is written by the online loop (`serve --controller`: OTLP receiver, Jaeger pollers,
 //! profiles, EWMA mix, solve). SubjectAccessReview authorization is [`authz`]
-//! (`serve --authorize`). Not yet written: reading kube-system/extension-apiserver-authentication
-//! with reload, TokenReview, serving-certificate reload, HPA audit, the LSTM in the online loop.
+//! (`serve --authorize`); the trust comes from kube-system/extension-apiserver-authentication
+//! (watched) or `--requestheader-client-ca`; bearer tokens by TokenReview; serving certificates
+//! are reloaded when their files change. Not yet written: the LSTM in the online loop.
 
 pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authz;
+pub mod cache;
 pub mod cli;
 pub mod conditions;
 pub mod controller;
@@ -68,6 +72,7 @@ pub mod status;
 pub mod telemetry;
 pub mod upstream;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -76,11 +81,11 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::admin::Health;
-use crate::auth::{ClientCa, Policy, RequestHeader};
+use crate::auth::{ClientCa, Delegated, Policy, RequestHeader, Trust};
 use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs, UpstreamArgs};
 use crate::metrics::{StaticWatcher, Store};
 use crate::server::shutdown::{signal, stopped};
-use crate::server::tls::{self, Identity};
+use crate::server::tls::{self, Identity, ServingCert};
 use crate::server::{Limits, Server};
 
 /// Runs the command in `args` until it finishes or the process is signalled.
@@ -113,36 +118,16 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Some(StaticWatcher::start(path, store.clone())?),
         None => None,
     };
-    let identity = match (&args.server.tls_cert, &args.server.tls_key) {
-        (Some(cert), Some(key)) => Identity::from_pem_files(cert, key)?,
+    let mut registry = Registry::default();
+    let reload_metrics = admin::ReloadMetrics::register(&mut registry);
+    let serving_cert = Arc::new(match (&args.server.tls_cert, &args.server.tls_key) {
+        (Some(cert), Some(key)) => ServingCert::from_files(cert, key, reload_metrics.clone())?,
         _ => {
             tracing::info!("no --tls-cert: serving a self-signed certificate");
-            Identity::self_signed(&["localhost", "127.0.0.1", "::1"])?
+            ServingCert::fixed(Identity::self_signed(&["localhost", "127.0.0.1", "::1"])?)?
         }
-    };
-    let (client_ca, policy) = match &args.auth.requestheader_client_ca {
-        Some(path) => {
-            let ca = ClientCa::from_pem_file(path)?;
-            let mut rh = RequestHeader::new(args.auth.requestheader_allowed_names.clone());
-            if args.auth.authorize {
-                let client = kube::Client::try_default()
-                    .await
-                    .context("--authorize needs a cluster (in-cluster config or KUBECONFIG)")?;
-                let config = authz::Config {
-                    allow_ttl: args.auth.authorization_allow_ttl,
-                    deny_ttl: args.auth.authorization_deny_ttl,
-                    ..authz::Config::default()
-                };
-                rh.authorizer = Some(Arc::new(authz::Authorizer::subject_access_review(client, config)));
-                tracing::info!("authorizing metric requests with SubjectAccessReviews");
-            }
-            (Some(ca), Policy::RequestHeader(rh))
-        }
-        None => {
-            tracing::warn!("no --requestheader-client-ca: every request is served anonymously (local use only)");
-            (None, Policy::Open)
-        }
-    };
+    });
+    let (policy, trust_watch) = delegated_auth(&args.auth, reload_metrics).await?;
     let limits = Limits {
         handshake_timeout: args.server.handshake_timeout,
         header_read_timeout: args.server.header_read_timeout,
@@ -150,12 +135,14 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         drain_timeout: args.server.drain_timeout,
         ..Limits::default()
     };
-    let api_server =
-        Server::bind(args.server.listen, Some(tls::server_config(identity, client_ca.as_ref())?), limits.clone())
-            .await?;
+    let trust = match &policy {
+        Policy::Delegated(d) => Some(d.trust.clone()),
+        Policy::Open => None,
+    };
+    let api_config = tls::live_server_config(serving_cert.clone(), trust)?;
+    let api_server = Server::bind(args.server.listen, Some(api_config), limits.clone()).await?;
     let admin_server = Server::bind(args.admin.admin_listen, None, limits.clone()).await?;
 
-    let mut registry = Registry::default();
     let metrics = admin::Metrics::register(&mut registry);
     let loop_metrics = telemetry::LoopMetrics::register(&mut registry);
     let source_metrics = jaeger::Metrics::register(&mut registry, loop_metrics.clone());
@@ -219,12 +206,18 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(listen = %api_server.local_addr()?, admin = %admin_server.local_addr()?, "serving");
     // Dropping the handle detaches the task; it ends with the runtime.
     let _static_reload = static_values.map(|watcher| watcher.spawn(args.static_values_poll));
+    let cert_reload = tokio::spawn(serving_cert.poll(args.server.tls_reload_interval));
+    let trust_watch = trust_watch.map(tokio::spawn);
     let api_task = tokio::spawn(api_server.serve(api, stopped(api_stopped)).instrument(tracing::info_span!("api")));
     let admin_task =
         tokio::spawn(admin_server.serve(admin, stopped(admin_stopped)).instrument(tracing::info_span!("admin")));
 
     signal().await.context("cannot listen for signals")?;
     if let Some(task) = dermapp_watch {
+        task.abort();
+    }
+    cert_reload.abort();
+    if let Some(task) = trust_watch {
         task.abort();
     }
     if let Some((receiver, tick, _stop)) = controller {
@@ -234,6 +227,84 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
     server::shutdown::drain(&api_stop, api_task, &admin_stop, admin_task).await
+}
+
+/// The authentication policy `args` ask for, and the ConfigMap watch to spawn (if any).
+///
+/// Trust: `--requestheader-client-ca` (read once), or the ConfigMap when
+/// `--authentication-configmap` is true (default: in a pod without a CA file). TokenReview:
+/// `--token-review`, default as the ConfigMap. Neither: [`Policy::Open`].
+async fn delegated_auth(
+    args: &cli::AuthArgs,
+    reload_metrics: admin::ReloadMetrics,
+) -> anyhow::Result<(Policy, Option<impl Future<Output = ()> + Send + 'static>)> {
+    let in_cluster = std::env::var_os("KUBERNETES_SERVICE_HOST").is_some();
+    let configmap = args.authentication_configmap.unwrap_or(in_cluster && args.requestheader_client_ca.is_none());
+    if configmap && args.requestheader_client_ca.is_some() {
+        anyhow::bail!("--authentication-configmap and --requestheader-client-ca are alternatives: pass one");
+    }
+    let token_review = args.token_review.unwrap_or(configmap);
+    let client = if configmap || token_review || args.authorize {
+        let client = kube::Client::try_default().await.context(
+            "--authentication-configmap, --token-review and --authorize need a cluster (in-cluster config or KUBECONFIG)",
+        )?;
+        Some(client)
+    } else {
+        None
+    };
+    let (trust, watch) = match (&args.requestheader_client_ca, &client) {
+        (Some(path), _) => {
+            let rh = RequestHeader::new(ClientCa::from_pem_file(path)?, args.requestheader_allowed_names.clone());
+            (Some(Trust::new(Some(rh), None)), None)
+        }
+        (None, Some(client)) if configmap => {
+            let (trust, data) = auth::config::load(client.clone()).await?;
+            tracing::info!(
+                request_header = trust.request_header.is_some(),
+                client_ca = trust.client_ca.is_some(),
+                "trust from {}/{} (watched)",
+                auth::config::NAMESPACE,
+                auth::config::NAME
+            );
+            (Some(trust), Some((client.clone(), data)))
+        }
+        _ => (None, None),
+    };
+    if trust.is_none() && !token_review {
+        if args.authorize {
+            anyhow::bail!(
+                "--authorize needs authenticated users: pass --requestheader-client-ca, --authentication-configmap or --token-review"
+            );
+        }
+        tracing::warn!(
+            "no request-header CA, ConfigMap or TokenReview: every request is served anonymously (local use only)"
+        );
+        return Ok((Policy::Open, None));
+    }
+    let mut delegated = Delegated::new(trust.unwrap_or_else(|| Trust::new(None, None)));
+    if let (true, Some(client)) = (token_review, &client) {
+        let config = auth::token::Config {
+            allow_ttl: args.token_review_ttl,
+            deny_ttl: args.token_review_ttl,
+            ..auth::token::Config::default()
+        };
+        delegated.tokens = Some(Arc::new(auth::token::TokenAuthenticator::token_review(client.clone(), config)));
+        tracing::info!("authenticating bearer tokens with TokenReviews");
+    }
+    if let (true, Some(client)) = (args.authorize, &client) {
+        let config = authz::Config {
+            allow_ttl: args.authorization_allow_ttl,
+            deny_ttl: args.authorization_deny_ttl,
+            ..authz::Config::default()
+        };
+        delegated.authorizer = Some(Arc::new(authz::Authorizer::subject_access_review(client.clone(), config)));
+        tracing::info!("authorizing metric requests with SubjectAccessReviews");
+    }
+    let watch = watch.map(|(client, data)| {
+        let reloader = auth::config::Reloader::new(delegated.trust.clone(), reload_metrics, Some(data));
+        auth::config::watch(client, reloader)
+    });
+    Ok((Policy::Delegated(delegated), watch))
 }
 
 /// The upstream client's configuration, with the in-cluster token and CA as defaults.

@@ -180,16 +180,22 @@ struct Connection {
 impl Connection {
     async fn run(self, tcp: TcpStream, remote: SocketAddr) {
         let Some(acceptor) = self.tls.clone() else {
-            return self.serve(TokioIo::new(tcp), Peer { remote, client_cn: None }).await;
+            return self.serve(TokioIo::new(tcp), Peer { remote, client: None }).await;
         };
         let stream = match tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return tracing::debug!(%error, "TLS handshake failed"),
             Err(_) => return tracing::debug!("TLS handshake timed out"),
         };
-        // rustls has verified any presented chain against the request-header CA.
-        let client_cn = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(auth::common_name);
-        self.serve(TokioIo::new(stream), Peer { remote, client_cn }).await;
+        // rustls has verified any presented chain against the trust of the moment; requests
+        // re-check it against the trust current when they arrive (see auth::ClientCert).
+        let client = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .filter(|c| !c.is_empty())
+            .map(|c| Arc::new(auth::ClientCert::new(c.iter().map(|c| c.clone().into_owned()).collect())));
+        self.serve(TokioIo::new(stream), Peer { remote, client }).await;
     }
 
     async fn serve<I>(self, io: I, peer: Peer)

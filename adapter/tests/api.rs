@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use derm_adapter::admin::{self, Health, Metrics};
 use derm_adapter::api::{self, AppState};
-use derm_adapter::auth::{ClientCa, Policy, RequestHeader, User};
+use derm_adapter::auth::{ClientCa, Delegated, Policy, RequestHeader, Trust, User};
 use derm_adapter::authz::{self, Attributes, Authorizer, Decide, Decision};
 use derm_adapter::crd::ScaleTargetRef;
 use derm_adapter::metrics::{Key, Snapshot, Staleness, Store, Value};
@@ -74,30 +74,39 @@ struct Harness {
 impl Harness {
     /// The API served with front-proxy authentication (allowed name [`FRONT_PROXY_CN`]).
     async fn start(limits: Limits) -> Self {
-        Self::start_with(limits, RequestHeader::new(vec![FRONT_PROXY_CN.into()])).await
+        Self::start_with(limits, None).await
     }
 
-    /// The API served with front-proxy authentication as `rh` says (e.g. with an authorizer).
-    async fn start_with(limits: Limits, rh: RequestHeader) -> Self {
+    /// The API served with front-proxy authentication (allowed name [`FRONT_PROXY_CN`]) and
+    /// `authorizer`, if any.
+    async fn start_with(limits: Limits, authorizer: Option<Arc<Authorizer>>) -> Self {
         let store = Arc::new(Store::default());
         let mut registry = Registry::default();
+        let front_ca = ca("front-proxy-ca");
+        let client_ca = ClientCa::from_pem(front_ca.pem().as_bytes()).unwrap();
+        let rh = RequestHeader::new(client_ca, vec![FRONT_PROXY_CN.into()]);
+        let mut delegated = Delegated::new(Trust::new(Some(rh), None));
+        delegated.authorizer = authorizer;
         let state = AppState {
             store: store.clone(),
             health: Arc::new(Health::new(store.clone())),
-            policy: Arc::new(Policy::RequestHeader(rh)),
+            policy: Arc::new(Policy::Delegated(delegated)),
             metrics: Metrics::register(&mut registry),
             upstream: None,
         };
-        Self::start_router(api::router(state), store, limits).await
+        Self::start_router_with(api::router(state), store, limits, front_ca).await
     }
 
     async fn start_router(router: axum::Router, store: Arc<Store>, limits: Limits) -> Self {
+        Self::start_router_with(router, store, limits, ca("front-proxy-ca")).await
+    }
+
+    async fn start_router_with(router: axum::Router, store: Arc<Store>, limits: Limits, front_ca: Issuer) -> Self {
         let server_ca = ca("derm-test-serving-ca");
         let (cert, key) =
             leaf(&server_ca, "derm-adapter", &["localhost", "127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
         let identity =
             Identity::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes(), "cert", "key").unwrap();
-        let front_ca = ca("front-proxy-ca");
         let client_ca = ClientCa::from_pem(front_ca.pem().as_bytes()).unwrap();
         let config = tls::server_config(identity, Some(&client_ca)).unwrap();
         let server = Server::bind(([127, 0, 0, 1], 0).into(), Some(config), limits).await.unwrap();
@@ -418,9 +427,8 @@ async fn authorization_allows_the_hpa_and_forbids_others_with_a_status() {
             }
         })
     });
-    let mut rh = RequestHeader::new(vec![FRONT_PROXY_CN.into()]);
-    rh.authorizer = Some(Arc::new(Authorizer::new(decide, authz::Config::default())));
-    let h = Harness::start_with(Limits::default(), rh).await;
+    let authorizer = Arc::new(Authorizer::new(decide, authz::Config::default()));
+    let h = Harness::start_with(Limits::default(), Some(authorizer)).await;
     h.store.publish(shop());
 
     for _ in 0..3 {

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::routing::get;
 use derm_adapter::admin::{Health, Metrics};
 use derm_adapter::api::{self, AppState};
-use derm_adapter::auth::{ClientCa, Policy, RequestHeader, User};
+use derm_adapter::auth::{self, ClientCa, Delegated, Policy, RequestHeader, User};
 use derm_adapter::authz::{self, Attributes, Authorizer, Decide, Decision};
 use derm_adapter::metrics::{Key, Snapshot, Staleness, Store, Value};
 use derm_adapter::server::tls::{self, Identity};
@@ -146,20 +146,21 @@ async fn derm(config: upstream::Config) -> Derm {
     let decide: Decide = Arc::new(|user: User, _: Attributes| {
         Box::pin(async move { Ok(if user.name == HPA_USER { Decision::Allow } else { Decision::Deny(String::new()) }) })
     });
-    let mut rh = RequestHeader::new(vec![FRONT_PROXY_CN.into()]);
-    rh.authorizer = Some(Arc::new(Authorizer::new(decide, authz::Config::default())));
+    let front_ca = ca("front-proxy-ca");
+    let client_ca = ClientCa::from_pem(front_ca.pem().as_bytes()).unwrap();
+    let rh = RequestHeader::new(client_ca.clone(), vec![FRONT_PROXY_CN.into()]);
+    let mut delegated = Delegated::new(auth::Trust::new(Some(rh), None));
+    delegated.authorizer = Some(Arc::new(Authorizer::new(decide, authz::Config::default())));
     let mut registry = Registry::default();
     let upstream_metrics = upstream::Metrics::register(&mut registry);
     let state = AppState {
         store: store.clone(),
         health: Arc::new(Health::new(store)),
-        policy: Arc::new(Policy::RequestHeader(rh)),
+        policy: Arc::new(Policy::Delegated(delegated)),
         metrics: Metrics::register(&mut registry),
         upstream: Some(Arc::new(Upstream::new(config, upstream_metrics.clone()).unwrap())),
     };
     let server_ca = ca("derm-serving-ca");
-    let front_ca = ca("front-proxy-ca");
-    let client_ca = ClientCa::from_pem(front_ca.pem().as_bytes()).unwrap();
     let (addr, stop) = serve(api::router(state), serving(&server_ca), Some(&client_ca)).await;
     Derm { addr, server_ca: server_ca.der().clone(), front_ca, upstream_metrics, _stop: stop }
 }
