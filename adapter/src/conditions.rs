@@ -39,11 +39,16 @@ pub fn predictor(p: &PredictorReport) -> Value {
     condition("PredictorReady", true, reason, &message, &now())
 }
 
-/// ProfilesReady: every configured service has a fitted latency profile.
+/// ProfilesReady: every configured service has a latency profile (fitted, or the
+/// conservative fallback line, which the message names).
 pub fn profiles(r: &Readiness) -> Value {
     let total = r.profiled + r.unprofiled.len();
     if r.unprofiled.is_empty() {
-        return condition("ProfilesReady", true, "Fitted", &format!("{total} of {total} services profiled"), &now());
+        let mut message = format!("{total} of {total} services profiled");
+        if !r.fallback.is_empty() {
+            message += &format!("; conservative fallback line for: {}", r.fallback.join(", "));
+        }
+        return condition("ProfilesReady", true, "Fitted", &message, &now());
     }
     let message = format!(
         "{} of {total} services profiled; not yet (too few load levels seen): {}",
@@ -116,6 +121,7 @@ mod tests {
     fn readiness(unprofiled: &[&str], infeasible: Option<&str>) -> Readiness {
         Readiness {
             unprofiled: unprofiled.iter().map(|s| (*s).to_owned()).collect(),
+            fallback: vec!["frontend".to_owned()],
             profiled: 5,
             infeasible: infeasible.map(str::to_owned),
         }
@@ -132,7 +138,9 @@ mod tests {
         let ewma = PredictorReport { name: "ewma".into(), recent_tv: None, note: None };
         assert_eq!(predictor(&ewma)["message"], "ewma: not scored yet");
 
-        assert_eq!(profiles(&readiness(&[], None))["message"], "5 of 5 services profiled");
+        let fitted = profiles(&readiness(&[], None));
+        assert_eq!((fitted["status"].as_str(), fitted["reason"].as_str()), (Some("True"), Some("Fitted")));
+        assert_eq!(fitted["message"], "5 of 5 services profiled; conservative fallback line for: frontend");
         let learning = profiles(&readiness(&["seat", "price"], None));
         assert_eq!((learning["status"].as_str(), learning["reason"].as_str()), (Some("False"), Some("Learning")));
         assert!(learning["message"].as_str().is_some_and(|m| m.starts_with("5 of 7") && m.ends_with("seat, price")));

@@ -109,9 +109,12 @@ pub struct OnlineApp {
 /// What the loop knows of its own readiness, for the ProfilesReady and Feasible conditions.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Readiness {
-    /// Configured services without a fitted profile (none, or only a fallback line).
+    /// Configured services without a profile yet.
     pub unprofiled: Vec<String>,
-    /// Services with a profile.
+    /// Services whose profile is the documented conservative fallback line (too few load
+    /// levels, or latency not rising with load): usable, but not a fit.
+    pub fallback: Vec<String>,
+    /// Services with a profile (fitted or fallback).
     pub profiled: usize,
     /// Why the last solve found no plan; `None` when it found one (or none ran yet).
     pub infeasible: Option<String>,
@@ -137,12 +140,18 @@ impl OnlineApp {
 
     /// Readiness as of the last tick.
     pub fn readiness(&self) -> Readiness {
-        let fitted = |s: &str| self.profiles.services.get(s).is_some_and(|p| !p.fallback);
-        let unprofiled: Vec<String> =
-            self.spec.services.iter().map(|s| s.name.clone()).filter(|s| !fitted(s)).collect();
+        let (mut unprofiled, mut fallback) = (Vec::new(), Vec::new());
+        for s in &self.spec.services {
+            match self.profiles.services.get(&s.name) {
+                None => unprofiled.push(s.name.clone()),
+                Some(p) if p.fallback => fallback.push(s.name.clone()),
+                Some(_) => {}
+            }
+        }
         Readiness {
             profiled: self.spec.services.len() - unprofiled.len(),
             unprofiled,
+            fallback,
             infeasible: self.infeasible.clone(),
         }
     }
@@ -434,7 +443,7 @@ mod tests {
         assert!(r.infeasible.as_ref().is_some_and(|e| e.contains("latency")), "{r:?}");
         assert_eq!((r.profiled, r.unprofiled.len()), (7, 0));
         let fresh = OnlineApp::new(spec(40.0), scenario.sampling).readiness();
-        assert_eq!((fresh.profiled, fresh.unprofiled.len(), fresh.infeasible), (0, 7, None));
+        assert_eq!((fresh.profiled, fresh.unprofiled.len(), fresh.fallback.len(), fresh.infeasible), (0, 7, 0, None));
     }
 
     #[test]
