@@ -345,7 +345,12 @@ impl RequestHeader {
         for (key, value) in headers {
             let key = self.extra_prefixes.iter().find_map(|p| key.as_str().strip_prefix(p.as_str()));
             if let (Some(k), Some(v)) = (key, text(value)) {
-                extra.entry(k.to_owned()).or_default().push(v);
+                // The front proxy percent-escapes keys that are not valid in a header name
+                // (kube-apiserver unescapes them; an invalid escape is kept as it is).
+                let k = percent_encoding::percent_decode_str(k)
+                    .decode_utf8()
+                    .map_or_else(|_| k.to_owned(), |d| d.into_owned());
+                extra.entry(k).or_default().push(v);
             }
         }
         Ok(User { name, groups, extra })
@@ -453,12 +458,16 @@ mod tests {
             ("x-remote-group", "system:authenticated"),
             ("x-remote-group", "ops"),
             ("x-remote-extra-scopes", "a"),
+            ("x-remote-extra-example.org%2fteam", "b"),
+            ("x-remote-extra-bad%zz", "c"),
         ]);
         rt().block_on(async {
             let user = policy.authenticate(Some(&peer(&front, "front-proxy-client", &[])), &h).await.unwrap();
             assert_eq!(user.name, "system:kube-controller-manager");
             assert_eq!(user.groups, ["system:authenticated", "ops"]);
             assert_eq!(user.extra["scopes"], ["a"]);
+            assert_eq!(user.extra["example.org/team"], ["b"]);
+            assert_eq!(user.extra["bad%zz"], ["c"]);
             assert_eq!(policy.authenticate(Some(&anonymous_peer()), &h).await, Err(Rejection::NoCredentials));
             assert_eq!(policy.authenticate(None, &h).await, Err(Rejection::NoCredentials));
             assert_eq!(
