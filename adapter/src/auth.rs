@@ -401,18 +401,10 @@ impl Policy {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rcgen::{CertificateParams, DnType, KeyPair};
 
     use super::*;
-
-    type Issuer = CertifiedIssuer<'static, KeyPair>;
-
-    fn ca(name: &str) -> Issuer {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-    }
+    use crate::test_pki::{Issuer, ca};
 
     fn bundle(issuer: &Issuer) -> ClientCa {
         ClientCa::from_pem(issuer.pem().as_bytes()).unwrap()

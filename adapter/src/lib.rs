@@ -70,6 +70,8 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod telemetry;
+#[cfg(test)]
+mod test_pki;
 pub mod upstream;
 
 use std::future::Future;

@@ -25,25 +25,20 @@ use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
+#[path = "../src/test_pki.rs"]
+mod test_pki;
+use test_pki::{Issuer, ca};
 const FRONT_PROXY_CN: &str = "front-proxy-client";
 const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/derm_desired_replicas";
 
-type Issuer = CertifiedIssuer<'static, KeyPair>;
 type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
-fn ca(name: &str) -> Issuer {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
 
 /// PEM certificate and key of a leaf signed by `issuer`.
 fn leaf_pem(issuer: &Issuer, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {

@@ -25,7 +25,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{Value as Json, json};
@@ -33,21 +33,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 
+#[path = "../src/test_pki.rs"]
+mod test_pki;
+use test_pki::{Issuer, ca};
 const FRONT_PROXY_CN: &str = "front-proxy-client";
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
 const EXTERNAL: &str = "/apis/external.metrics.k8s.io/v1beta1";
 const CUSTOM: &str = "/apis/custom.metrics.k8s.io/v1beta2";
 /// The upstream's own metric, with a body Derm could not have produced.
 const QUEUE_BODY: &str = r#"{"kind":"ExternalMetricValueList","apiVersion":"external.metrics.k8s.io/v1beta1","metadata":{},"items":[{"metricName":"queue_depth","metricLabels":{"from":"upstream"},"timestamp":"2024-01-01T00:00:00Z","value":"42"}]}"#;
-
-type Issuer = CertifiedIssuer<'static, KeyPair>;
-
-fn ca(name: &str) -> Issuer {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
 
 /// A serving identity for localhost/127.0.0.1 signed by `issuer`.
 fn serving(issuer: &Issuer) -> Identity {

@@ -174,16 +174,13 @@ pub async fn watch(client: Client, mut reloader: Reloader) {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rcgen::{CertificateParams, DnType, KeyPair};
 
     use super::*;
     use crate::auth::Verdict;
 
-    fn ca_pem(name: &str) -> (String, CertifiedIssuer<'static, KeyPair>) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    fn ca_pem(name: &str) -> (String, crate::test_pki::Issuer) {
+        let issuer = crate::test_pki::ca(name);
         (issuer.pem(), issuer)
     }
 
@@ -241,7 +238,7 @@ mod tests {
         let trust: SharedTrust = Arc::new(arc_swap::ArcSwap::from_pointee(trust_from(&first).unwrap()));
         let metrics = ReloadMetrics::default();
         let mut reloader = Reloader::new(trust.clone(), metrics.clone(), Some(first.clone()));
-        let chain = |issuer: &CertifiedIssuer<'static, KeyPair>| {
+        let chain = |issuer: &crate::test_pki::Issuer| {
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
             params.distinguished_name.push(DnType::CommonName, "front-proxy-client");
             vec![params.signed_by(&KeyPair::generate().unwrap(), issuer).unwrap().der().clone()]

@@ -202,18 +202,10 @@ impl ServerCertVerifier for AnyCertificate {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rcgen::{CertificateParams, KeyPair};
 
     use super::*;
-
-    type Issuer = CertifiedIssuer<'static, KeyPair>;
-
-    fn ca(name: &str) -> Issuer {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("ca")
-    }
+    use crate::test_pki::{Issuer, ca};
 
     fn leaf(issuer: &Issuer) -> CertificateDer<'static> {
         let params = CertificateParams::new(vec!["keda-metrics.keda.svc".to_owned()]).expect("params");
