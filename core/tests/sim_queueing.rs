@@ -100,3 +100,29 @@ fn sim_e2e_cdf_matches_latency_model() {
         assert!((empirical - model).abs() < 0.01, "at {sla} ms: simulated {empirical}, model {model}");
     }
 }
+
+#[test]
+fn queued_counts_the_backlog_of_an_overload_and_its_drain() {
+    // One container serving 100 calls/s (10 ms mean) offered 200/s: the queue grows by about
+    // 100 calls per second; four more containers then drain it.
+    let a = app(vec![service("s", 0.5, 10.0)], Node::leaf("s"));
+    let pattern = Pattern::Constant { rps: 200.0 };
+    let config = Config {
+        sampling: 0.0,
+        startup_s: 0.0,
+        seed: 5,
+        origin_s: 0,
+        start_s: 0.0,
+        stop_s: 60.0,
+        record_from_s: 0.0,
+        window_s: 60.0,
+    };
+    let mut engine = Engine::new(&a, &pattern, config, &[1]);
+    engine.run_until(10.0);
+    let backlog = engine.queued()[0];
+    assert!((700..=1300).contains(&backlog), "backlog after 10 s of 2x overload: {backlog}");
+    engine.set_replicas(0, 5);
+    engine.run_until(30.0);
+    let left = engine.queued()[0];
+    assert!(left < 50, "backlog 20 s after scaling to 5 containers: {left}");
+}

@@ -813,6 +813,16 @@ impl<'a> Engine<'a> {
         std::mem::replace(&mut self.calls_in, vec![0; self.app.services.len()])
     }
 
+    /// Calls waiting for a worker now, per service, over all live containers (the pending
+    /// requests gauge of a service mesh, e.g. Envoy's `upstream_rq_pending_active`).
+    pub fn queued(&self) -> Vec<u64> {
+        let mut out = vec![0; self.app.services.len()];
+        for c in self.containers.iter().filter(|c| c.state != State::Dead) {
+            out[c.service as usize] += c.queue.len() as u64;
+        }
+        out
+    }
+
     /// Sampled traces completed since the last call.
     pub fn take_traces(&mut self) -> Vec<Trace> {
         std::mem::take(&mut self.traces)

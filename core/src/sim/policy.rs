@@ -35,6 +35,9 @@ pub struct View<'a> {
     /// Per service: calls per second that arrived since the previous decision (the request
     /// counters of a service mesh).
     pub calls_rps: Vec<f64>,
+    /// Per service: calls waiting for a worker at this moment (a service mesh's pending
+    /// requests gauge): the backlog an overload left behind.
+    pub queued: Vec<u64>,
 }
 
 impl View<'_> {

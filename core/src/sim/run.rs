@@ -193,6 +193,7 @@ pub fn run_observed(
                 traces,
                 arrivals_rps,
                 calls_rps,
+                queued: engine.queued(),
             };
             let decision = policy.decide(view);
             if let Some(o) = observer.as_deref_mut() {

@@ -23,8 +23,10 @@
 //!    rescales the last plan down to the lower load, keeping the integer plan's
 //!    per-container loads (`rescale` here; not [`optimize::rescale`], see there).
 //!
-//! Load: the entry request rate of the last interval (the gateway's request counter; the
-//! oracle takes the true peak rate of the next interval).
+//! Load: the entry request rate of the last interval (the gateway's request counter), plus
+//! its rising trend carried to the end of the next interval (`forecast`: without it every
+//! profile-based policy planned one interval behind a climbing load); the oracle takes the
+//! true peak rate of the next interval.
 //!
 //! Safety margins, the same for all four: plan for 10% more load than forecast
 //! ([`LOAD_HEADROOM`]) and for a 40% smaller tail than allowed ([`TAIL_MARGIN`]: p = 0.95
@@ -49,7 +51,11 @@
 //! final replicas. Without it a sudden mix change, such as `trainticket` leaving its
 //! degraded mode (seat availability calls come back at once), overloads a service; its
 //! requests then stop completing, the trace-learned mix loses exactly those graphs, and the
-//! loop scaled down into a spiral (P95 in the hundreds of seconds for the rest of the run). Services that no planned graph calls keep one container, or their
+//! loop scaled down into a spiral (P95 in the hundreds of seconds for the rest of the run).
+//! The demand also includes the calls queued at the decision (a mesh's pending-requests
+//! gauge) drained over one interval ([`DRAIN`]): arrivals alone size a service for the new
+//! rate but leave the backlog of the overload to drain at the margin, which kept the P95 in
+//! the tens of seconds for seven minutes after `trainticket` left its degraded mode. Services that no planned graph calls keep one container, or their
 //! current count when the last window saw calls to them (a graph the plan does not cover);
 //! a failed solve keeps the previous plan rescaled (or the current replicas).
 
@@ -69,6 +75,8 @@ use crate::profile::{self, Profiles};
 pub const LOAD_HEADROOM: f64 = 0.10;
 /// Share of the allowed tail `1 - p` removed from the optimisation target.
 pub const TAIL_MARGIN: f64 = 0.4;
+/// A backlog of queued calls is planned to drain within this many intervals.
+pub const DRAIN: f64 = 1.0;
 /// Re-solve when the mix moved this far (total variation) from the last solved mix.
 pub const RESOLVE_DISTANCE: f64 = 0.05;
 /// Re-solve at least every this many intervals.
@@ -122,6 +130,30 @@ fn plausible(base: &crate::profile::Profile, new: &crate::profile::Profile) -> b
         && new.l0_ms <= 2.0 * base.l0_ms + 1.0
 }
 
+/// Intervals of entry rate the load trend is fitted on.
+pub const TREND_POINTS: usize = 4;
+
+/// Load to plan the next interval for: the last interval's rate, plus its rising trend
+/// (least-squares slope over the last [`TREND_POINTS`] intervals) carried to the end of the
+/// next interval, 1.5 intervals after the last rate's midpoint. A falling trend is not
+/// extrapolated: the plan for a lower load comes from the measured rate itself.
+fn forecast(loads: &std::collections::VecDeque<f64>) -> f64 {
+    let last = loads.back().copied().unwrap_or(0.0);
+    let n = loads.len() as f64;
+    if loads.len() < 2 {
+        return last;
+    }
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = loads.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, y) in loads.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        sxy += dx * (y - mean_y);
+        sxx += dx * dx;
+    }
+    last + (sxy / sxx).max(0.0) * 1.5
+}
+
 /// Online windows the predictor looks at.
 const RECENT: usize = 20;
 
@@ -161,6 +193,8 @@ pub struct Derm {
     refitted: bool,
     plan: Option<(Plan, BTreeMap<String, f64>)>,
     since_solve: u32,
+    /// Entry rates of the last [`TREND_POINTS`] intervals, oldest first.
+    loads: std::collections::VecDeque<f64>,
     stats: Stats,
     spent_ms: f64,
     insight: Option<Insight>,
@@ -190,6 +224,7 @@ impl Derm {
             refitted: false,
             plan: None,
             since_solve: 0,
+            loads: std::collections::VecDeque::new(),
             stats: Stats::default(),
             spent_ms: 0.0,
             insight: None,
@@ -258,7 +293,7 @@ impl Derm {
 
     /// Mix and load to plan for, or `None` to hold.
     fn target(&self, view: &View<'_>) -> Option<(BTreeMap<String, f64>, f64)> {
-        let last_load = (view.arrivals_rps > 0.0).then_some(view.arrivals_rps);
+        let last_load = (view.arrivals_rps > 0.0).then(|| forecast(&self.loads));
         match self.name {
             Name::DermOracle => {
                 let app = &view.scenario.app;
@@ -361,14 +396,19 @@ impl Derm {
         Some(p.w_max_rps * TRUST_REGION).filter(|w| w.is_finite() && *w > 0.0)
     }
 
-    /// Observed calls per second per service, with the load headroom.
-    fn observed<'v>(view: &'v View<'_>) -> BTreeMap<&'v str, f64> {
-        view.scenario
-            .app
-            .services
+    /// Observed demand per service: the calls per second that arrived, with the load
+    /// headroom, plus the backlog waiting now drained over one interval ([`DRAIN`]).
+    fn observed<'v>(&self, view: &'v View<'_>) -> BTreeMap<&'v str, f64> {
+        let drain_s = f64::from(self.config.interval_s) * DRAIN;
+        let services = &view.scenario.app.services;
+        services
             .iter()
-            .zip(&view.calls_rps)
-            .map(|(s, r)| (s.name.as_str(), r * (1.0 + LOAD_HEADROOM)))
+            .enumerate()
+            .map(|(i, s)| {
+                let arrived = view.calls_rps.get(i).copied().unwrap_or(0.0) * (1.0 + LOAD_HEADROOM);
+                let backlog = view.queued.get(i).copied().unwrap_or(0) as f64 / drain_s;
+                (s.name.as_str(), arrived + backlog)
+            })
             .collect()
     }
 
@@ -398,12 +438,16 @@ impl Derm {
     fn decide_inner(&mut self, view: &mut View<'_>) -> Vec<u32> {
         let traces = std::mem::take(&mut view.traces);
         self.learn(view, traces);
+        if self.loads.len() == TREND_POINTS {
+            self.loads.pop_front();
+        }
+        self.loads.push_back(view.arrivals_rps);
         let view = &*view;
         let current = view.replicas();
         let Some((mix, load)) = self.target(view) else {
             return current;
         };
-        let observed = Self::observed(view);
+        let observed = self.observed(view);
         let n_graphs = mix.len();
         let load = load.max(1e-3) * (1.0 + LOAD_HEADROOM);
         let moved = self.plan.as_ref().is_none_or(|(p, m)| {
@@ -525,6 +569,17 @@ mod tests {
 
     fn mix(m: &[(&str, f64)]) -> BTreeMap<String, f64> {
         m.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
+    }
+
+    #[test]
+    fn forecast_extrapolates_a_rising_load_only() {
+        let q = |xs: &[f64]| xs.iter().copied().collect::<std::collections::VecDeque<f64>>();
+        // Rising by 10 per interval: the last rate (40) plus 1.5 intervals of slope.
+        assert!((forecast(&q(&[10.0, 20.0, 30.0, 40.0])) - 55.0).abs() < 1e-9);
+        // Falling or flat: the last rate itself.
+        assert_eq!(forecast(&q(&[40.0, 30.0, 20.0, 10.0])), 10.0);
+        assert_eq!(forecast(&q(&[25.0])), 25.0);
+        assert_eq!(forecast(&q(&[])), 0.0);
     }
 
     #[test]
