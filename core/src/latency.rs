@@ -236,6 +236,11 @@ impl Compiled {
         self
     }
 
+    /// Lattice resolution of the series-parallel evaluator.
+    pub fn grid_cells(&self) -> usize {
+        self.grid_cells
+    }
+
     /// Uses the lattice evaluator even for a pure chain (comparisons, tests).
     pub fn force_grid(mut self) -> Self {
         self.evaluator = Evaluator::Grid;

@@ -74,6 +74,15 @@ pub struct Evaluations {
     pub tight: u32,
     /// Values after the iteration (feasibility check, final probability).
     pub finish: u32,
+    /// All evaluations of the coarse pass, on its cheaper lattice (see [`solve`]).
+    pub coarse: u32,
+}
+
+impl Evaluations {
+    /// Evaluations of every phase (a gradient counted as one).
+    pub fn total(&self) -> u32 {
+        self.start + self.gradients + self.tight + self.finish + self.coarse
+    }
 }
 
 /// Which rates the solver chooses and their box.
@@ -132,8 +141,46 @@ impl Space {
     }
 }
 
+/// The coarse pass's lattices are this many times coarser (see [`solve`]) ...
+pub const COARSE_FACTOR: usize = 4;
+/// ... with at least this many cells.
+pub const COARSE_MIN_CELLS: usize = 64;
+/// Stopping tolerances of the coarse pass: its answer is only the fine pass's start.
+const COARSE_TOLERANCE: f64 = 1e-2;
+const COARSE_OBJECTIVE_TOLERANCE: f64 = 1e-3;
+
+/// Where an iteration starts.
+enum Init<'a> {
+    /// From a start, to the coarse pass's looser tolerance.
+    Coarse(Start),
+    Start(Start),
+    /// Rates of a nearby problem's solution, moved onto this one's boundary.
+    Near(&'a [f64]),
+}
+
 /// Solve the continuous problem from `start`. `weights` are the graphs' constraint weights.
+///
+/// Coarse to fine: when a graph is evaluated on a lattice that [`COARSE_FACTOR`] can coarsen,
+/// the iteration first runs on the coarse lattices (an evaluation costs a fraction of a fine
+/// one: the convolutions are quadratic in the cells), and the fine iteration starts from its
+/// solution, where it needs a few iterations instead of the whole descent. The fine pass
+/// alone decides the answer, its feasibility and infeasibility errors.
 pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
+    let Some(coarse) = problem.coarse(COARSE_FACTOR, COARSE_MIN_CELLS) else {
+        return iterate(problem, kind, weights, Init::Start(start));
+    };
+    match iterate(&coarse, kind, weights, Init::Coarse(start)) {
+        Ok(first) => {
+            let mut sol = iterate(problem, kind, weights, Init::Near(&first.rates))?;
+            sol.iterations += first.iterations;
+            sol.evaluations.coarse = first.evaluations.total();
+            Ok(sol)
+        }
+        Err(_) => iterate(problem, kind, weights, Init::Start(start)),
+    }
+}
+
+fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Result<Solution, Error> {
     let space = Space::new(problem);
     let target = problem.percentile;
     let count = std::cell::Cell::new(0u32);
@@ -152,7 +199,22 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
     if best < target {
         return Err(infeasible(problem, kind, weights, &space));
     }
-    let mut rates = start::point(problem, &space, start, &g_of);
+    // From a nearby solution the iterates no longer oscillate: one iteration of progress
+    // below the tolerance ends it.
+    let (tolerance, stall, window) = match init {
+        Init::Coarse(_) => (COARSE_TOLERANCE, COARSE_OBJECTIVE_TOLERANCE, STALL_WINDOW),
+        Init::Start(_) => (TOLERANCE, OBJECTIVE_TOLERANCE, STALL_WINDOW),
+        Init::Near(_) => (TOLERANCE, OBJECTIVE_TOLERANCE, 1),
+    };
+    let mut rates = match init {
+        Init::Start(start) | Init::Coarse(start) => start::point(problem, &space, start, &g_of),
+        // No search: the first iteration's linearised step absorbs the small deficit.
+        Init::Near(near) => near
+            .iter()
+            .enumerate()
+            .map(|(i, r)| if space.active[i] { space.clip(i, *r) } else { space.fixed[i] })
+            .collect(),
+    };
     let mut evaluations = Evaluations { start: count.replace(0), ..Evaluations::default() };
     let active: Vec<usize> = (0..rates.len()).filter(|i| space.active[*i]).collect();
     let mut grad = vec![0.0; rates.len()];
@@ -216,12 +278,12 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
         if best.as_ref().is_none_or(|(o, _)| obj < *o) {
             best = Some((obj, rates.clone()));
         }
-        let stalled = history.len() > STALL_WINDOW && {
-            let old = history[history.len() - 1 - STALL_WINDOW];
-            let recent = history[history.len() - STALL_WINDOW..].iter().copied().fold(f64::INFINITY, f64::min);
-            (old - recent) <= OBJECTIVE_TOLERANCE * recent.abs()
+        let stalled = history.len() > window && {
+            let old = history[history.len() - 1 - window];
+            let recent = history[history.len() - window..].iter().copied().fold(f64::INFINITY, f64::min);
+            (old - recent) <= stall * recent.abs()
         };
-        if change < TOLERANCE || stalled {
+        if change < tolerance || stalled {
             break;
         }
     }

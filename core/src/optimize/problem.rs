@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Error;
 use crate::graph::catalog::Entry;
-use crate::latency::{Compiled, Params};
+use crate::latency::{Compiled, Evaluator, Params};
 use crate::profile::Profiles;
 
 /// Per-service replica limits (`--bounds FILE`: `{"svc": {"min": 1, "max": 20}}`).
@@ -247,6 +247,39 @@ impl Problem {
     }
 
     /// Latency parameters for a vector of rates.
+    /// The same problem with every lattice `factor` times coarser (at least `min_cells`
+    /// cells), or `None` when no graph would change (chains are exact at any resolution).
+    pub fn coarse(&self, factor: usize, min_cells: usize) -> Option<Problem> {
+        let cells = |c: &Compiled| (c.grid_cells() / factor.max(1)).max(min_cells);
+        let finer = |c: &Compiled| c.evaluator() == Evaluator::Grid && c.grid_cells() > cells(c);
+        if !self.graphs.iter().any(|g| finer(&g.compiled)) {
+            return None;
+        }
+        let graphs = self
+            .graphs
+            .iter()
+            .map(|g| Graph {
+                id: g.id.clone(),
+                share: g.share,
+                weight: g.weight,
+                compiled: if finer(&g.compiled) {
+                    g.compiled.clone().with_grid_cells(cells(&g.compiled))
+                } else {
+                    g.compiled.clone()
+                },
+            })
+            .collect();
+        Some(Problem {
+            services: self.services.clone(),
+            graphs,
+            sla_ms: self.sla_ms,
+            percentile: self.percentile,
+            max_utilization: self.max_utilization,
+            load_rps: self.load_rps,
+            warnings: Vec::new(),
+        })
+    }
+
     pub fn params(&self, rates: &[f64]) -> Vec<Params> {
         self.services.iter().zip(rates).map(|(s, r)| Params { l0_ms: s.l0_ms, rate_per_ms: *r }).collect()
     }
