@@ -148,6 +148,7 @@ pub const COARSE_MIN_CELLS: usize = 64;
 /// Stopping tolerances of the coarse pass: its answer is only the fine pass's start.
 const COARSE_TOLERANCE: f64 = 1e-2;
 const COARSE_OBJECTIVE_TOLERANCE: f64 = 1e-3;
+const COARSE_CONSTRAINT_TOLERANCE: f64 = 1e-4;
 
 /// Where an iteration starts.
 enum Init<'a> {
@@ -201,13 +202,13 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
     }
     // From a nearby solution the iterates no longer oscillate: one iteration of progress
     // below the tolerance ends it.
-    let (tolerance, stall, window) = match init {
-        Init::Coarse(_) => (COARSE_TOLERANCE, COARSE_OBJECTIVE_TOLERANCE, STALL_WINDOW),
-        Init::Start(_) => (TOLERANCE, OBJECTIVE_TOLERANCE, STALL_WINDOW),
-        Init::Near(_) => (TOLERANCE, OBJECTIVE_TOLERANCE, 1),
+    let (tolerance, stall, window, window_tol) = match init {
+        Init::Coarse(_) => (COARSE_TOLERANCE, COARSE_OBJECTIVE_TOLERANCE, STALL_WINDOW, COARSE_CONSTRAINT_TOLERANCE),
+        Init::Start(_) => (TOLERANCE, OBJECTIVE_TOLERANCE, STALL_WINDOW, CONSTRAINT_TOLERANCE),
+        Init::Near(_) => (TOLERANCE, OBJECTIVE_TOLERANCE, 1, CONSTRAINT_TOLERANCE),
     };
     let mut rates = match init {
-        Init::Start(start) | Init::Coarse(start) => start::point(problem, &space, start, &g_of),
+        Init::Start(start) | Init::Coarse(start) => start::point(problem, &space, start, window_tol, &g_of),
         // No search: the first iteration's linearised step absorbs the small deficit.
         Init::Near(near) => near
             .iter()
@@ -260,7 +261,7 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         // Multiplier from the linearised constraint, then corrected on the true constraint:
         // every iterate is tight, so only the shape (the gradient's direction) iterates.
         let guess = shape.linearised(&rates, target - value);
-        let log_mu = shape.tight(guess, target, &g_of);
+        let log_mu = shape.tight(guess, target, window_tol, &g_of);
         let next = shape.rates(log_mu);
         let mut change: f64 = 0.0;
         for &i in &active {
@@ -400,13 +401,13 @@ impl Shape<'_> {
     /// monotone, sigmoid-like function of log mu: a Newton step on the model slope (in
     /// log-odds, at most half a decade) from the guess, then secant steps on the log-odds
     /// ([`root::search`]; usually two or three evaluations in all).
-    fn tight(&self, guess: f64, target: f64, g_of: &dyn Fn(&[f64]) -> f64) -> f64 {
+    fn tight(&self, guess: f64, target: f64, tol: f64, g_of: &dyn Fn(&[f64]) -> f64) -> f64 {
         let g = |m: f64| g_of(&self.rates(m));
         let g0 = g(guess);
-        let w = root::Window { target, tol: CONSTRAINT_TOLERANCE };
+        let w = root::Window { target, tol };
         // d logit(G) / d log mu = G' / (G (1 - G)).
         let slope = self.slope(guess) / (g0 * (1.0 - g0)).max(1e-300);
-        let gap = root::logit(target + 0.5 * CONSTRAINT_TOLERANCE) - root::logit(g0);
+        let gap = root::logit(target + 0.5 * tol) - root::logit(g0);
         // Where G is flat at 0 or 1 the log-odds slope means nothing: half a decade.
         let step = if slope > 0.0 && slope.is_finite() && (1e-9..1.0 - 1e-9).contains(&g0) {
             (gap / slope).clamp(-0.5, 0.5)

@@ -1,11 +1,18 @@
 //! Starting points of the KKT iteration ([`Start`]) and the shape they imply.
 
-use super::kkt::{CONSTRAINT_TOLERANCE, Space, Start};
+use super::kkt::{Space, Start};
 use super::problem::Problem;
 use super::root;
 
 /// The tight member of the start's one-parameter family (see [`Start`]).
-pub(super) fn point(problem: &Problem, space: &Space, start: Start, g_of: &dyn Fn(&[f64]) -> f64) -> Vec<f64> {
+/// `tol`: the width of the constraint window it lands in.
+pub(super) fn point(
+    problem: &Problem,
+    space: &Space,
+    start: Start,
+    tol: f64,
+    g_of: &dyn Fn(&[f64]) -> f64,
+) -> Vec<f64> {
     let n = problem.services.len();
     let sens: Vec<f64> = problem.services.iter().map(|s| (-s.a).max(0.0).sqrt()).collect();
     let q: Vec<f64> = match start {
@@ -40,7 +47,7 @@ pub(super) fn point(problem: &Problem, space: &Space, start: Start, g_of: &dyn F
     // In x = -ln s the constraint increases: from s = 1, the boundary.
     let g = |x: f64| g_of(&family((-x).exp()));
     let g0 = g(0.0);
-    let w = root::Window { target: problem.percentile, tol: CONSTRAINT_TOLERANCE };
+    let w = root::Window { target: problem.percentile, tol };
     family((-root::search(&g, w, (0.0, g0), 2.0f64.copysign(problem.percentile - g0))).exp())
 }
 
