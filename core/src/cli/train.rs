@@ -35,6 +35,10 @@ pub(crate) struct LstmArgs {
     /// Train the ablation without attention.
     #[arg(long)]
     pub no_attention: bool,
+    /// Predict the mix from scratch instead of correcting a learned blend of the recent
+    /// windows' mixes (the network before session 5).
+    #[arg(long)]
+    pub no_anchor: bool,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Stay on the CPU even when CUDA is available.
@@ -83,6 +87,7 @@ mod imp {
                 learning_rate: self.learning_rate,
                 patience: self.patience as usize,
                 attention,
+                anchor: !self.no_anchor,
                 seed: self.seed,
                 cuda: !self.cpu,
                 ..Config::default()

@@ -41,6 +41,8 @@ pub struct Config {
     /// Epochs without a better validation loss before stopping.
     pub patience: usize,
     pub attention: bool,
+    /// Correct a learned blend of the recent mixes instead of predicting from scratch.
+    pub anchor: bool,
     pub seed: u64,
     /// Use CUDA when available (else CPU).
     pub cuda: bool,
@@ -56,6 +58,7 @@ impl Default for Config {
             validation: 0.1,
             patience: 5,
             attention: true,
+            anchor: true,
             seed: 1,
             cuda: true,
         }
@@ -199,6 +202,7 @@ impl Lstm {
             load_scale,
             window: l,
             attention: self.config.attention,
+            anchor: self.config.anchor,
             encoder_hidden: 128,
             encoder_layers: 2,
             decoder_hidden: 32,
@@ -312,7 +316,8 @@ impl Lstm {
         let meta: Meta = serde_json::from_str(&text)
             .map_err(|e| Error::Model { path: sidecar_name.clone(), detail: format!("invalid metadata: {e}") })?;
         meta.validate(&sidecar_name)?;
-        let config = Config { window: meta.window, attention: meta.attention, cuda, ..Config::default() };
+        let config =
+            Config { window: meta.window, attention: meta.attention, anchor: meta.anchor, cuda, ..Config::default() };
         let device = if cuda { Device::cuda_if_available() } else { Device::Cpu };
         let mut store = nn::VarStore::new(device);
         let net = Net::new(&store.root(), &meta);

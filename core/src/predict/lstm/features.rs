@@ -27,6 +27,10 @@ pub struct Meta {
     /// Windows of history per prediction (l).
     pub window: usize,
     pub attention: bool,
+    /// The output corrects a learned blend of the input windows' mixes (see `net`); models
+    /// written before it existed have none.
+    #[serde(default)]
+    pub anchor: bool,
     pub encoder_hidden: i64,
     pub encoder_layers: i64,
     pub decoder_hidden: i64,
@@ -53,6 +57,11 @@ impl Meta {
     /// Input features per window.
     pub fn input_dim(&self) -> usize {
         self.args.len() + 1 + self.graphs.len() + 1 + 1
+    }
+
+    /// Position of the graph mix within one window's input features.
+    pub fn graph_offset(&self) -> usize {
+        self.args.len() + 1
     }
 
     /// Output classes (graphs and "other").

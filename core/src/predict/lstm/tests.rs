@@ -119,3 +119,29 @@ fn bad_input_is_an_error() {
     assert!(fresh.fit(&series(4)).unwrap_err().to_string().contains("too short"));
     assert!(Lstm::new(Config { window: 0, ..config() }).unwrap_err().to_string().contains("window"));
 }
+
+#[test]
+fn a_sidecar_without_the_anchor_field_is_the_network_without_anchor() {
+    // Models written before the anchor existed: their sidecar has no `anchor`, their weights
+    // no blend; they load as the plain network and predict as before.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let path = dir.path().join("model.ot");
+    let mut m = Lstm::new(Config { anchor: false, ..config() }).unwrap_or_else(|e| panic!("{e}"));
+    m.fit(&series(120)).unwrap_or_else(|e| panic!("{e}"));
+    m.save(&path).unwrap_or_else(|e| panic!("{e}"));
+    let sidecar = Lstm::sidecar(&path);
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sidecar).unwrap_or_default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(json.as_object_mut().and_then(|o| o.remove("anchor")), Some(serde_json::Value::Bool(false)));
+    std::fs::write(&sidecar, json.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    let loaded = Lstm::load(&path, false).unwrap_or_else(|e| panic!("{e}"));
+    assert!(loaded.meta().is_some_and(|m| !m.anchor));
+    let recent = series(8);
+    let (a, b) = (m.predict(&recent), loaded.predict(&recent));
+    let (a, b) = (a.unwrap_or_else(|e| panic!("{e}")), b.unwrap_or_else(|e| panic!("{e}")));
+    assert!(tv(&a, &b) < 1e-6, "{a:?} {b:?}");
+    // A sidecar claiming an anchor the weights do not have is refused (the blend is missing).
+    json["anchor"] = serde_json::Value::Bool(true);
+    std::fs::write(&sidecar, json.to_string()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(Lstm::load(&path, false).unwrap_err().to_string().contains("model.ot"));
+}
