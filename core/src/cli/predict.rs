@@ -69,6 +69,12 @@ pub(crate) fn read_windows(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<Window>>
 pub fn run(args: Args) -> anyhow::Result<()> {
     let series = read_windows(&args.windows)?;
     if args.evaluate {
+        // The evaluation scores every model on the next window.
+        anyhow::ensure!(
+            args.lstm.horizon == 1,
+            "--horizon {}: --evaluate scores the next window (horizon 1); train other horizons with `derm train`",
+            args.lstm.horizon
+        );
         return evaluate_all(&args, &series);
     }
     let path = args.model.as_deref().context("--model is required without --evaluate")?;

@@ -25,6 +25,11 @@ pub(crate) struct LstmArgs {
     /// Windows of history per prediction (l).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=256))]
     pub window: u64,
+    /// Which window to predict after the history's last: 1 the next; 2 for a loop whose
+    /// newest window is one interval old when it plans (`derm simulate`'s profile-based
+    /// policies ingest sampled traces one interval late).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub horizon: u64,
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch: u64,
     #[arg(long, default_value_t = 2e-3)]
@@ -82,6 +87,7 @@ mod imp {
         pub(crate) fn config(&self, attention: bool) -> Config {
             Config {
                 window: self.window as usize,
+                horizon: self.horizon as usize,
                 epochs: self.epochs as usize,
                 batch: self.batch as usize,
                 learning_rate: self.learning_rate,

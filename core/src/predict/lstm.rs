@@ -33,6 +33,9 @@ use crate::graph::Window;
 pub struct Config {
     /// Windows of history per prediction (l).
     pub window: usize,
+    /// The window predicted: 1 is the next one; 2 the one after (for a caller whose newest
+    /// window is one interval old when it plans).
+    pub horizon: usize,
     pub epochs: usize,
     pub batch: usize,
     pub learning_rate: f64,
@@ -52,6 +55,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             window: 5,
+            horizon: 1,
             epochs: 30,
             batch: 128,
             learning_rate: 2e-3,
@@ -70,6 +74,9 @@ impl Config {
         let bad = |field, value: String, expected| Err(Error::Invalid { field, value, expected });
         if !(1..=256).contains(&self.window) {
             return bad("window", self.window.to_string(), "1 to 256");
+        }
+        if !(1..=64).contains(&self.horizon) {
+            return bad("horizon", self.horizon.to_string(), "1 to 64");
         }
         if self.epochs == 0 {
             return bad("epochs", "0".into(), "at least 1");
@@ -201,6 +208,7 @@ impl Lstm {
             args,
             load_scale,
             window: l,
+            horizon: self.config.horizon,
             attention: self.config.attention,
             anchor: self.config.anchor,
             encoder_hidden: 128,
@@ -210,20 +218,22 @@ impl Lstm {
             samples: 0,
         };
         let (mut train, mut val) = (Samples::new(), Samples::new());
+        // The target is `horizon` windows after the history's last.
+        let ahead = self.config.horizon - 1;
         for ws in &checked {
-            if ws.len() <= l {
+            if ws.len() <= l + ahead {
                 continue;
             }
-            let n = ws.len() - l;
+            let n = ws.len() - l - ahead;
             let n_val = ((n as f64 * self.config.validation).ceil() as usize).min(n.saturating_sub(1));
-            for t in l..ws.len() {
+            for t in l..ws.len() - ahead {
                 let into = if t - l >= n - n_val { &mut val } else { &mut train };
-                into.push(&meta, &ws[t - l..t], ws[t]);
+                into.push(&meta, &ws[t - l..t], ws[t + ahead]);
             }
         }
         let got = checked.iter().map(Vec::len).max().unwrap_or(0);
         if train.n == 0 || val.n == 0 {
-            return Err(Error::TooShort { what: "lstm: fit", got, need: l + 3 });
+            return Err(Error::TooShort { what: "lstm: fit", got, need: l + ahead + 3 });
         }
         meta.samples = train.n + val.n;
 
@@ -316,8 +326,14 @@ impl Lstm {
         let meta: Meta = serde_json::from_str(&text)
             .map_err(|e| Error::Model { path: sidecar_name.clone(), detail: format!("invalid metadata: {e}") })?;
         meta.validate(&sidecar_name)?;
-        let config =
-            Config { window: meta.window, attention: meta.attention, anchor: meta.anchor, cuda, ..Config::default() };
+        let config = Config {
+            window: meta.window,
+            horizon: meta.horizon,
+            attention: meta.attention,
+            anchor: meta.anchor,
+            cuda,
+            ..Config::default()
+        };
         let device = if cuda { Device::cuda_if_available() } else { Device::Cpu };
         let mut store = nn::VarStore::new(device);
         let net = Net::new(&store.root(), &meta);

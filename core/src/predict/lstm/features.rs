@@ -26,6 +26,9 @@ pub struct Meta {
     pub load_scale: f64,
     /// Windows of history per prediction (l).
     pub window: usize,
+    /// The window predicted after the history's last (1: the next).
+    #[serde(default = "one")]
+    pub horizon: usize,
     pub attention: bool,
     /// The output corrects a learned blend of the input windows' mixes (see `net`); models
     /// written before it existed have none.
@@ -38,6 +41,10 @@ pub struct Meta {
     pub validation_accuracy: f64,
     /// Training samples (windows with a full history before them).
     pub samples: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Meta {
@@ -133,8 +140,11 @@ impl Meta {
         if self.graphs.is_empty() {
             return Err(bad("metadata lists no graphs".into()));
         }
-        if self.window == 0 || !(self.load_scale.is_finite() && self.load_scale > 0.0) {
-            return Err(bad(format!("metadata window {} / load_scale {} out of range", self.window, self.load_scale)));
+        if self.horizon == 0 || self.window == 0 || !(self.load_scale.is_finite() && self.load_scale > 0.0) {
+            return Err(bad(format!(
+                "metadata window {} / horizon {} / load_scale {} out of range",
+                self.window, self.horizon, self.load_scale
+            )));
         }
         if [self.encoder_hidden, self.encoder_layers, self.decoder_hidden].iter().any(|x| !(1..=4096).contains(x)) {
             return Err(bad("metadata layer sizes out of range".into()));

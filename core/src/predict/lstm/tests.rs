@@ -145,3 +145,25 @@ fn a_sidecar_without_the_anchor_field_is_the_network_without_anchor() {
     std::fs::write(&sidecar, json.to_string()).unwrap_or_else(|e| panic!("{e}"));
     assert!(Lstm::load(&path, false).unwrap_err().to_string().contains("model.ot"));
 }
+
+#[test]
+fn a_horizon_two_model_predicts_the_window_after_next() {
+    let data = series(240);
+    let mut m = Lstm::new(Config { horizon: 2, ..config() }).unwrap_or_else(|e| panic!("{e}"));
+    m.fit(&data[..200]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(m.meta().map(|m| m.horizon), Some(2));
+    let (mut next, mut after) = (0.0, 0.0);
+    let scored = 200..236;
+    for t in scored.clone() {
+        let p = m.predict(&data[t - 3..t]).unwrap_or_else(|e| panic!("{e}"));
+        next += tv(&p, &data[t].graph_mix);
+        after += tv(&p, &data[t + 1].graph_mix);
+    }
+    let n = scored.len() as f64;
+    // The pattern has period 4, so the next window and the one after differ at every switch.
+    assert!(after / n < 0.03, "TV to the window after next {}", after / n);
+    assert!(next / n > 0.2, "TV to the next window {}", next / n);
+    let too_short = Lstm::new(Config { horizon: 2, ..config() }).unwrap_or_else(|e| panic!("{e}")).fit(&data[..5]);
+    assert!(too_short.unwrap_err().to_string().contains("too short"));
+    assert!(Lstm::new(Config { horizon: 0, ..config() }).unwrap_err().to_string().contains("horizon"));
+}
