@@ -166,6 +166,14 @@ fn lstm(model: Option<&Path>, windows: &[Window]) -> Result<Box<dyn Predictor>, 
                 "many profiling-phase requests are in graphs the model never saw (predicted as \"other\"): retrain"
             );
         }
+        if meta.horizon != 2 {
+            tracing::warn!(
+                model = %path.display(),
+                horizon = meta.horizon,
+                "the profile-based policies plan from a window one interval old: a model trained with \
+                 `derm train --horizon 2` predicts the interval they plan for"
+            );
+        }
     }
     Ok(Box::new(model))
 }
