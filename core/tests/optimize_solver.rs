@@ -102,6 +102,31 @@ fn every_start_converges_to_the_same_optimum() {
     assert!(objectives.iter().all(|o| (o - min) / min < 1e-3), "{objectives:?}");
 }
 
+#[test]
+fn coarse_to_fine_lands_on_the_fine_optimum() {
+    // The bench's 50-service and 400-service instances (lattices of 256 and 512 cells).
+    for (spec, load) in [
+        (Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0),
+        (Spec { services: 400, graphs: 1, graph_size: (400, 400), parallel: 0.3, seed: 2 }, 1_000.0),
+    ] {
+        let inst = spec.generate();
+        let problem =
+            Problem::new(&input(&inst.profiles, &inst.graphs, load, inst.sla_ms)).unwrap_or_else(|e| panic!("{e}"));
+        assert!(problem.coarse(kkt::COARSE_FACTOR, kkt::COARSE_MIN_CELLS).is_some());
+        let w = weights(&problem);
+        let both = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+        let fine = kkt::solve_fine(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{} services: coarse to fine {:.4} ({} iterations, {} coarse evaluations), fine only {:.4} ({} iterations)",
+            spec.services, both.objective, both.iterations, both.evaluations.coarse, fine.objective, fine.iterations
+        );
+        assert!(both.evaluations.coarse > 0);
+        // Feasible on the fine lattice, and within 0.1% of the fine-only optimum.
+        assert!(both.probability >= problem.percentile, "{}", both.probability);
+        assert!((both.objective - fine.objective) / fine.objective < 1e-3, "{} vs {}", both.objective, fine.objective);
+    }
+}
+
 /// The paper's motivating example: a TrainTicket ticket query whose simple graph (9 in 10
 /// requests, distance 1) touches 5 services and whose complex graph (distance 6) touches 30,
 /// with fan-outs. Derm lets the simple graph meet the SLA with a higher probability than the

@@ -155,17 +155,19 @@ enum Init<'a> {
     /// From a start, to the coarse pass's looser tolerance.
     Coarse(Start),
     Start(Start),
-    /// Rates of a nearby problem's solution, moved onto this one's boundary.
+    /// Rates of a nearby problem's solution (the coarse pass's), clipped to this box.
     Near(&'a [f64]),
 }
 
 /// Solve the continuous problem from `start`. `weights` are the graphs' constraint weights.
 ///
 /// Coarse to fine: when a graph is evaluated on a lattice that [`COARSE_FACTOR`] can coarsen,
-/// the iteration first runs on the coarse lattices (an evaluation costs a fraction of a fine
-/// one: the convolutions are quadratic in the cells), and the fine iteration starts from its
-/// solution, where it needs a few iterations instead of the whole descent. The fine pass
-/// alone decides the answer, its feasibility and infeasibility errors.
+/// the iteration first runs on the coarse lattices (an evaluation costs about a quarter of a
+/// fine one on the benchmark's graphs), to looser tolerances, and the fine iteration starts
+/// from its solution, where it needs two iterations instead of the whole descent. The fine
+/// pass alone decides the answer, its feasibility and infeasibility errors; a coarse pass
+/// that fails (its lattice can misjudge a barely feasible target) falls back to a fine solve
+/// from `start`.
 pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
     let Some(coarse) = problem.coarse(COARSE_FACTOR, COARSE_MIN_CELLS) else {
         return iterate(problem, kind, weights, Init::Start(start));
@@ -179,6 +181,12 @@ pub fn solve(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Re
         }
         Err(_) => iterate(problem, kind, weights, Init::Start(start)),
     }
+}
+
+/// [`solve`] without the coarse pass: the whole descent on the problem's own lattices (the
+/// reference the coarse-to-fine answer is tested against).
+pub fn solve_fine(problem: &Problem, kind: Kind, weights: &[f64], start: Start) -> Result<Solution, Error> {
+    iterate(problem, kind, weights, Init::Start(start))
 }
 
 fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Result<Solution, Error> {
