@@ -24,13 +24,13 @@ use prometheus_client::registry::Registry;
 use rcgen::{
     BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
 };
-use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use serde_json::{Value as Json, json};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsConnector;
+mod common;
+use common::ClientCert;
 
 const FRONT_PROXY_CN: &str = "front-proxy-client";
 const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
@@ -54,9 +54,7 @@ fn leaf(issuer: &Issuer, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose
     (cert, key)
 }
 
-/// Client credentials: certificate chain and key.
-type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
+/// Client credentials signed by `issuer`.
 fn client_cert(issuer: &Issuer, cn: &str) -> ClientCert {
     let (cert, key) = leaf(issuer, cn, &[], ExtendedKeyUsagePurpose::ClientAuth);
     (vec![cert.der().clone()], PrivatePkcs8KeyDer::from(key.serialize_der()).into())
@@ -123,19 +121,8 @@ impl Harness {
     }
 
     async fn connect(&self, client: Option<ClientCert>) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.server_ca.clone()).unwrap();
-        let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut config = match client {
-            Some((certs, key)) => builder.with_client_auth_cert(certs, key).unwrap(),
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let tcp = TcpStream::connect(self.addr).await?;
-        TlsConnector::from(Arc::new(config)).connect(ServerName::try_from("localhost").unwrap(), tcp).await
+        common::connector(&self.server_ca, client).connect(ServerName::try_from("localhost").unwrap(), tcp).await
     }
 
     /// GET `path` as the HPA through the front proxy.

@@ -26,19 +26,17 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use prometheus_client::registry::Registry;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
-use rustls::RootCertStore;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio_rustls::TlsConnector;
+mod common;
+use common::ClientCert;
 
 #[path = "../src/test_pki.rs"]
 mod test_pki;
 use test_pki::{Issuer, ca};
 const FRONT_PROXY_CN: &str = "front-proxy-client";
 const PATH: &str = "/apis/external.metrics.k8s.io/v1beta1/namespaces/shop/derm_desired_replicas";
-
-type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// PEM certificate and key of a leaf signed by `issuer`.
 fn leaf_pem(issuer: &Issuer, cn: &str, sans: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
@@ -108,6 +106,16 @@ async fn serve(policy: Policy, cert: Arc<ServingCert>, server_ca: &Issuer) -> Se
     Served { addr, server_ca: server_ca.der().clone(), _stop: stop }
 }
 
+/// A serving certificate for derm-adapter from files in a fresh directory (kept alive by the
+/// caller).
+fn serving_cert(issuer: &Issuer) -> (tempfile::TempDir, Arc<ServingCert>) {
+    let dir = tempfile::tempdir().unwrap();
+    serving_files(dir.path(), issuer, "derm-adapter");
+    let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    let cert = Arc::new(ServingCert::from_files(&crt, &key, ReloadMetrics::default()).unwrap());
+    (dir, cert)
+}
+
 fn serving_files(dir: &std::path::Path, issuer: &Issuer, cn: &str) {
     let (cert, key) = leaf_pem(issuer, cn, &["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     std::fs::write(dir.join("tls.crt"), cert).unwrap();
@@ -119,19 +127,8 @@ async fn connect(
     s: &Served,
     client: Option<ClientCert>,
 ) -> Result<(SendRequest<Empty<Bytes>>, CertificateDer<'static>), String> {
-    let mut roots = RootCertStore::empty();
-    roots.add(s.server_ca.clone()).unwrap();
-    let builder = rustls::ClientConfig::builder_with_provider(tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some((certs, key)) => builder.with_client_auth_cert(certs, key).unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = TcpStream::connect(s.addr).await.map_err(|e| e.to_string())?;
-    let stream = TlsConnector::from(Arc::new(config))
+    let stream = common::connector(&s.server_ca, client)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
         .map_err(|e| e.to_string())?;
@@ -165,12 +162,7 @@ async fn once(s: &Served, client: Option<ClientCert>) -> Result<StatusCode, Stri
 async fn configmap_changes_swap_the_ca_and_allowed_names_without_restart() {
     let (old, new) = (ca("front-proxy-ca-1"), ca("front-proxy-ca-2"));
     let server_ca = ca("serving-ca");
-    let dir = tempfile::tempdir().unwrap();
-    serving_files(dir.path(), &server_ca, "derm-adapter");
-    let cert = Arc::new(
-        ServingCert::from_files(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), ReloadMetrics::default())
-            .unwrap(),
-    );
+    let (_dir, cert) = serving_cert(&server_ca);
     let first = configmap(&old, r#"["front-proxy-client"]"#);
     let delegated = Delegated::new(trust_from(&first).unwrap());
     let trust: SharedTrust = delegated.trust.clone();
@@ -271,12 +263,7 @@ async fn bearer_tokens_are_reviewed_cached_and_authorized() {
     delegated.tokens = Some(tokens.clone());
     delegated.authorizer = Some(Arc::new(Authorizer::new(decide, authz::Config::default())));
     let server_ca = ca("serving-ca");
-    let dir = tempfile::tempdir().unwrap();
-    serving_files(dir.path(), &server_ca, "derm-adapter");
-    let cert = Arc::new(
-        ServingCert::from_files(&dir.path().join("tls.crt"), &dir.path().join("tls.key"), ReloadMetrics::default())
-            .unwrap(),
-    );
+    let (_dir, cert) = serving_cert(&server_ca);
     let s = serve(Policy::Delegated(delegated), cert, &server_ca).await;
     let (mut sender, _) = connect(&s, None).await.unwrap();
     let mut as_token = async |t: &str| get(&mut sender, &[("authorization", &format!("Bearer {t}"))]).await.unwrap();
