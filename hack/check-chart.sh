@@ -17,18 +17,11 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
-# shellcheck disable=SC1091
-. "$RUN/env"
-K="$DERM_KUBECTL"
-TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
 # shellcheck source=hack/lib.sh
 . "$HACK_DIR/lib.sh"
+e2e_begin check-chart 90
 CHART="$ROOT/deploy/helm/derm"
 NS=derm-chart-check
-WORK="$RUN/check-chart"
-rm -rf "$WORK"
-mkdir -p "$WORK"
 HELM="${DERM_HELM:-$("$HACK_DIR/build-helm.sh" | tail -n 1)}"
 export DERM_HELM="$HELM"
 

@@ -21,19 +21,12 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
-# shellcheck disable=SC1091
-. "$RUN/env"
-K="$DERM_KUBECTL"
-TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
 # shellcheck source=hack/lib.sh
-. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$HACK_DIR/lib.sh"
+e2e_begin e2e-adapter 90
 NS=derm-e2e-adapter
 SVC=derm-adapter
 APISERVICE=v1beta1.external.metrics.k8s.io
-WORK="$RUN/e2e-adapter"
-rm -rf "$WORK"
-mkdir -p "$WORK"
 
 # --- the binary -------------------------------------------------------------------------------
 build_bin derm-adapter DERM_ADAPTER_BIN "$WORK"

@@ -16,17 +16,11 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
-# shellcheck disable=SC1091
-. "$RUN/env"
-K="$DERM_KUBECTL"
-TIMEOUT="${DERM_PROBE_TIMEOUT:-120}"
 # shellcheck source=hack/lib.sh
 . "$HACK_DIR/lib.sh"
+e2e_begin e2e-controller 120
 NS=derm-e2e-controller
 APISERVICE=v1beta1.external.metrics.k8s.io
-WORK="$RUN/e2e-controller"
-rm -rf "$WORK" && mkdir -p "$WORK"
 (cd "$ROOT" && cargo build --release -p derm-adapter -p derm-core --bin derm-adapter --bin derm) >"$WORK/build.log" 2>&1 ||
   { tail -n 30 "$WORK/build.log" >&2; exit 1; }
 BIN="$ROOT/target/release/derm-adapter"

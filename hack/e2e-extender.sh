@@ -21,17 +21,10 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
-# shellcheck disable=SC1091
-. "$RUN/env"
-K="$DERM_KUBECTL"
-TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
 # shellcheck source=hack/lib.sh
 . "$HACK_DIR/lib.sh"
+e2e_begin e2e-extender 90
 NS=derm-e2e-extender
-WORK="$RUN/e2e-extender"
-rm -rf "$WORK"
-mkdir -p "$WORK"
 
 # --- the binary -------------------------------------------------------------------------------
 build_bin derm-extender DERM_EXTENDER_BIN "$WORK"

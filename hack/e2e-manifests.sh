@@ -23,18 +23,11 @@ set -euo pipefail
 
 HACK_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HACK_DIR/.." && pwd)"
-RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
-# shellcheck disable=SC1091
-. "$RUN/env"
-K="$DERM_KUBECTL"
-TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
 # shellcheck source=hack/lib.sh
 . "$HACK_DIR/lib.sh"
+e2e_begin e2e-manifests 90
 NS=derm-system
 APP_NS=train-ticket
-WORK="$RUN/e2e-manifests"
-rm -rf "$WORK"
-mkdir -p "$WORK"
 
 # --- binaries ---------------------------------------------------------------------------------
 t0=$SECONDS

@@ -1,6 +1,20 @@
-# Shared by the check scripts (smoke-test.sh, probe-aggregation.sh, e2e-adapter.sh); source it
-# after setting K (kubectl) and TIMEOUT (seconds).
+# Shared by the check scripts (smoke-test.sh, probe-aggregation.sh, the e2e-*.sh); the
+# functions use K (kubectl) and TIMEOUT (seconds): set them, or call e2e_begin.
 # shellcheck shell=bash
+
+# e2e_begin NAME DEFAULT_TIMEOUT: the common start of a check against a cluster from
+# hack/cluster-up.sh: RUN (its run dir, DERM_CLUSTER_DIR) and its env, K, TIMEOUT
+# (DERM_PROBE_TIMEOUT or the default) and an empty WORK dir, $RUN/NAME.
+e2e_begin() {
+  RUN="${DERM_CLUSTER_DIR:-/tmp/derm-cluster}"
+  # shellcheck disable=SC1091
+  . "$RUN/env"
+  K="$DERM_KUBECTL"
+  TIMEOUT="${DERM_PROBE_TIMEOUT:-$2}"
+  WORK="$RUN/$1"
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+}
 
 pass=0 fail=0
 ok() { echo "PASS $*"; pass=$((pass + 1)); }
