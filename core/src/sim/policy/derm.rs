@@ -59,7 +59,7 @@
 //! current count when the last window saw calls to them (a graph the plan does not cover);
 //! a failed solve keeps the previous plan rescaled (or the current replicas).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Instant;
 
 use super::{Insight, Name, Policy, Stats, View};
@@ -137,7 +137,7 @@ pub const TREND_POINTS: usize = 4;
 /// (least-squares slope over the last [`TREND_POINTS`] intervals) carried to the end of the
 /// next interval, 1.5 intervals after the last rate's midpoint. A falling trend is not
 /// extrapolated: the plan for a lower load comes from the measured rate itself.
-fn forecast(loads: &std::collections::VecDeque<f64>) -> f64 {
+fn forecast(loads: &VecDeque<f64>) -> f64 {
     let last = loads.back().copied().unwrap_or(0.0);
     let n = loads.len() as f64;
     if loads.len() < 2 {
@@ -194,7 +194,7 @@ pub struct Derm {
     plan: Option<(Plan, BTreeMap<String, f64>)>,
     since_solve: u32,
     /// Entry rates of the last [`TREND_POINTS`] intervals, oldest first.
-    loads: std::collections::VecDeque<f64>,
+    loads: VecDeque<f64>,
     stats: Stats,
     spent_ms: f64,
     insight: Option<Insight>,
@@ -224,7 +224,7 @@ impl Derm {
             refitted: false,
             plan: None,
             since_solve: 0,
-            loads: std::collections::VecDeque::new(),
+            loads: VecDeque::new(),
             stats: Stats::default(),
             spent_ms: 0.0,
             insight: None,
@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn forecast_extrapolates_a_rising_load_only() {
-        let q = |xs: &[f64]| xs.iter().copied().collect::<std::collections::VecDeque<f64>>();
+        let q = |xs: &[f64]| xs.iter().copied().collect::<VecDeque<f64>>();
         // Rising by 10 per interval: the last rate (40) plus 1.5 intervals of slope.
         assert!((forecast(&q(&[10.0, 20.0, 30.0, 40.0])) - 55.0).abs() < 1e-9);
         // Falling or flat: the last rate itself.
