@@ -11,9 +11,14 @@
 //! services without profiles give [`Tick::Hold`] (the caller leaves the status alone, so the
 //! published values age and the HPA keeps its replicas once they expire).
 //!
+//! The load planned for is the simulator's: the last window's rate plus its rising trend over
+//! consecutive windows ([`derm_core::predict::load::forecast`]), with the same headroom and
+//! tail margin.
+//!
 //! Not yet here (the simulator's `derm` policy has them): the trust region on per-container
-//! load and the observed-demand floors; this loop plans with the same load headroom and tail
-//! margin but trusts the profile's linear rate model up to the solver's utilisation cap.
+//! load, the observed-demand floors and the backlog term (this loop has no queue-length
+//! signal; traces carry none); it trusts the profile's linear rate model up to the solver's
+//! utilisation cap.
 
 mod hedge;
 
@@ -26,6 +31,7 @@ use derm_core::graph::window::{self, ArgSpec, Samples, Window};
 use derm_core::optimize::{self, Bounds, Input, Problem, Start};
 use derm_core::pipeline::Ingest;
 use derm_core::predict::Predictor;
+use derm_core::predict::load::{TREND_POINTS, forecast};
 use derm_core::profile::{self, Profiles};
 use derm_core::trace::Trace;
 
@@ -241,7 +247,7 @@ impl OnlineApp {
             Err(e) => return Tick::Hold(format!("mix prediction: {e}")),
         };
         let report = PredictorReport { name: choice.predictor, recent_tv: choice.recent_tv, note: choice.note };
-        self.solve(&choice.mix, load, report)
+        self.solve(&choice.mix, load, planned_load(&self.windows), report)
     }
 
     /// Ingests closed windows; returns the newest one's entry load.
@@ -274,7 +280,9 @@ impl OnlineApp {
         load
     }
 
-    fn solve(&mut self, mix: &BTreeMap<String, f64>, load: f64, predictor: PredictorReport) -> Tick {
+    /// `load` is the last window's measured entry rate (reported); `planned` the forecast the
+    /// plan is for (at least `load`).
+    fn solve(&mut self, mix: &BTreeMap<String, f64>, load: f64, planned: f64, predictor: PredictorReport) -> Tick {
         let entries: Vec<Entry> = mix
             .iter()
             .filter(|(_, s)| **s > 0.0)
@@ -299,7 +307,7 @@ impl OnlineApp {
         let input = Input {
             profiles: &self.profiles,
             graphs: &entries,
-            load_rps: load.max(1e-3) * (1.0 + LOAD_HEADROOM),
+            load_rps: planned.max(load).max(1e-3) * (1.0 + LOAD_HEADROOM),
             sla_ms: self.spec.sla.latency_ms,
             percentile,
             rare_threshold: self.spec.rare_graph_threshold,
@@ -339,6 +347,21 @@ impl OnlineApp {
 pub fn cutoff_us(now_s: i64, interval_s: u32) -> i64 {
     let interval = i64::from(interval_s.max(1));
     (now_s.div_euclid(interval) - 1) * interval * 1_000_000
+}
+
+/// The entry load to plan for ([`forecast`]) from the newest windows that follow each other
+/// without a gap: a gap (an interval without traces, a restart) ends the trend, so a rise is
+/// only extrapolated from consecutive intervals.
+fn planned_load(windows: &[Window]) -> f64 {
+    let mut run = 0;
+    for pair in windows.windows(2).rev().take(TREND_POINTS - 1) {
+        if pair[1].start_s - pair[0].start_s != i64::from(pair[0].duration_s) {
+            break;
+        }
+        run += 1;
+    }
+    let loads: Vec<f64> = windows[windows.len() - (run + 1).min(windows.len())..].iter().map(|w| w.load_rps).collect();
+    forecast(&loads)
 }
 
 /// Calls per second between each caller and callee under the planned mix.
@@ -428,6 +451,33 @@ mod tests {
         let (first, last) = (plans[0].1, plans[plans.len() - 1].1);
         assert!(total(last) > total(first), "{} vs {}", total(last), total(first));
         assert_eq!(app.profiles().services.len(), 7);
+    }
+
+    #[test]
+    fn plans_for_a_rising_trend_over_consecutive_windows_only() {
+        let w = |start_s: i64, load_rps: f64| Window {
+            start_s,
+            duration_s: 30,
+            load_rps,
+            requests: 1,
+            graph_mix: BTreeMap::new(),
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: BTreeMap::new(),
+        };
+        // Rising by 10 per 30 s window: 40 + 1.5 windows of slope.
+        let rising = [w(0, 10.0), w(30, 20.0), w(60, 30.0), w(90, 40.0)];
+        assert!((planned_load(&rising) - 55.0).abs() < 1e-9);
+        // A gap before the last two windows: only they form the trend (slope 10).
+        let gap = [w(0, 100.0), w(30, 5.0), w(120, 30.0), w(150, 40.0)];
+        assert!((planned_load(&gap) - 55.0).abs() < 1e-9);
+        // A gap right before the newest window: no trend, the measured rate.
+        let lone = [w(0, 10.0), w(30, 20.0), w(120, 40.0)];
+        assert_eq!(planned_load(&lone), 40.0);
+        // Falling: the measured rate, never less.
+        let falling = [w(0, 40.0), w(30, 30.0), w(60, 20.0)];
+        assert_eq!(planned_load(&falling), 20.0);
+        assert_eq!(planned_load(&[]), 0.0);
     }
 
     #[test]

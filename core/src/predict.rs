@@ -4,11 +4,13 @@
 //! the simple predictors (last value, moving average, EWMA), [`arima`] an autoregressive one,
 //! `lstm` (feature `lstm`, libtorch) the attention LSTM of the paper; [`metrics`] measures
 //! predictions and [`evaluate`] compares predictors on a time split. Every prediction is a
-//! distribution: non-negative shares over graph ids that sum to 1.
+//! distribution: non-negative shares over graph ids that sum to 1. [`load`] forecasts the
+//! entry load the next plan is for.
 
 pub mod arima;
 pub mod baseline;
 pub mod evaluate;
+pub mod load;
 #[cfg(feature = "lstm")]
 pub mod lstm;
 pub mod metrics;

@@ -59,7 +59,7 @@
 //! current count when the last window saw calls to them (a graph the plan does not cover);
 //! a failed solve keeps the previous plan rescaled (or the current replicas).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use super::{Insight, Name, Policy, Stats, View};
@@ -68,6 +68,7 @@ use crate::graph::catalog::Entry;
 use crate::graph::window::{self, ArgSpec, Samples, Window};
 use crate::optimize::{self, Bounds, Input, Plan, Problem, Start};
 use crate::pipeline::Ingest;
+use crate::predict::load::{TREND_POINTS, forecast};
 use crate::predict::{Last, Predictor, resolve_other};
 use crate::profile::{self, Profiles};
 
@@ -130,30 +131,6 @@ fn plausible(base: &crate::profile::Profile, new: &crate::profile::Profile) -> b
         && new.l0_ms <= 2.0 * base.l0_ms + 1.0
 }
 
-/// Intervals of entry rate the load trend is fitted on.
-pub const TREND_POINTS: usize = 4;
-
-/// Load to plan the next interval for: the last interval's rate, plus its rising trend
-/// (least-squares slope over the last [`TREND_POINTS`] intervals) carried to the end of the
-/// next interval, 1.5 intervals after the last rate's midpoint. A falling trend is not
-/// extrapolated: the plan for a lower load comes from the measured rate itself.
-fn forecast(loads: &VecDeque<f64>) -> f64 {
-    let last = loads.back().copied().unwrap_or(0.0);
-    let n = loads.len() as f64;
-    if loads.len() < 2 {
-        return last;
-    }
-    let mean_x = (n - 1.0) / 2.0;
-    let mean_y = loads.iter().sum::<f64>() / n;
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (i, y) in loads.iter().enumerate() {
-        let dx = i as f64 - mean_x;
-        sxy += dx * (y - mean_y);
-        sxx += dx * dx;
-    }
-    last + (sxy / sxx).max(0.0) * 1.5
-}
-
 /// Online windows the predictor looks at.
 const RECENT: usize = 20;
 
@@ -194,7 +171,7 @@ pub struct Derm {
     plan: Option<(Plan, BTreeMap<String, f64>)>,
     since_solve: u32,
     /// Entry rates of the last [`TREND_POINTS`] intervals, oldest first.
-    loads: VecDeque<f64>,
+    loads: Vec<f64>,
     stats: Stats,
     spent_ms: f64,
     insight: Option<Insight>,
@@ -224,7 +201,7 @@ impl Derm {
             refitted: false,
             plan: None,
             since_solve: 0,
-            loads: VecDeque::new(),
+            loads: Vec::new(),
             stats: Stats::default(),
             spent_ms: 0.0,
             insight: None,
@@ -439,9 +416,9 @@ impl Derm {
         let traces = std::mem::take(&mut view.traces);
         self.learn(view, traces);
         if self.loads.len() == TREND_POINTS {
-            self.loads.pop_front();
+            self.loads.remove(0);
         }
-        self.loads.push_back(view.arrivals_rps);
+        self.loads.push(view.arrivals_rps);
         let view = &*view;
         let current = view.replicas();
         let Some((mix, load)) = self.target(view) else {
@@ -569,17 +546,6 @@ mod tests {
 
     fn mix(m: &[(&str, f64)]) -> BTreeMap<String, f64> {
         m.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
-    }
-
-    #[test]
-    fn forecast_extrapolates_a_rising_load_only() {
-        let q = |xs: &[f64]| xs.iter().copied().collect::<VecDeque<f64>>();
-        // Rising by 10 per interval: the last rate (40) plus 1.5 intervals of slope.
-        assert!((forecast(&q(&[10.0, 20.0, 30.0, 40.0])) - 55.0).abs() < 1e-9);
-        // Falling or flat: the last rate itself.
-        assert_eq!(forecast(&q(&[40.0, 30.0, 20.0, 10.0])), 10.0);
-        assert_eq!(forecast(&q(&[25.0])), 25.0);
-        assert_eq!(forecast(&q(&[])), 0.0);
     }
 
     #[test]
