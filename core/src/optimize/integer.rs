@@ -1,11 +1,19 @@
-//! From continuous rates to whole containers: round up, then repair.
+//! From continuous rates to whole containers: round up, then take back what holds.
 //!
 //! `replicas_i = ceil(W_i / w_i*)` can only raise rates, so it keeps the constraint unless
-//! a max bound cut it. Repair adds replicas (best predicted gain per container first) until
-//! the constraint holds, then removes replicas while it still holds: candidates ordered by
-//! predicted loss `g_i * (rate_i(n) - rate_i(n - 1))`, a greedy prefix within the slack,
-//! verified exactly and halved until it holds; rounds repeat until nothing can go. Every
-//! accepted plan is checked with the exact evaluator.
+//! a max bound cut it; then replicas are added (best predicted gain per container first)
+//! until it holds. Removal runs in rounds. Each round orders the removable services by
+//! predicted loss `g_i * (rate_i(n) - rate_i(n - 1))` at the current plan and searches for the
+//! longest prefix that can lose one replica each ([`Repair::prefix`]): a few value-only trials,
+//! interpolating in probit space, where the constraint is close to linear in the containers
+//! removed (in probability it is not: far in the tail a removal costs almost nothing). The
+//! first round ranks by the gradient at the continuous optimum and guesses the rounding
+//! excess `sum_i (n_i - x_i)`: at the KKT point every container is worth the same
+//! probability, so to first order that many can go; later rounds rank at the current plan
+//! and guess the greedy prefix within the slack. Rounds repeat until nothing can go, and
+//! every accepted plan is checked with the exact evaluator.
+
+use statrs::distribution::{ContinuousCDF, Normal};
 
 use super::eval::{self, Kind};
 use super::kkt::Space;
@@ -20,23 +28,41 @@ pub struct Integer {
     pub evaluations: u32,
 }
 
-/// Replicas for given rates (rounded up), within bounds.
-pub fn round_up(problem: &Problem, space: &Space, rates: &[f64]) -> Vec<u32> {
+/// Value-only trials per removal round.
+const TRIALS: u32 = 4;
+
+/// Continuous replicas for given rates.
+fn raw_replicas(problem: &Problem, space: &Space, rates: &[f64]) -> Vec<f64> {
     problem
         .services
         .iter()
         .zip(rates)
         .enumerate()
         .map(|(i, (s, r))| {
-            let raw = if s.demand_rps <= 0.0 {
+            if s.demand_rps <= 0.0 {
                 0.0
             } else if space.active[i] {
                 s.containers_for(*r)
             } else {
                 // Fixed services: the replicas that gave their fixed rate.
                 s.demand_rps * -s.a.min(-f64::MIN_POSITIVE) / (s.b - r).max(f64::MIN_POSITIVE)
-            };
-            let n = (raw - 1e-9).ceil().max(0.0) as u32;
+            }
+        })
+        .collect()
+}
+
+/// Replicas for given rates (rounded up), within bounds.
+pub fn round_up(problem: &Problem, space: &Space, rates: &[f64]) -> Vec<u32> {
+    ceil(problem, &raw_replicas(problem, space, rates))
+}
+
+fn ceil(problem: &Problem, raw: &[f64]) -> Vec<u32> {
+    problem
+        .services
+        .iter()
+        .zip(raw)
+        .map(|(s, x)| {
+            let n = (x - 1e-9).ceil().max(0.0) as u32;
             n.max(s.bounds.min).min(s.bounds.max).max(1)
         })
         .collect()
@@ -52,20 +78,87 @@ fn rates_of(problem: &Problem, space: &Space, replicas: &[u32]) -> Vec<f64> {
         .collect()
 }
 
+/// The problem and constraint a plan is repaired against.
+struct Repair<'a> {
+    problem: &'a Problem,
+    kind: Kind,
+    weights: &'a [f64],
+    space: &'a Space,
+}
+
+impl Repair<'_> {
+    fn value(&self, replicas: &[u32]) -> f64 {
+        let params = self.problem.params(&rates_of(self.problem, self.space, replicas));
+        eval::value(self.problem, self.kind, self.weights, &params)
+    }
+
+    fn value_grad(&self, replicas: &[u32], grad: &mut [f64]) -> f64 {
+        let params = self.problem.params(&rates_of(self.problem, self.space, replicas));
+        eval::value_grad(self.problem, self.kind, self.weights, &params, grad)
+    }
+
+    /// Predicted loss of one replica less of service `i`, or `None` when it cannot lose one
+    /// (its bounds, or its rate box).
+    fn loss(&self, replicas: &[u32], grad: &[f64], i: usize) -> Option<f64> {
+        let s = &self.problem.services[i];
+        let n = replicas[i];
+        let ok = self.space.active[i] && n > s.bounds.min.max(1) && s.rate_at(n - 1) >= self.space.lo[i];
+        ok.then(|| grad[i] * (s.rate_at(n) - s.rate_at(n - 1)))
+    }
+
+    /// The longest prefix of `order` whose services can each lose one replica with the
+    /// constraint held, starting from a guess `k0`; `replicas` hold with value `v0`. At most
+    /// [`TRIALS`] value-only evaluations: each next trial is where the line through the
+    /// nearest holding and failing prefixes (in probit space; from the start only, an
+    /// extrapolation) meets the target, rounded towards holding. Returns the prefix length
+    /// (0 when none holds), its value and the evaluations made.
+    fn prefix(&self, replicas: &[u32], order: &[usize], k0: usize, v0: f64) -> (usize, f64, u32) {
+        let target = self.problem.percentile;
+        let normal = Normal::standard();
+        let z = |v: f64| normal.inverse_cdf(v.clamp(1e-12, 1.0 - 1e-12));
+        let (z0, zt) = (z(v0), z(target));
+        // The longest prefix known to hold (k, z, value) and the shortest known not to (k, z).
+        let mut lo = (0, z0, v0);
+        let mut hi: Option<(usize, f64)> = None;
+        let mut k = k0.clamp(1, order.len().max(1));
+        let mut trials = 0;
+        while trials < TRIALS && k > lo.0 && k <= order.len() && hi.is_none_or(|h| k < h.0) {
+            let mut trial = replicas.to_vec();
+            order[..k].iter().for_each(|&i| trial[i] -= 1);
+            let v = self.value(&trial);
+            trials += 1;
+            if v >= target {
+                lo = (k, z(v), v);
+            } else {
+                hi = Some((k, z(v)));
+            }
+            k = match hi {
+                Some((kh, zh)) if kh > lo.0 + 1 => {
+                    let f = (lo.1 - zt) / (lo.1 - zh).max(f64::MIN_POSITIVE);
+                    ((lo.0 as f64 + f * (kh - lo.0) as f64).floor() as usize).clamp(lo.0 + 1, kh - 1)
+                }
+                Some(_) => lo.0,
+                None if lo.0 < order.len() && z0 > lo.1 => {
+                    let drop = (z0 - lo.1) / lo.0 as f64;
+                    (lo.0 + ((lo.1 - zt) / drop).floor() as usize).clamp(lo.0 + 1, order.len())
+                }
+                None => order.len(),
+            };
+        }
+        (lo.0, lo.2, trials)
+    }
+}
+
 /// Round `rates` up to replicas and repair against the constraint.
 pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates: &[f64]) -> Integer {
+    let repair = Repair { problem, kind, weights, space };
     let target = problem.percentile;
-    let mut replicas = round_up(problem, space, rates);
-    let mut evaluations = 0;
+    let raw = raw_replicas(problem, space, rates);
+    let mut replicas = ceil(problem, &raw);
     let n = replicas.len();
     let mut grad = vec![0.0; n];
-    let eval_grad = |replicas: &[u32], grad: &mut [f64]| {
-        let params = problem.params(&rates_of(problem, space, replicas));
-        eval::value_grad(problem, kind, weights, &params, grad)
-    };
-    let mut value = eval_grad(&replicas, &mut grad);
-    evaluations += 1;
-    // Add where bounds or rounding broke the constraint.
+    let mut value = repair.value_grad(&replicas, &mut grad);
+    let mut evaluations = 1;
     // Rounding up only raises rates, so adding is needed only where max bounds cut the
     // rounding; a budget keeps a target the bounds cannot reach from adding without end.
     let mut budget = 4 * n + 16;
@@ -80,54 +173,52 @@ pub fn plan(problem: &Problem, kind: Kind, weights: &[f64], space: &Space, rates
             .max_by(|x, y| x.1.total_cmp(&y.1));
         let Some((i, _)) = best else { break };
         replicas[i] += 1;
-        value = eval_grad(&replicas, &mut grad);
+        value = repair.value_grad(&replicas, &mut grad);
         evaluations += 1;
     }
-    // Remove while the constraint holds.
-    loop {
-        let slack = value - target;
-        let mut candidates: Vec<(usize, f64)> = (0..n)
-            .filter(|i| {
-                let s = &problem.services[*i];
-                space.active[*i] && replicas[*i] > s.bounds.min.max(1) && s.rate_at(replicas[*i] - 1) >= space.lo[*i]
-            })
-            .map(|i| {
-                let s = &problem.services[i];
-                (i, grad[i] * (s.rate_at(replicas[i]) - s.rate_at(replicas[i] - 1)))
-            })
-            .collect();
-        if candidates.is_empty() || slack < 0.0 {
+    // The first round orders by the gradient at the continuous optimum, where the constraint
+    // is tight: the rounded-up plan's own gradient is far in the tail, where it ranks
+    // services by what matters beyond the target (measured: 3,086 against 3,074 replicas on
+    // the 400-service benchmark graph).
+    let mut first = vec![0.0; n];
+    eval::value_grad(problem, kind, weights, &problem.params(rates), &mut first);
+    evaluations += 1;
+    // What rounding up added, in containers: the first round's guess.
+    let mut guess =
+        Some((0..n).filter(|&i| space.active[i]).map(|i| (f64::from(replicas[i]) - raw[i]).max(0.0)).sum::<f64>());
+    while value >= target {
+        let g = if guess.is_some() { &first } else { &grad };
+        let mut candidates: Vec<(usize, f64)> =
+            (0..n).filter_map(|i| repair.loss(&replicas, g, i).map(|l| (i, l))).collect();
+        if candidates.is_empty() {
             break;
         }
         candidates.sort_by(|x, y| x.1.total_cmp(&y.1).then(x.0.cmp(&y.0)));
-        let mut take = 0;
-        let mut predicted = 0.0;
-        for (_, loss) in &candidates {
-            if predicted + loss > slack && take > 0 {
-                break;
+        let k0 = match guess.take() {
+            Some(excess) => excess.floor() as usize,
+            None => {
+                // The greedy prefix within the slack, at least one.
+                let (mut k, mut predicted) = (0, 0.0);
+                for (_, loss) in &candidates {
+                    if predicted + loss > value - target && k > 0 {
+                        break;
+                    }
+                    predicted += loss;
+                    k += 1;
+                }
+                k
             }
-            predicted += loss;
-            take += 1;
-        }
-        let mut accepted = false;
-        while take > 0 {
-            let mut trial = replicas.clone();
-            candidates[..take].iter().for_each(|(i, _)| trial[*i] -= 1);
-            let mut trial_grad = vec![0.0; n];
-            let v = eval_grad(&trial, &mut trial_grad);
-            evaluations += 1;
-            if v >= target {
-                replicas = trial;
-                value = v;
-                grad = trial_grad;
-                accepted = true;
-                break;
-            }
-            take /= 2;
-        }
-        if !accepted {
+        };
+        let order: Vec<usize> = candidates.iter().map(|c| c.0).collect();
+        let (k, v, trials) = repair.prefix(&replicas, &order, k0, value);
+        evaluations += trials;
+        if k == 0 {
             break;
         }
+        order[..k].iter().for_each(|&i| replicas[i] -= 1);
+        value = repair.value_grad(&replicas, &mut grad);
+        evaluations += 1;
+        debug_assert!((value - v).abs() < 1e-9, "{value} vs {v}");
     }
     Integer { replicas, probability: value, evaluations }
 }
