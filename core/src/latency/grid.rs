@@ -17,6 +17,8 @@
 //! index that can still reach `t`. The only other truncation: a convolution skips the top
 //! tail of each operand that holds less than `TAIL` (1e-17) of its mass.
 
+mod exps;
+
 use super::special::{chi, phi, psi};
 use super::{Compiled, Item, Params};
 
@@ -53,7 +55,9 @@ enum Op {
     Point { pos: f64, out: usize },
     Shift { pos: f64, b: usize, out: usize },
     Conv { a: usize, b: usize, out: usize },
-    Exp { service: usize, absorb: f64, input: usize, out: usize },
+    /// A sum's phases: `exps[first..first + count]`, outputs in buffers `out..out + count`
+    /// (contiguous, equal windows), fused ([`exps`]).
+    Exps { first: usize, count: usize, input: usize, out: usize },
     Max { kids: (usize, usize), out: usize },
 }
 
@@ -70,6 +74,10 @@ pub(super) struct Scratch {
     bufs: Vec<Buf>,
     ops: Vec<Op>,
     kids: Vec<usize>,
+    /// (service, absorbed variance) of every phase, and its kernel (set by the forward pass).
+    exps: Vec<(usize, f64)>,
+    kernels: Vec<Kernel>,
+    sums: Vec<exps::Sums>,
     val: Vec<f64>,
     adj: Vec<f64>,
     tmp: Vec<f64>,
@@ -141,7 +149,7 @@ pub(super) fn eval(
         qm *= q;
         *a = acc;
     }
-    s.backward(params, h, grad);
+    s.backward(h, grad);
     f
 }
 
@@ -191,6 +199,7 @@ impl Scratch {
         self.bufs.clear();
         self.ops.clear();
         self.kids.clear();
+        self.exps.clear();
         let mut total = 0;
         for item in &c.order {
             match *item {
@@ -229,14 +238,17 @@ impl Scratch {
                             cur = out;
                         }
                     }
+                    let (first, input) = (self.exps.len(), cur);
                     for (n, &service) in services.iter().enumerate() {
                         if n == skip {
                             continue;
                         }
-                        let out = self.alloc(&mut total, lo, hi);
-                        let absorb = if n == slowest { absorb } else { 0.0 };
-                        self.ops.push(Op::Exp { service, absorb, input: cur, out });
-                        cur = out;
+                        cur = self.alloc(&mut total, lo, hi);
+                        self.exps.push((service, if n == slowest { absorb } else { 0.0 }));
+                    }
+                    let count = self.exps.len() - first;
+                    if count > 0 {
+                        self.ops.push(Op::Exps { first, count, input, out: cur + 1 - count });
                     }
                     self.sum_out[i] = cur;
                 }
@@ -252,6 +264,8 @@ impl Scratch {
             }
         }
         self.val.resize(total, 0.0);
+        self.kernels.resize(self.exps.len(), Kernel::default());
+        self.sums.resize(self.exps.len(), [0.0; 4]);
     }
 
     fn alloc(&mut self, total: &mut usize, lo: i64, hi: i64) -> usize {
@@ -302,16 +316,14 @@ impl Scratch {
                         }
                     }
                 }
-                Op::Exp { service, absorb, input, out } => {
+                Op::Exps { first, count, input, out } => {
                     let (ib, o) = (self.bufs[input], self.bufs[out]);
-                    let k = Kernel::new(params[service].rate_per_ms * h, absorb);
-                    let (before, after) = self.val.split_at_mut(o.off);
-                    let (mut s, mut prev) = (0.0, 0.0);
-                    for (o, &i) in after[..o.len()].iter_mut().zip(&before[ib.range()]) {
-                        *o = k.a * i + k.c * prev + k.b * s;
-                        s = i + k.q * s;
-                        prev = i;
+                    let run = first..first + count;
+                    for (k, &(service, absorb)) in self.kernels[run.clone()].iter_mut().zip(&self.exps[run.clone()]) {
+                        *k = Kernel::new(params[service].rate_per_ms * h, absorb);
                     }
+                    let (before, after) = self.val.split_at_mut(o.off);
+                    exps::forward(&self.kernels[run], &before[ib.range()], &mut after[..count * o.len()]);
                 }
                 Op::Max { kids, out } => {
                     // CDF of the maximum at each node: the product of the children's, less the
@@ -350,7 +362,7 @@ impl Scratch {
 
     /// Reverse sweep: `adj` holds the root's adjoint; adds `dF/d rate` into `grad`.
     #[inline(always)]
-    fn backward(&mut self, params: &[Params], h: f64, grad: &mut [f64]) {
+    fn backward(&mut self, h: f64, grad: &mut [f64]) {
         for n in (0..self.ops.len()).rev() {
             match self.ops[n] {
                 Op::Point { .. } => {}
@@ -388,26 +400,16 @@ impl Scratch {
                         }
                     }
                 }
-                Op::Exp { service, absorb, input, out } => {
+                Op::Exps { first, count, input, out } => {
                     let (ib, o) = (self.bufs[input], self.bufs[out]);
-                    let k = Kernel::new(params[service].rate_per_ms * h, absorb);
+                    let (run, len) = (first..first + count, o.len());
                     let (before, after) = self.adj.split_at_mut(o.off);
-                    let (ia, oa) = (&mut before[ib.range()], &after[..o.len()]);
-                    let iv = &self.val[ib.range()];
-                    // t_i = sum_{j>i} q^(j-i-1) oa_j and its q-derivative tp_i; next = oa_{i+1}.
-                    let (mut t, mut tp, mut next) = (0.0, 0.0, 0.0);
-                    let (mut so, mut sc, mut st, mut stp) = (0.0, 0.0, 0.0, 0.0);
-                    for ((a, &ob), &v) in ia.iter_mut().zip(oa).zip(iv).rev() {
-                        *a = k.a * ob + k.c * next + k.b * t;
-                        so += ob * v;
-                        sc += next * v;
-                        st += v * t;
-                        stp += v * tp;
-                        tp = t + k.q * tp;
-                        t = ob + k.q * t;
-                        next = ob;
+                    let vals = (&self.val[ib.range()], &self.val[o.off..o.off + count * len]);
+                    let (ain, aouts) = (&mut before[ib.range()], &mut after[..count * len]);
+                    exps::backward(&self.kernels[run.clone()], vals.0, vals.1, ain, aouts, &mut self.sums[run.clone()]);
+                    for ((k, &(service, _)), &[so, sc, st, stp]) in self.kernels[run.clone()].iter().zip(&self.exps[run.clone()]).zip(&self.sums[run]) {
+                        grad[service] += h * (k.da * so + k.dc * sc + k.db * st + k.b * k.dq * stp);
                     }
-                    grad[service] += h * (k.da * so + k.dc * sc + k.db * st + k.b * k.dq * stp);
                 }
                 Op::Max { kids, out } => self.max_backward(kids, out),
             }
@@ -528,7 +530,7 @@ fn two_mut(v: &mut [f64], a: std::ops::Range<usize>, b: std::ops::Range<usize>) 
 /// `f2 <= 0` (fast phases, `x >= 2`: the exponential sits inside one cell) the variance is
 /// clamped to its smallest value on the lattice, `mu (1 - mu)`: two points. `da`, ... are
 /// derivatives in `x`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Kernel {
     a: f64,
     c: f64,
