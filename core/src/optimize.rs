@@ -145,7 +145,8 @@ fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, E
     if int.probability < problem.percentile {
         // Whole replicas within the bounds could not reach the target: say so rather than
         // publish a plan that misses it (callers keep their current replicas).
-        let worst = problem.graphs.iter().filter(|g| g.weight > 0.0).map(|g| g.id.clone()).next().unwrap_or_default();
+        let params = problem.params(&integer::rates(problem, &space, &int.replicas));
+        let worst = eval::weakest(problem, &weights, &params);
         return Err(Error::Unreachable { best: int.probability, percentile: problem.percentile, worst_graph: worst });
     }
     let mut plan = assemble(problem, policy, &space, &int.replicas, &rates);

@@ -170,6 +170,39 @@ fn motivating_example_trades_complex_for_simple() {
     assert!(saving >= 0.15, "saving {saving}");
 }
 
+/// When bounds keep a graph from its target, the error names that graph (the uniform policy's
+/// per-graph solve, with the failing graph listed second).
+#[test]
+fn unreachable_names_the_weakest_graph() {
+    let mut profiles = Profiles::default();
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(42);
+    let names: Vec<String> = (0..10).map(|i| format!("ts-{i:02}")).collect();
+    for n in &names {
+        profiles.services.insert(n.clone(), instance::profile(&mut rng));
+    }
+    let fan_out = Node::leaf(names[0].clone()).with_parallel(names[5..].iter().map(|n| Node::leaf(n.clone())));
+    let graphs = vec![
+        Entry { id: "simple".into(), share: 0.9, count: 0, root: Node::chain(names[..5].iter().cloned()) },
+        Entry { id: "fan-out".into(), share: 0.1, count: 0, root: fan_out.clone() },
+    ];
+    let sla = 2.0 * graphs.iter().map(|g| instance::critical_path_ms(&g.root, &profiles)).fold(0.0, f64::max);
+    let mut inp = input(&profiles, &graphs, 10_000.0, sla);
+    // The fan-out's own services at 97% utilisation at least: stable, but far from the SLA.
+    for n in &names[5..] {
+        let cap = profiles.services[n].capacity_rps();
+        let max = ((1_000.0 / (0.97 * cap)).floor() as u32).max(1);
+        inp.bounds.insert(n.clone(), optimize::Bounds { min: 1, max });
+    }
+    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    match optimize::solve(&problem, Policy::Uniform, Start::Paired) {
+        Err(Error::Unreachable { worst_graph, best, .. }) => {
+            assert_eq!(worst_graph, "fan-out", "best {best}");
+            assert!(best < 0.95, "{best}");
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+}
+
 #[test]
 fn load_only_change_scales_replicas_linearly() {
     // Every graph frequent: services kept at a safe minimum (rare-only ones) have rounded,

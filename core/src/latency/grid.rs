@@ -52,13 +52,32 @@ impl Buf {
 
 #[derive(Debug, Clone, Copy)]
 enum Op {
-    Point { pos: f64, out: usize },
-    Shift { pos: f64, b: usize, out: usize },
-    Conv { a: usize, b: usize, out: usize },
+    Point {
+        pos: f64,
+        out: usize,
+    },
+    Shift {
+        pos: f64,
+        b: usize,
+        out: usize,
+    },
+    Conv {
+        a: usize,
+        b: usize,
+        out: usize,
+    },
     /// A sum's phases: `exps[first..first + count]`, outputs in buffers `out..out + count`
     /// (contiguous, equal windows), fused ([`exps`]).
-    Exps { first: usize, count: usize, input: usize, out: usize },
-    Max { kids: (usize, usize), out: usize },
+    Exps {
+        first: usize,
+        count: usize,
+        input: usize,
+        out: usize,
+    },
+    Max {
+        kids: (usize, usize),
+        out: usize,
+    },
 }
 
 /// Buffers reused across calls (the plan, the values and adjoints of every operation).
@@ -407,7 +426,9 @@ impl Scratch {
                     let vals = (&self.val[ib.range()], &self.val[o.off..o.off + count * len]);
                     let (ain, aouts) = (&mut before[ib.range()], &mut after[..count * len]);
                     exps::backward(&self.kernels[run.clone()], vals.0, vals.1, ain, aouts, &mut self.sums[run.clone()]);
-                    for ((k, &(service, _)), &[so, sc, st, stp]) in self.kernels[run.clone()].iter().zip(&self.exps[run.clone()]).zip(&self.sums[run]) {
+                    for ((k, &(service, _)), &[so, sc, st, stp]) in
+                        self.kernels[run.clone()].iter().zip(&self.exps[run.clone()]).zip(&self.sums[run])
+                    {
                         grad[service] += h * (k.da * so + k.dc * sc + k.db * st + k.b * k.dq * stp);
                     }
                 }

@@ -32,6 +32,20 @@ pub fn per_graph(problem: &Problem, params: &[Params]) -> Vec<f64> {
         .collect()
 }
 
+/// Id of the constrained graph (weight > 0) least likely to meet the SLA at `params`.
+pub fn weakest(problem: &Problem, weights: &[f64], params: &[Params]) -> String {
+    let f = per_graph(problem, params);
+    let (worst, _) = problem
+        .graphs
+        .iter()
+        .zip(&f)
+        .zip(weights)
+        .filter(|(_, w)| **w > 0.0)
+        .map(|((g, f), _)| (g.id.as_str(), *f))
+        .fold(("", f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
+    worst.to_owned()
+}
+
 /// Constraint value (minus the target is the slack).
 pub fn value(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params]) -> f64 {
     let f = per_graph(problem, params);

@@ -437,18 +437,9 @@ fn infeasible(problem: &Problem, kind: Kind, weights: &[f64], space: &Space) -> 
             }
         }
     }
-    let f = eval::per_graph(problem, &params);
-    let (worst, _) = problem
-        .graphs
-        .iter()
-        .zip(&f)
-        .zip(weights)
-        .filter(|(_, w)| **w > 0.0)
-        .map(|((g, f), _)| (g.id.clone(), *f))
-        .fold((String::new(), f64::INFINITY), |acc, x| if x.1 < acc.1 { x } else { acc });
     Error::Unreachable {
         best: eval::value(problem, kind, weights, &params),
         percentile: problem.percentile,
-        worst_graph: worst,
+        worst_graph: eval::weakest(problem, weights, &params),
     }
 }

@@ -57,7 +57,14 @@ pub(super) type Sums = [f64; 4];
 /// Reverse of [`forward`]: `vin` and `vouts` are the forward values, `aouts` the adjoints of
 /// the outputs (only the last buffer's is read, and the others are overwritten), `ain` gets
 /// the adjoint of `input`; `sums[f]` gets phase `f`'s gradient sums.
-pub(super) fn backward(ks: &[Kernel], vin: &[f64], vouts: &[f64], ain: &mut [f64], aouts: &mut [f64], sums: &mut [Sums]) {
+pub(super) fn backward(
+    ks: &[Kernel],
+    vin: &[f64],
+    vouts: &[f64],
+    ain: &mut [f64],
+    aouts: &mut [f64],
+    sums: &mut [Sums],
+) {
     let len = vin.len();
     let n = ks.len();
     debug_assert_eq!((vouts.len(), aouts.len(), sums.len()), (n * len, n * len, n));
@@ -157,7 +164,8 @@ mod tests {
         let input: Vec<f64> = (0..len).map(|j| ((j * 7 % 11) as f64 + 0.5) / 60.0).collect();
         let seed: Vec<f64> = (0..len).map(|j| ((j * 5 % 13) as f64 - 6.0) / 13.0).collect();
         for n in 1..=9 {
-            let ks: Vec<Kernel> = (0..n).map(|f| Kernel::new(0.05 + 0.37 * f as f64, if f == 2 { 0.2 } else { 0.0 })).collect();
+            let ks: Vec<Kernel> =
+                (0..n).map(|f| Kernel::new(0.05 + 0.37 * f as f64, if f == 2 { 0.2 } else { 0.0 })).collect();
             // One phase at a time.
             let mut want = vec![0.0; n * len];
             for f in 0..n {
