@@ -47,7 +47,7 @@ fn bench(c: &mut Criterion) {
         let t0 = std::time::Instant::now();
         let sol = kkt::solve(&p, Kind::Weighted, &weights, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         let t1 = std::time::Instant::now();
-        let int = integer::plan(&p, Kind::Weighted, &weights, &kkt::Space::new(&p), &sol.rates);
+        let int = integer::plan(&p, Kind::Weighted, &weights, &kkt::Space::new(&p), &sol.rates, Some(&sol.gradient));
         let t2 = std::time::Instant::now();
         eprintln!(
             "{name}: {} replicas, {} iterations, objective {:.4}; evaluations: {:?}, repair {}; one run: continuous {:.2} ms, integer {:.2} ms",

@@ -115,10 +115,10 @@ fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, E
     let t0 = Instant::now();
     let weights: Vec<f64> = problem.graphs.iter().map(|g| g.weight).collect();
     let space = kkt::Space::new(problem);
-    let (kind, rates, iterations, continuous) = match policy {
+    let (kind, rates, iterations, continuous, gradient) = match policy {
         Policy::Derm => {
             let sol = kkt::solve(problem, Kind::Weighted, &weights, start)?;
-            (Kind::Weighted, sol.rates, sol.iterations, sol.objective)
+            (Kind::Weighted, sol.rates, sol.iterations, sol.objective, Some(sol.gradient))
         }
         Policy::Uniform => {
             let mut rates: Vec<f64> = space.full(&space.lo);
@@ -138,10 +138,10 @@ fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, E
                 }
             }
             let obj = kkt::objective(problem, &space, &rates);
-            (Kind::EveryGraph, rates, iterations, obj)
+            (Kind::EveryGraph, rates, iterations, obj, None)
         }
     };
-    let int = integer::plan(problem, kind, &weights, &space, &rates);
+    let int = integer::plan(problem, kind, &weights, &space, &rates, gradient.as_deref());
     if int.probability < problem.percentile {
         // Whole replicas within the bounds could not reach the target: say so rather than
         // publish a plan that misses it (callers keep their current replicas).
@@ -149,19 +149,26 @@ fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, E
         let worst = eval::weakest(problem, &weights, &params);
         return Err(Error::Unreachable { best: int.probability, percentile: problem.percentile, worst_graph: worst });
     }
-    let mut plan = assemble(problem, policy, &space, &int.replicas, &rates);
+    let mut plan = assemble(problem, policy, &space, &int.replicas, &rates, int.per_graph);
     plan.iterations = iterations;
     plan.continuous_containers = continuous;
     plan.solve_ms = t0.elapsed().as_secs_f64() * 1e3;
     Ok(plan)
 }
 
-/// Build the plan for given replicas (probabilities from the exact evaluator) and the
-/// continuous optimum's rates they came from.
-pub fn assemble(problem: &Problem, policy: Policy, space: &kkt::Space, replicas: &[u32], optimum: &[f64]) -> Plan {
+/// Build the plan for given replicas (probabilities from the exact evaluator, unless given:
+/// `per_graph`, evaluated at these replicas) and the continuous optimum's rates they came
+/// from.
+pub fn assemble(
+    problem: &Problem,
+    policy: Policy,
+    space: &kkt::Space,
+    replicas: &[u32],
+    optimum: &[f64],
+    per_graph: Option<Vec<f64>>,
+) -> Plan {
     let rates = integer::rates(problem, space, replicas);
-    let params = problem.params(&rates);
-    let per_graph = eval::per_graph(problem, &params);
+    let per_graph = per_graph.unwrap_or_else(|| eval::per_graph(problem, &problem.params(&rates)));
     let weighted: f64 = problem.graphs.iter().zip(&per_graph).map(|(g, f)| g.weight * f).sum();
     let services = problem
         .services

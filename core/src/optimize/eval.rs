@@ -48,8 +48,13 @@ pub fn weakest(problem: &Problem, weights: &[f64], params: &[Params]) -> String 
 
 /// Constraint value (minus the target is the slack).
 pub fn value(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params]) -> f64 {
+    value_parts(problem, kind, weights, params).0
+}
+
+/// Constraint value and the per-graph probabilities it combines.
+pub fn value_parts(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params]) -> (f64, Vec<f64>) {
     let f = per_graph(problem, params);
-    combine(kind, weights, &f).0
+    (combine(kind, weights, &f).0, f)
 }
 
 fn combine(kind: Kind, weights: &[f64], f: &[f64]) -> (f64, Option<usize>) {

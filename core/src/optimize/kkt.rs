@@ -61,6 +61,9 @@ pub struct Solution {
     pub objective: f64,
     /// Exact evaluations made, by phase.
     pub evaluations: Evaluations,
+    /// The constraint's gradient at the last iterate it was computed at (the integer repair
+    /// ranks its first removals by it).
+    pub gradient: Vec<f64>,
 }
 
 /// Exact constraint evaluations of a solve, by phase (the cost model of the solver).
@@ -148,7 +151,7 @@ pub const COARSE_MIN_CELLS: usize = 64;
 /// Stopping tolerances of the coarse pass: its answer is only the fine pass's start.
 const COARSE_TOLERANCE: f64 = 1e-2;
 const COARSE_OBJECTIVE_TOLERANCE: f64 = 1e-3;
-const COARSE_CONSTRAINT_TOLERANCE: f64 = 1e-4;
+const COARSE_CONSTRAINT_TOLERANCE: f64 = 1e-3;
 
 /// Where an iteration starts.
 enum Init<'a> {
@@ -204,8 +207,10 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         *last.borrow_mut() = (rates.to_vec(), v);
         v
     };
-    let best = g_of(&space.full(&space.hi));
-    if best < target {
+    // From a nearby solution the target is all but known to be reachable: the check at the
+    // box top (an evaluation) is left to the end, where a point that cannot be made
+    // feasible means the same.
+    if !matches!(init, Init::Near(_)) && g_of(&space.full(&space.hi)) < target {
         return Err(infeasible(problem, kind, weights, &space));
     }
     // From a nearby solution the iterates no longer oscillate: one iteration of progress
@@ -320,9 +325,19 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         }
         rates = at(hi, all);
         probability = g_of(&rates);
+        if probability < target {
+            return Err(infeasible(problem, kind, weights, &space));
+        }
     }
     evaluations.finish = count.get();
-    Ok(Solution { objective: objective(problem, &space, &rates), rates, probability, iterations, evaluations })
+    Ok(Solution {
+        objective: objective(problem, &space, &rates),
+        rates,
+        probability,
+        iterations,
+        evaluations,
+        gradient: grad,
+    })
 }
 
 /// Sum of continuous containers of the optimised services.
