@@ -23,6 +23,17 @@ fn input<'a>(profiles: &'a Profiles, graphs: &'a [Entry], load: f64, sla: f64) -
     }
 }
 
+/// `n` services `ts-00`, `ts-01`, ... with seeded random profiles.
+fn ticket_services(n: usize) -> (Profiles, Vec<String>) {
+    let mut profiles = Profiles::default();
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(42);
+    let names: Vec<String> = (0..n).map(|i| format!("ts-{i:02}")).collect();
+    for n in &names {
+        profiles.services.insert(n.clone(), instance::profile(&mut rng));
+    }
+    (profiles, names)
+}
+
 fn weights(p: &Problem) -> Vec<f64> {
     p.graphs.iter().map(|g| g.weight).collect()
 }
@@ -134,12 +145,7 @@ fn coarse_to_fine_lands_on_the_fine_optimum() {
 /// 77%, 20% fewer containers). SLA: twice the complex graph's zero-load critical path.
 #[test]
 fn motivating_example_trades_complex_for_simple() {
-    let mut profiles = Profiles::default();
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(42);
-    let names: Vec<String> = (0..30).map(|i| format!("ts-{i:02}")).collect();
-    for n in &names {
-        profiles.services.insert(n.clone(), instance::profile(&mut rng));
-    }
+    let (profiles, names) = ticket_services(30);
     let simple = Node::chain(names[..5].iter().cloned());
     // Complex: the simple chain's services, then five stages, each a fan-out of five calls.
     let mut complex = Node::leaf(names[0].clone());
@@ -174,12 +180,7 @@ fn motivating_example_trades_complex_for_simple() {
 /// per-graph solve, with the failing graph listed second).
 #[test]
 fn unreachable_names_the_weakest_graph() {
-    let mut profiles = Profiles::default();
-    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(42);
-    let names: Vec<String> = (0..10).map(|i| format!("ts-{i:02}")).collect();
-    for n in &names {
-        profiles.services.insert(n.clone(), instance::profile(&mut rng));
-    }
+    let (profiles, names) = ticket_services(10);
     let fan_out = Node::leaf(names[0].clone()).with_parallel(names[5..].iter().map(|n| Node::leaf(n.clone())));
     let graphs = vec![
         Entry { id: "simple".into(), share: 0.9, count: 0, root: Node::chain(names[..5].iter().cloned()) },
