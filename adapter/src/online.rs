@@ -15,10 +15,10 @@
 //! consecutive windows ([`derm_core::predict::load::forecast`]), with the same headroom and
 //! tail margin.
 //!
-//! Not yet here (the simulator's `derm` policy has them): the trust region on per-container
-//! load, the observed-demand floors and the backlog term (this loop has no queue-length
-//! signal; traces carry none); it trusts the profile's linear rate model up to the solver's
-//! utilisation cap.
+//! As the simulator's policies, no service is planned above 1.1x the highest per-container
+//! load its profile saw, nor below the last window's observed call rate
+//! ([`derm_core::optimize::trust`]); the spec's min/max win over these floors. Not yet here:
+//! the backlog term (this loop has no queue-length signal; traces carry none).
 
 mod hedge;
 
@@ -28,6 +28,7 @@ use std::sync::Arc;
 use derm_core::graph::Node;
 use derm_core::graph::catalog::Entry;
 use derm_core::graph::window::{self, ArgSpec, Samples, Window};
+use derm_core::optimize::trust::{self, TRUST_REGION};
 use derm_core::optimize::{self, Bounds, Input, Problem, Start};
 use derm_core::pipeline::Ingest;
 use derm_core::predict::Predictor;
@@ -296,18 +297,33 @@ impl OnlineApp {
         if entries.is_empty() {
             return Tick::Hold("no predicted graph has profiles for all its services yet".into());
         }
+        let load_rps = planned.max(load).max(1e-3) * (1.0 + LOAD_HEADROOM);
+        // The trust region (as the simulator's policies): no service is planned above 1.1x the
+        // highest per-container load its profile saw, nor below the last window's call rate;
+        // the spec's bounds win over it.
+        let observed: BTreeMap<&str, f64> = self
+            .windows
+            .last()
+            .map(|w| w.calls_rps.iter().map(|(s, r)| (s.as_str(), r * (1.0 + LOAD_HEADROOM))).collect())
+            .unwrap_or_default();
+        let demand = trust::demand(&entries, load_rps, &observed);
+        let floors = trust::floors(&demand, |svc| self.profiles.services.get(svc).map(|p| p.w_max_rps * TRUST_REGION));
         let bounds = self
             .spec
             .services
             .iter()
-            .map(|s| (s.name.clone(), Bounds { min: s.min_replicas.max(1), max: s.max_replicas.max(1) }))
+            .map(|s| {
+                let max = s.max_replicas.max(1);
+                let min = floors.get(&s.name).copied().unwrap_or(0).max(s.min_replicas).clamp(1, max);
+                (s.name.clone(), Bounds { min, max })
+            })
             .collect();
         // The spec's percentile is in percent (95 for P95).
         let percentile = 1.0 - (1.0 - self.spec.sla.percentile / 100.0) * (1.0 - TAIL_MARGIN);
         let input = Input {
             profiles: &self.profiles,
             graphs: &entries,
-            load_rps: planned.max(load).max(1e-3) * (1.0 + LOAD_HEADROOM),
+            load_rps,
             sla_ms: self.spec.sla.latency_ms,
             percentile,
             rare_threshold: self.spec.rare_graph_threshold,
@@ -445,6 +461,16 @@ mod tests {
             assert!((mix - 1.0).abs() < 1e-6);
             let fa = u.call_affinity.iter().find(|c| c.from == "frontend" && c.to == "auth").unwrap();
             assert!((fa.calls_per_second - u.observed_load_rps).abs() < 0.2 * u.observed_load_rps);
+        }
+        // The trust region: the last plan keeps every container within 1.1x the highest
+        // per-container load its profile saw, at the last window's call rate.
+        let (last_plan, last_window) = (plans[plans.len() - 1].1, app.windows.last().unwrap());
+        for (svc, n) in &last_plan.desired_replicas {
+            let (w_max, calls) = (app.profiles().services[svc].w_max_rps, last_window.calls_rps[svc]);
+            assert!(
+                f64::from(*n) * w_max * TRUST_REGION >= calls * (1.0 + LOAD_HEADROOM),
+                "{svc}: {n} x {w_max} < {calls}"
+            );
         }
         // More load, more containers.
         let total = |u: &Update| u.desired_replicas.values().sum::<u32>();

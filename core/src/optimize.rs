@@ -6,6 +6,7 @@
 //! - [`kkt`]: the continuous KKT solution in rate form, with three starting points.
 //! - [`integer`]: round up and repair to whole replicas, verified exactly.
 //! - [`reference`]: slow generic solvers used by tests to check optimality.
+//! - [`trust`]: replica floors that keep each service near the loads its profile observed.
 //!
 //! Policies: [`Policy::Derm`] (one weighted constraint over frequent graphs) and
 //! [`Policy::Uniform`] (every frequent graph meets `p` on its own: the paper's ablation and
@@ -19,6 +20,7 @@ pub mod problem;
 pub mod reference;
 mod root;
 mod start;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::time::Instant;

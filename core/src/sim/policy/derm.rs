@@ -66,7 +66,7 @@ use super::{Insight, Name, Policy, Stats, View};
 use crate::graph::Node;
 use crate::graph::catalog::Entry;
 use crate::graph::window::{self, ArgSpec, Samples, Window};
-use crate::optimize::{self, Bounds, Input, Plan, Problem, Start};
+use crate::optimize::{self, Bounds, Input, Plan, Problem, Start, trust};
 use crate::pipeline::Ingest;
 use crate::predict::load::{TREND_POINTS, forecast};
 use crate::predict::{Last, Predictor, resolve_other};
@@ -88,7 +88,7 @@ pub const RARE_THRESHOLD: f64 = 0.02;
 pub const MAX_UTILISATION: f64 = 0.9;
 /// Per-container load planned for is at most this times the highest load the service's
 /// profile observed (a trust region: the linear rate model is not extrapolated far).
-pub const TRUST_REGION: f64 = 1.1;
+pub use crate::optimize::trust::TRUST_REGION;
 /// No service is planned more than this many times the replicas its trust region needs (at
 /// least 4 more): when a refit leaves the target barely reachable, the solver otherwise
 /// buys the last 1e-3 of probability with thousands of replicas of one service (seen in
@@ -342,25 +342,10 @@ impl Derm {
     /// The demand is the larger of the planned mix's and the observed call rate (plus the
     /// load headroom): see [`Self::observed`].
     fn floors(&self, entries: &[Entry], load: f64, observed: &BTreeMap<&str, f64>) -> BTreeMap<String, Bounds> {
-        let total: f64 = entries.iter().map(|e| e.share).sum();
-        let mut demand: BTreeMap<&str, f64> = BTreeMap::new();
-        for e in entries {
-            for (svc, n) in e.root.calls() {
-                *demand.entry(svc).or_insert(0.0) += load * e.share / total * f64::from(n);
-            }
-        }
-        for (svc, d) in demand.iter_mut() {
-            *d = d.max(observed.get(svc).copied().unwrap_or(0.0));
-        }
-        demand
+        let demand = trust::demand(entries, load, observed);
+        trust::floors(&demand, |svc| self.trusted_load(svc))
             .into_iter()
-            .filter_map(|(svc, d)| {
-                let w = self.trusted_load(svc)?;
-                (w.is_finite() && w > 0.0).then(|| {
-                    let min = ((d / w - 1e-9).ceil() as u32).max(1);
-                    (svc.to_owned(), Bounds { min, max: min.saturating_mul(REPLICA_CEILING).max(min + 4) })
-                })
-            })
+            .map(|(svc, min)| (svc, Bounds { min, max: min.saturating_mul(REPLICA_CEILING).max(min + 4) }))
             .collect()
     }
 
