@@ -58,6 +58,17 @@ pub fn load_all(args: &[ModelArg]) -> anyhow::Result<Models> {
 pub fn load(path: &Path) -> anyhow::Result<Arc<dyn Predictor>> {
     let model = derm_core::predict::lstm::Lstm::load(path, false)
         .map_err(|e| anyhow::anyhow!("--predictor-model {}: {e}", path.display()))?;
+    let horizon = model.meta().map_or(1, |m| m.horizon);
+    if horizon != crate::online::LAG {
+        tracing::warn!(
+            model = %path.display(),
+            horizon,
+            lag = crate::online::LAG,
+            "the model predicts {horizon} window(s) ahead, the loop plans {} ahead: retrain with derm train --horizon {}",
+            crate::online::LAG,
+            crate::online::LAG
+        );
+    }
     Ok(Arc::new(model))
 }
 
@@ -122,6 +133,8 @@ mod tests {
             learning_rate: 5e-3,
             patience: 60,
             cuda: false,
+            // The window the loop plans for.
+            horizon: crate::online::LAG,
             ..Config::default()
         };
         let mut lstm = Lstm::new(config).expect("config");
@@ -135,7 +148,7 @@ mod tests {
         let choice = crate::online::Hedge::new(Some(model)).predict(&series, 20).expect("predicts");
         assert_eq!(choice.predictor, "lstm", "{choice:?}");
         assert!(choice.recent_tv.is_some_and(|tv| tv < 0.1), "{choice:?}");
-        // The newest window (t = 239) is not a spike, so the next (240, a spike) keeps b low.
-        assert!(choice.mix["b"] < 0.3, "{choice:?}");
+        // The newest window is t = 239; the planned one, t = 241, is a spike of b.
+        assert!(choice.mix["b"] > 0.7, "{choice:?}");
     }
 }

@@ -38,7 +38,7 @@ use derm_core::trace::Trace;
 
 use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
 
-pub use hedge::{Choice, Hedge};
+pub use hedge::{Choice, Hedge, LAG};
 
 /// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
 pub const LOAD_HEADROOM: f64 = 0.10;

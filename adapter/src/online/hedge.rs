@@ -3,7 +3,8 @@
 //!
 //! A model is only as good as its last windows: traffic drifts away from what it was trained
 //! on. Every interval both predictors are scored on the same recent windows (each window
-//! predicted from the ones before it, [`recent_error`]: mean total variation distance), and the
+//! predicted [`LAG`] windows ahead of the ones before it, as the loop uses them;
+//! [`recent_error`]: mean total variation distance), and the
 //! model's mix is used only when it has been scored on at least [`MIN_SCORED`] windows and is
 //! no worse than EWMA there. Scoring from the kept windows, not from remembered predictions,
 //! makes the choice a function of the learned state, so it survives a restart or a failover.
@@ -17,6 +18,10 @@ use derm_core::graph::Window;
 use derm_core::predict::metrics::recent_error;
 use derm_core::predict::{Ewma, Predictor, resolve_other};
 
+/// How far ahead of its newest window the loop plans: that window closed one interval
+/// before the tick (slow requests' spans arrive last), and the plan is for the interval that
+/// starts at the tick. Models trained with `derm train --horizon 2` predict exactly that.
+pub const LAG: usize = 2;
 /// Windows each predictor is scored on.
 pub const SCORED: usize = 10;
 /// The model is trusted only after this many scored windows.
@@ -59,7 +64,7 @@ impl Hedge {
         let ewma = Ewma::new(ALPHA)?;
         let recent = &windows[windows.len().saturating_sub(context)..];
         let baseline = ewma.predict(recent)?;
-        let ewma_tv = recent_error(&ewma, windows, SCORED, context);
+        let ewma_tv = recent_error(&ewma, windows, SCORED, context, LAG);
         let fallback =
             |note: Option<String>| Choice { mix: baseline.clone(), predictor: "ewma".into(), recent_tv: ewma_tv, note };
         let Some(model) = &self.model else {
@@ -67,8 +72,8 @@ impl Hedge {
         };
         let model = Resolving(model.as_ref());
         let name = model.name().to_owned();
-        let scored = windows.len().saturating_sub(1).min(SCORED);
-        let model_tv = recent_error(&model, windows, SCORED, context);
+        let scored = windows.len().saturating_sub(LAG).min(SCORED);
+        let model_tv = recent_error(&model, windows, SCORED, context, LAG);
         let Some(model_tv) = model_tv.filter(|_| scored >= MIN_SCORED) else {
             return Ok(fallback(Some(format!("{name}: fewer than {MIN_SCORED} windows scored yet"))));
         };
@@ -145,7 +150,7 @@ mod tests {
             .collect()
     }
 
-    /// Predicts the other phase of the alternation.
+    /// Predicts the alternation's phase [`LAG`] windows after the history.
     struct Oracle;
 
     impl Predictor for Oracle {
@@ -157,7 +162,8 @@ mod tests {
         }
         fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error> {
             let a = recent.last().map_or(0.5, |w| w.graph_mix["a"]);
-            Ok(mix(&[("a", 1.0 - a), ("b", a)]))
+            let a = if LAG.is_multiple_of(2) { a } else { 1.0 - a };
+            Ok(mix(&[("a", a), ("b", 1.0 - a)]))
         }
     }
 
@@ -172,12 +178,12 @@ mod tests {
     fn a_better_model_is_used_once_scored() {
         let hedge = Hedge::new(Some(Arc::new(Oracle)));
         let early = hedge.predict(&alternating(3), 20).expect("predicts");
-        assert_eq!(early.predictor, "ewma", "only 2 windows scored: {early:?}");
+        assert_eq!(early.predictor, "ewma", "only 1 window scored: {early:?}");
         let choice = hedge.predict(&alternating(12), 20).expect("predicts");
         assert_eq!(choice.predictor, "oracle");
         assert!(choice.recent_tv.is_some_and(|tv| tv < 1e-12), "{choice:?}");
-        // The newest window had a = 0.1 (k = 11), so the next one has 0.9.
-        assert!((choice.mix["a"] - 0.9).abs() < 1e-12);
+        // The newest window had a = 0.1 (k = 11), so the planned one (k = 13) has 0.1 too.
+        assert!((choice.mix["a"] - 0.1).abs() < 1e-12);
     }
 
     #[test]

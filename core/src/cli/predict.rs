@@ -106,7 +106,7 @@ fn predict(path: &Path, windows: &[Window], args: &Args) -> anyhow::Result<()> {
     }
     let next = model.predict(windows)?;
     let started = std::time::Instant::now();
-    let recent_tv = metrics::recent_error(&model, recent_windows, args.recent as usize, meta.window);
+    let recent_tv = metrics::recent_error(&model, recent_windows, args.recent as usize, meta.window, meta.horizon);
     // One prediction per recent window that has a full history before it.
     let steps = recent_windows.len().saturating_sub(meta.window).clamp(1, args.recent as usize);
     let predict_us = 1e6 * started.elapsed().as_secs_f64() / steps as f64;

@@ -67,17 +67,21 @@ impl Tracker {
     }
 }
 
-/// Mean TV distance of `p`'s one-step predictions of the last `last` windows, each from the
-/// windows before it (at most `context` of them); `None` when no window has enough history.
+/// Mean TV distance of `p`'s predictions of the last `last` windows, each `ahead` windows
+/// after the history it is predicted from (1: the next window; at most `context` windows of
+/// history); `None` when no window has enough history.
 pub fn recent_error(
     p: &dyn super::Predictor,
     windows: &[crate::graph::Window],
     last: usize,
     context: usize,
+    ahead: usize,
 ) -> Option<f64> {
+    let ahead = ahead.max(1);
     let mut tracker = Tracker::new(last);
-    for t in windows.len().saturating_sub(last).max(1)..windows.len() {
-        if let Ok(predicted) = p.predict(&windows[t.saturating_sub(context)..t]) {
+    for t in windows.len().saturating_sub(last).max(ahead)..windows.len() {
+        let end = t + 1 - ahead;
+        if let Ok(predicted) = p.predict(&windows[end.saturating_sub(context)..end]) {
             tracker.record(&predicted, &windows[t].graph_mix);
         }
     }
