@@ -275,7 +275,10 @@ impl Prepared {
         } else {
             Box::new(Last)
         };
-        Ok(Derm::new(name, self.derm.clone(), pred, learned))
+        // A trained model is hedged against EWMA, as in the adapter.
+        let trained = pred.name().starts_with("lstm");
+        let policy = Derm::new(name, self.derm.clone(), pred, learned);
+        Ok(if trained { policy.hedged() } else { policy })
     }
 }
 
