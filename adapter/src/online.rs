@@ -3,7 +3,7 @@
 //! [`OnlineApp::add`] takes decoded traces as they arrive; [`OnlineApp::tick`], once per
 //! interval, turns the traces of the interval into one window ([`derm_core::pipeline::Ingest`]),
 //! keeps the exclusive-latency samples, refits the profiles on a schedule, predicts the next
-//! mix (EWMA over the recent windows, or a trained model hedged against it: [`derm_core::predict::hedge`]), solves
+//! mix (EWMA over the recent windows, or a trained model hedged against it: [`hedge`]), solves
 //! for the fewest replicas
 //! ([`derm_core::optimize`]) and clamps the plan to each service's min/max.
 //!
@@ -19,6 +19,8 @@
 //! load its profile saw, nor below the last window's observed call rate
 //! ([`derm_core::optimize::trust`]); the spec's min/max win over these floors. Not yet here:
 //! the backlog term (this loop has no queue-length signal; traces carry none).
+
+mod hedge;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -36,7 +38,7 @@ use derm_core::trace::Trace;
 
 use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
 
-pub use derm_core::predict::hedge::{Choice, Hedge, LAG};
+pub use hedge::{Choice, Hedge, LAG};
 
 /// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
 pub const LOAD_HEADROOM: f64 = 0.10;

@@ -5,13 +5,11 @@
 //! `lstm` (feature `lstm`, libtorch) the attention LSTM of the paper; [`metrics`] measures
 //! predictions and [`evaluate`] compares predictors on a time split. Every prediction is a
 //! distribution: non-negative shares over graph ids that sum to 1. [`load`] forecasts the
-//! entry load the next plan is for; [`hedge`] chooses between a trained model and EWMA by their
-//! recent error.
+//! entry load the next plan is for.
 
 pub mod arima;
 pub mod baseline;
 pub mod evaluate;
-pub mod hedge;
 pub mod load;
 #[cfg(feature = "lstm")]
 pub mod lstm;

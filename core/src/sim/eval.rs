@@ -275,10 +275,7 @@ impl Prepared {
         } else {
             Box::new(Last)
         };
-        // A trained model is hedged against EWMA, as in the adapter.
-        let trained = pred.name().starts_with("lstm");
-        let policy = Derm::new(name, self.derm.clone(), pred, learned);
-        Ok(if trained { policy.hedged() } else { policy })
+        Ok(Derm::new(name, self.derm.clone(), pred, learned))
     }
 }
 

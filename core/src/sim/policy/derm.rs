@@ -10,9 +10,8 @@
 //!    samples so far: the profiling phase's plus the online ones;
 //! 3. chooses the graph mix and the load to plan for:
 //!    - `derm`: the predictor's mix over the online windows (EWMA by default, or the
-//!      attention LSTM hedged against EWMA as in the adapter, [`crate::predict::hedge`]: see
-//!      [`crate::predict::resolve_other`] for its "other" share), the last window's measured
-//!      load;
+//!      attention LSTM: see [`crate::predict::resolve_other`] for its "other" share), the last window's
+//!      measured load;
 //!    - `derm-oracle`: the true mix averaged over the next interval and the true peak rate
 //!      in it (from the scenario's ground truth);
 //!    - `derm-static`: the request-weighted mean mix of all windows seen so far, profiling
@@ -69,7 +68,6 @@ use crate::graph::catalog::Entry;
 use crate::graph::window::{self, ArgSpec, Samples, Window};
 use crate::optimize::{self, Bounds, Input, Plan, Problem, Start, trust};
 use crate::pipeline::Ingest;
-use crate::predict::hedge::Hedge;
 use crate::predict::load::{TREND_POINTS, forecast};
 use crate::predict::{Last, Predictor, resolve_other};
 use crate::profile::{self, Profiles};
@@ -162,8 +160,6 @@ pub struct Derm {
     name: Name,
     config: Config,
     predictor: Box<dyn Predictor>,
-    /// A trained model hedged against EWMA, as the adapter's online loop does ([`Self::hedged`]).
-    hedge: Option<Hedge>,
     learned: Learned,
     online: Vec<Window>,
     /// The profiling phase's profiles: the reference for accepting online refits.
@@ -186,7 +182,6 @@ impl std::fmt::Debug for Derm {
         f.debug_struct("Derm")
             .field("name", &self.name)
             .field("predictor", &self.predictor.name())
-            .field("hedge", &self.hedge)
             .finish_non_exhaustive()
     }
 }
@@ -198,7 +193,6 @@ impl Derm {
             name,
             config,
             predictor,
-            hedge: None,
             baseline: learned.profiles.clone(),
             learned,
             online: Vec::new(),
@@ -212,15 +206,6 @@ impl Derm {
             spent_ms: 0.0,
             insight: None,
         }
-    }
-
-    /// Uses the predictor as a trained model hedged against EWMA, exactly as the adapter's
-    /// online loop: each is scored [`crate::predict::hedge::LAG`] windows ahead on the recent
-    /// online windows, and the model's mix is planned only while it is no worse.
-    pub fn hedged(mut self) -> Self {
-        let model: std::sync::Arc<dyn Predictor> = std::mem::replace(&mut self.predictor, Box::new(Last)).into();
-        self.hedge = Some(Hedge::new(Some(model)));
-        self
     }
 
     fn learn(&mut self, view: &View<'_>, traces: Vec<crate::trace::Trace>) {
@@ -315,10 +300,6 @@ impl Derm {
                 }
                 mix.values_mut().for_each(|v| *v /= total);
                 Some((mix, last_load?))
-            }
-            _ if self.hedge.is_some() => {
-                let choice = self.hedge.as_ref()?.predict(&self.online, RECENT).ok()?;
-                Some((choice.mix, last_load?))
             }
             _ => {
                 let recent = &self.online[self.online.len().saturating_sub(RECENT)..];

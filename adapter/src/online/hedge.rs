@@ -14,9 +14,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::metrics::recent_error;
-use super::{Ewma, Predictor, resolve_other};
-use crate::graph::Window;
+use derm_core::graph::Window;
+use derm_core::predict::metrics::recent_error;
+use derm_core::predict::{Ewma, Predictor, resolve_other};
 
 /// How far ahead of its newest window the loop plans: that window closed one interval
 /// before the tick (slow requests' spans arrive last), and the plan is for the interval that
@@ -60,7 +60,7 @@ impl Hedge {
     }
 
     /// The mix after `windows` (time order, newest last), predicting from the last `context`.
-    pub fn predict(&self, windows: &[Window], context: usize) -> Result<Choice, super::Error> {
+    pub fn predict(&self, windows: &[Window], context: usize) -> Result<Choice, derm_core::predict::Error> {
         let ewma = Ewma::new(ALPHA)?;
         let recent = &windows[windows.len().saturating_sub(context)..];
         let baseline = ewma.predict(recent)?;
@@ -96,12 +96,12 @@ impl Predictor for Resolving<'_> {
     fn name(&self) -> &str {
         self.0.name()
     }
-    fn fit(&mut self, _: &[Window]) -> Result<(), super::Error> {
+    fn fit(&mut self, _: &[Window]) -> Result<(), derm_core::predict::Error> {
         Ok(())
     }
-    fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, super::Error> {
+    fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, derm_core::predict::Error> {
         let mix = self.0.predict(recent)?;
-        let last = recent.last().ok_or(super::Error::EmptyHistory { what: "hedge" })?;
+        let last = recent.last().ok_or(derm_core::predict::Error::EmptyHistory { what: "hedge" })?;
         Ok(resolve_other(mix, last))
     }
 }
@@ -109,7 +109,7 @@ impl Predictor for Resolving<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::predict::Error;
+    use derm_core::predict::Error;
 
     /// Always the same mix.
     struct Fixed(BTreeMap<String, f64>);
@@ -202,7 +202,7 @@ mod tests {
                 w
             })
             .collect();
-        let other = Hedge::new(Some(Arc::new(Fixed(mix(&[("a", 0.5), (crate::predict::OTHER, 0.5)])))));
+        let other = Hedge::new(Some(Arc::new(Fixed(mix(&[("a", 0.5), (derm_core::predict::OTHER, 0.5)])))));
         let choice = other.predict(&windows, 20).expect("predicts");
         assert_eq!(choice.predictor, "fixed");
         assert_eq!(choice.mix, mix(&[("a", 0.5), ("b", 0.5)]));
