@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
         let p = problem(&inst, load);
         let plan = optimize::solve(&p, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         // The cost model: exact evaluations by phase (load-independent, unlike the time).
-        let weights: Vec<f64> = p.graphs.iter().map(|g| g.weight).collect();
+        let weights = p.weights();
         let t0 = std::time::Instant::now();
         let sol = kkt::solve(&p, Kind::Weighted, &weights, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         let t1 = std::time::Instant::now();
@@ -72,7 +72,7 @@ fn evaluations(c: &mut Criterion) {
     for (name, spec, load) in cases() {
         let inst = spec.generate();
         let fine = problem(&inst, load);
-        let weights: Vec<f64> = fine.graphs.iter().map(|g| g.weight).collect();
+        let weights = fine.weights();
         let space = kkt::Space::new(&fine);
         let params = fine.params(&space.full(&space.hi));
         let coarse = fine.coarse(kkt::COARSE_FACTOR, kkt::COARSE_MIN_CELLS);

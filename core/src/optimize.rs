@@ -115,7 +115,7 @@ pub fn solve(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Er
 
 fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Error> {
     let t0 = Instant::now();
-    let weights: Vec<f64> = problem.graphs.iter().map(|g| g.weight).collect();
+    let weights = problem.weights();
     let space = kkt::Space::new(problem);
     let (kind, rates, iterations, continuous, gradient) = match policy {
         Policy::Derm => {

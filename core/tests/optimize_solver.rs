@@ -34,10 +34,6 @@ fn ticket_services(n: usize) -> (Profiles, Vec<String>) {
     (profiles, names)
 }
 
-fn weights(p: &Problem) -> Vec<f64> {
-    p.graphs.iter().map(|g| g.weight).collect()
-}
-
 #[test]
 fn kkt_is_within_one_percent_of_the_reference_optimum() {
     for seed in 0..8u64 {
@@ -46,7 +42,7 @@ fn kkt_is_within_one_percent_of_the_reference_optimum() {
         let inst = spec.generate();
         let inp = input(&inst.profiles, &inst.graphs, 300.0, inst.sla_ms);
         let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        let w = weights(&problem);
+        let w = problem.weights();
         let kkt = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         assert!(kkt.probability >= 0.95 - 1e-9, "seed {seed}: infeasible {}", kkt.probability);
         let refv = reference::continuous(&problem, Kind::Weighted, &w, 6, seed).unwrap_or_else(|| panic!("ref"));
@@ -69,7 +65,7 @@ fn integer_plan_is_within_one_container_of_exhaustive_search() {
         let inp = input(&inst.profiles, &inst.graphs, 120.0, inst.sla_ms);
         let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
         let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
-        let (_, best) = reference::exhaustive(&problem, Kind::Weighted, &weights(&problem), 8)
+        let (_, best) = reference::exhaustive(&problem, Kind::Weighted, &problem.weights(), 8)
             .unwrap_or_else(|| panic!("seed {seed}: exhaustive found nothing"));
         eprintln!("seed {seed}: plan {} exhaustive {best}", plan.total_replicas);
         assert!(plan.total_replicas <= best + 1, "seed {seed}: {} vs {best}", plan.total_replicas);
@@ -101,7 +97,7 @@ fn every_start_converges_to_the_same_optimum() {
     let inst = Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 5 }.generate();
     let inp = input(&inst.profiles, &inst.graphs, 1000.0, inst.sla_ms);
     let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
-    let w = weights(&problem);
+    let w = problem.weights();
     let mut objectives = Vec::new();
     for start in [Start::Paired, Start::Erms, Start::Flat] {
         let sol = kkt::solve(&problem, Kind::Weighted, &w, start).unwrap_or_else(|e| panic!("{e}"));
@@ -124,7 +120,7 @@ fn coarse_to_fine_lands_on_the_fine_optimum() {
         let problem =
             Problem::new(&input(&inst.profiles, &inst.graphs, load, inst.sla_ms)).unwrap_or_else(|e| panic!("{e}"));
         assert!(problem.coarse(kkt::COARSE_FACTOR, kkt::COARSE_MIN_CELLS).is_some());
-        let w = weights(&problem);
+        let w = problem.weights();
         let both = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         let fine = kkt::solve_fine(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         eprintln!(

@@ -280,6 +280,11 @@ impl Problem {
         })
     }
 
+    /// Each graph's weight in the constraint (its share when frequent, 0 when rare).
+    pub fn weights(&self) -> Vec<f64> {
+        self.graphs.iter().map(|g| g.weight).collect()
+    }
+
     pub fn params(&self, rates: &[f64]) -> Vec<Params> {
         self.services.iter().zip(rates).map(|(s, r)| Params { l0_ms: s.l0_ms, rate_per_ms: *r }).collect()
     }
