@@ -154,6 +154,13 @@ impl Workspace {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Lets a large series-parallel graph's evaluation split its independent subtrees over
+    /// the rayon pool's threads (off by default). Results are the same bits either way; it
+    /// pays when the pool would otherwise idle, e.g. one large graph on several cores.
+    pub fn set_forking(&mut self, on: bool) {
+        self.grid.set_forking(on);
+    }
 }
 
 impl Compiled {
@@ -255,6 +262,11 @@ impl Compiled {
     /// Distinct service indices used, sorted.
     pub fn services(&self) -> &[usize] {
         &self.services
+    }
+
+    /// Calls in the graph (phases, counting repeats).
+    pub fn calls_total(&self) -> usize {
+        self.sum_services.len()
     }
 
     /// Occurrences of `service` in the graph (0 if absent).

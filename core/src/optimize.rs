@@ -7,12 +7,14 @@
 //! - [`integer`]: round up and repair to whole replicas, verified exactly.
 //! - [`reference`]: slow generic solvers used by tests to check optimality.
 //! - [`trust`]: replica floors that keep each service near the loads its profile observed.
+//! - [`awake`]: the pool's other workers kept awake while a solve forks large graphs.
 //!
 //! Policies: [`Policy::Derm`] (one weighted constraint over frequent graphs) and
 //! [`Policy::Uniform`] (every frequent graph meets `p` on its own: the paper's ablation and
 //! an Erms-like baseline; solved per graph, shared services take the highest rate, then
 //! repaired against all graphs).
 
+mod awake;
 pub mod eval;
 pub mod integer;
 pub mod kkt;
@@ -108,9 +110,14 @@ pub struct Plan {
 /// The whole solve runs on a rayon worker: each evaluation fans its graphs out to the pool,
 /// and from a thread outside it every fan-out is a cross-thread hand-off and wake-up (tens
 /// of microseconds, more than a small graph's evaluation); from a worker it is a push onto
-/// its own queue.
+/// its own queue. When a graph holds most of the work its evaluations fork, and the other
+/// workers stay awake meanwhile ([`awake`]).
 pub fn solve(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Error> {
-    rayon::scope(|_| solve_here(problem, policy, start))
+    if eval::forking(problem).contains(&true) {
+        awake::run(|| solve_here(problem, policy, start))
+    } else {
+        rayon::scope(|_| solve_here(problem, policy, start))
+    }
 }
 
 fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Error> {

@@ -16,11 +16,18 @@
 //! Every window is exact: `lo` is the lattice index of the minimum latency, `hi` the last
 //! index that can still reach `t`. The only other truncation: a convolution skips the top
 //! tail of each operand that holds less than `TAIL` (1e-17) of its mass.
+//!
+//! This module plans (windows, operations, buffers) and reads the root; [`ops`] runs the
+//! operations, [`exps`] fuses a sum's exponential phases, and [`fork`] runs independent
+//! subtrees on separate threads when the caller allows it.
 
 mod exps;
+mod fork;
+mod ops;
 
 use super::special::{chi, phi, psi};
 use super::{Compiled, Item, Params};
+use ops::{Adjoints, Plan, Values};
 
 /// The tie correction of a maximum. On the lattice, children that fall in the same cell tie;
 /// for smooth children (Euler-Maclaurin) the product of the lattice CDFs exceeds the lattice
@@ -97,6 +104,13 @@ pub(super) struct Scratch {
     exps: Vec<(usize, f64)>,
     kernels: Vec<Kernel>,
     sums: Vec<exps::Sums>,
+    /// Whether the caller lets this evaluation fork ([`Scratch::set_forking`]).
+    forking: bool,
+    /// The graph's tree over the plan ([`fork`]), and each sum's and maximum's node.
+    nodes: Vec<fork::Node>,
+    node_kids: Vec<usize>,
+    sum_node: Vec<usize>,
+    max_node: Vec<usize>,
     val: Vec<f64>,
     adj: Vec<f64>,
     tmp: Vec<f64>,
@@ -219,8 +233,15 @@ impl Scratch {
         self.ops.clear();
         self.kids.clear();
         self.exps.clear();
+        // The tree only serves forking ([`Scratch::forks`]).
+        let tree = self.forking && rayon::current_thread_index().is_some();
+        self.nodes.clear();
+        self.node_kids.clear();
+        self.sum_node.resize(ns, 0);
+        self.max_node.resize(nm, 0);
         let mut total = 0;
         for item in &c.order {
+            let (op0, off0, phase0, kids0) = (self.ops.len(), total, self.exps.len(), self.node_kids.len());
             match *item {
                 Item::Sum(i) => {
                     let (pos, lo, hi) = (self.sum_pos[i], self.sum_lo[i], self.sum_hi[i]);
@@ -270,6 +291,10 @@ impl Scratch {
                         self.ops.push(Op::Exps { first, count, input, out: cur + 1 - count });
                     }
                     self.sum_out[i] = cur;
+                    if tree {
+                        self.sum_node[i] = self.nodes.len();
+                        self.node_kids.extend(gens.iter().map(|&g| self.max_node[g]));
+                    }
                 }
                 Item::Max(m) => {
                     let start = self.kids.len();
@@ -279,12 +304,34 @@ impl Scratch {
                     let out = self.alloc(&mut total, self.max_lo[m], self.max_hi[m]);
                     self.ops.push(Op::Max { kids: (start, self.kids.len()), out });
                     self.max_out[m] = out;
+                    if tree {
+                        self.max_node[m] = self.nodes.len();
+                        self.node_kids.extend(c.max_children(m).iter().map(|&k| self.sum_node[k]));
+                    }
                 }
+            }
+            if tree {
+                self.push_node(op0, off0, phase0, kids0);
             }
         }
         self.val.resize(total, 0.0);
         self.kernels.resize(self.exps.len(), Kernel::default());
         self.sums.resize(self.exps.len(), [0.0; 4]);
+    }
+
+    /// The node of the item just planned: its own operations from `op0` (buffers from
+    /// `off0`, phases from `phase0`), its children `node_kids[kids0..]`.
+    fn push_node(&mut self, op0: usize, off0: usize, phase0: usize, kids0: usize) {
+        let kids = (kids0, self.node_kids.len());
+        let first = self.node_kids[kids.0..kids.1].first().map(|&k| self.nodes[k]);
+        let (start, off, phase) = first.map_or((op0, off0, phase0), |k| (k.start, k.off, k.phase));
+        let own: f64 = self.ops[op0..].iter().map(|op| fork::cost(op, &self.bufs)).sum();
+        let below: f64 = self.node_kids[kids.0..kids.1].iter().map(|&k| self.nodes[k].cost).sum();
+        let node =
+            fork::Node { start, own: op0, end: self.ops.len(), off, phase, kids, cost: own + below, fork: false };
+        self.nodes.push(node);
+        let n = self.nodes.len() - 1;
+        self.nodes[n].fork = fork::Tree { nodes: &self.nodes, kids: &self.node_kids }.forks(n);
     }
 
     fn alloc(&mut self, total: &mut usize, lo: i64, hi: i64) -> usize {
@@ -295,222 +342,44 @@ impl Scratch {
         self.bufs.len() - 1
     }
 
+    /// Lets evaluations split their subtrees over threads ([`fork`]); off by default: worth
+    /// it only when the pool would otherwise idle (fewer large graphs than threads).
+    pub(super) fn set_forking(&mut self, on: bool) {
+        self.forking = on;
+    }
+
+    /// Whether this evaluation splits its subtrees over threads: when allowed, and only from
+    /// a rayon worker (from outside the pool every fork would be a cross-thread hand-off).
+    fn forks(&self) -> bool {
+        self.forking && self.nodes.last().is_some_and(|n| n.fork) && rayon::current_thread_index().is_some()
+    }
+
     #[inline(always)]
     fn forward(&mut self, params: &[Params], h: f64) {
-        for n in 0..self.ops.len() {
-            match self.ops[n] {
-                Op::Point { pos, out } => {
-                    let o = self.bufs[out];
-                    let th = pos - pos.floor();
-                    let ov = &mut self.val[o.range()];
-                    ov.fill(0.0);
-                    ov[0] = 1.0 - th;
-                    if let Some(v) = ov.get_mut(1) {
-                        *v = th;
-                    }
-                }
-                Op::Shift { pos, b, out } => {
-                    let (bb, o) = (self.bufs[b], self.bufs[out]);
-                    let th = pos - pos.floor();
-                    let (before, after) = self.val.split_at_mut(o.off);
-                    let (bv, ov) = (&before[bb.range()], &mut after[..o.len()]);
-                    // Equal lengths: hi_out - lo_out = hi_b - lo_b.
-                    for (o, &b) in ov.iter_mut().zip(bv) {
-                        *o = (1.0 - th) * b;
-                    }
-                    for (o, &b) in ov[1..].iter_mut().zip(bv) {
-                        *o += th * b;
-                    }
-                }
-                Op::Conv { a, b, out } => {
-                    let (ab, bb, o) = (self.bufs[a], self.bufs[b], self.bufs[out]);
-                    let (before, after) = self.val.split_at_mut(o.off);
-                    let (av, bv, ov) = (&before[ab.range()], &before[bb.range()], &mut after[..o.len()]);
-                    ov.fill(0.0);
-                    // Equal lengths; only the supports are multiplied out.
-                    let (av, bv) = (&av[..support(av)], &bv[..support(bv)]);
-                    for (ia, &x) in av.iter().enumerate() {
-                        for (o, &y) in ov[ia..].iter_mut().zip(bv) {
-                            *o += x * y;
-                        }
-                    }
-                }
-                Op::Exps { first, count, input, out } => {
-                    let (ib, o) = (self.bufs[input], self.bufs[out]);
-                    let run = first..first + count;
-                    for (k, &(service, absorb)) in self.kernels[run.clone()].iter_mut().zip(&self.exps[run.clone()]) {
-                        *k = Kernel::new(params[service].rate_per_ms * h, absorb);
-                    }
-                    let (before, after) = self.val.split_at_mut(o.off);
-                    exps::forward(&self.kernels[run], &before[ib.range()], &mut after[..count * o.len()]);
-                }
-                Op::Max { kids, out } => {
-                    // CDF of the maximum at each node: the product of the children's, less the
-                    // tie term TIE * sum_{c<c'} w_c w_c' prod_{others} W (see `TIE`), by the
-                    // recursion (e0, e1, e2) <- (e0 W, e1 W + e0 w, e2 W + e1 w) over children.
-                    let o = self.bufs[out];
-                    let len = o.len();
-                    self.tmp.clear();
-                    self.tmp.resize(2 * len, 0.0);
-                    let (e1, e2) = self.tmp.split_at_mut(len);
-                    let (before, after) = self.val.split_at_mut(o.off);
-                    let e0 = &mut after[..len];
-                    e0.fill(1.0);
-                    for &k in &self.kids[kids.0..kids.1] {
-                        let kb = self.bufs[k];
-                        let kv = &before[kb.range()];
-                        let skip = (o.lo - kb.lo) as usize;
-                        let mut cum: f64 = kv[..skip].iter().sum();
-                        for (j, &w) in kv[skip..].iter().enumerate() {
-                            cum += w;
-                            e2[j] = e2[j] * cum + e1[j] * w;
-                            e1[j] = e1[j] * cum + e0[j] * w;
-                            e0[j] *= cum;
-                        }
-                    }
-                    for (c, &t) in e0.iter_mut().zip(&*e2) {
-                        *c -= TIE * t;
-                    }
-                    for i in (1..len).rev() {
-                        e0[i] -= e0[i - 1];
-                    }
-                }
-            }
+        let forks = self.forks();
+        let Scratch { ops, bufs, kids, exps, nodes, node_kids, val, kernels, tmp, .. } = self;
+        let plan = Plan { ops, bufs, kids, exps };
+        let mut part = Values { val, base: 0, kernels, ebase: 0 };
+        if forks {
+            fork::forward(fork::Tree { nodes, kids: node_kids }, plan, params, h, &mut part, nodes.len() - 1);
+        } else {
+            ops::forward(plan, params, h, &mut part, tmp, 0..ops.len());
         }
     }
 
     /// Reverse sweep: `adj` holds the root's adjoint; adds `dF/d rate` into `grad`.
     #[inline(always)]
     fn backward(&mut self, h: f64, grad: &mut [f64]) {
-        for n in (0..self.ops.len()).rev() {
-            match self.ops[n] {
-                Op::Point { .. } => {}
-                Op::Shift { pos, b, out } => {
-                    let (bb, o) = (self.bufs[b], self.bufs[out]);
-                    let th = pos - pos.floor();
-                    let (before, after) = self.adj.split_at_mut(o.off);
-                    let (bv, ov) = (&mut before[bb.range()], &after[..o.len()]);
-                    for (b, &o) in bv.iter_mut().zip(ov) {
-                        *b = (1.0 - th) * o;
-                    }
-                    for (b, &o) in bv.iter_mut().zip(&ov[1..]) {
-                        *b += th * o;
-                    }
-                }
-                Op::Conv { a, b, out } => {
-                    let (ab, bb, o) = (self.bufs[a], self.bufs[b], self.bufs[out]);
-                    let (before, after) = self.adj.split_at_mut(o.off);
-                    let ov = &after[..o.len()];
-                    let (aa, ba) = two_mut(before, ab.range(), bb.range());
-                    aa.fill(0.0);
-                    ba.fill(0.0);
-                    let (av, bv) = (&self.val[ab.range()], &self.val[bb.range()]);
-                    // The forward step used only the supports: the tails have no influence.
-                    let (av, bv) = (&av[..support(av)], &bv[..support(bv)]);
-                    let (na, nb) = (av.len(), bv.len());
-                    for (jb, &y) in bv.iter().enumerate() {
-                        for (a, &o) in aa[..na].iter_mut().zip(&ov[jb..]) {
-                            *a += y * o;
-                        }
-                    }
-                    for (ia, &x) in av.iter().enumerate() {
-                        for (b, &o) in ba[..nb].iter_mut().zip(&ov[ia..]) {
-                            *b += x * o;
-                        }
-                    }
-                }
-                Op::Exps { first, count, input, out } => {
-                    let (ib, o) = (self.bufs[input], self.bufs[out]);
-                    let (run, len) = (first..first + count, o.len());
-                    let (before, after) = self.adj.split_at_mut(o.off);
-                    let vals = (&self.val[ib.range()], &self.val[o.off..o.off + count * len]);
-                    let (ain, aouts) = (&mut before[ib.range()], &mut after[..count * len]);
-                    exps::backward(&self.kernels[run.clone()], vals.0, vals.1, ain, aouts, &mut self.sums[run.clone()]);
-                    for ((k, &(service, _)), &[so, sc, st, stp]) in
-                        self.kernels[run.clone()].iter().zip(&self.exps[run.clone()]).zip(&self.sums[run])
-                    {
-                        grad[service] += h * (k.da * so + k.dc * sc + k.db * st + k.b * k.dq * stp);
-                    }
-                }
-                Op::Max { kids, out } => self.max_backward(kids, out),
-            }
+        let forks = self.forks();
+        let Scratch { ops, bufs, kids, exps, nodes, node_kids, val, adj, kernels, sums, tmp, .. } = self;
+        let plan = Plan { ops, bufs, kids, exps };
+        let mut part = Adjoints { val, kernels, adj, base: 0, sums, ebase: 0 };
+        if forks {
+            fork::backward(fork::Tree { nodes, kids: node_kids }, plan, &mut part, nodes.len() - 1);
+        } else {
+            ops::backward(plan, &mut part, tmp, 0..ops.len());
         }
-    }
-
-    #[inline(always)]
-    fn max_backward(&mut self, kids: (usize, usize), out: usize) {
-        let o = self.bufs[out];
-        let len = o.len();
-        let nk = kids.1 - kids.0;
-        // Every part is written before it is read.
-        let need = 4 * nk * len + 4 * len;
-        if self.tmp.len() < need {
-            self.tmp.resize(need, 0.0);
-        }
-        let (cum, rest) = self.tmp.split_at_mut(nk * len);
-        let (pre, rest) = rest.split_at_mut(3 * nk * len);
-        let (state, pbar) = rest.split_at_mut(3 * len);
-        let pbar = &mut pbar[..len];
-        // W^c on the Max's window, and the prefix states (e0, e1, e2) before each child.
-        for (c, &k) in self.kids[kids.0..kids.1].iter().enumerate() {
-            let kb = self.bufs[k];
-            let kv = &self.val[kb.range()];
-            let skip = (o.lo - kb.lo) as usize;
-            let mut acc: f64 = kv[..skip].iter().sum();
-            for (w, &v) in cum[c * len..(c + 1) * len].iter_mut().zip(&kv[skip..]) {
-                acc += v;
-                *w = acc;
-            }
-        }
-        let (s0, s12) = state.split_at_mut(len);
-        let (s1, s2) = s12.split_at_mut(len);
-        s0.fill(1.0);
-        s1.fill(0.0);
-        s2.fill(0.0);
-        for (c, &k) in self.kids[kids.0..kids.1].iter().enumerate() {
-            let kb = self.bufs[k];
-            let kw = &self.val[kb.range()][(o.lo - kb.lo) as usize..];
-            let p = &mut pre[3 * c * len..3 * (c + 1) * len];
-            p[..len].copy_from_slice(s0);
-            p[len..2 * len].copy_from_slice(s1);
-            p[2 * len..].copy_from_slice(s2);
-            for j in 0..len {
-                let (big, w) = (cum[c * len + j], kw[j]);
-                s2[j] = s2[j] * big + s1[j] * w;
-                s1[j] = s1[j] * big + s0[j] * w;
-                s0[j] *= big;
-            }
-        }
-        // Adjoint of the CDF (the weights were its differences).
-        let oa = &self.adj[o.range()];
-        for j in 0..len {
-            pbar[j] = oa[j] - oa.get(j + 1).copied().unwrap_or(0.0);
-        }
-        // Suffix states; the others' (E0, E1, E2) combine prefix and suffix.
-        s0.fill(1.0);
-        s1.fill(0.0);
-        s2.fill(0.0);
-        for c in (0..nk).rev() {
-            let k = self.kids[kids.0 + c];
-            let kb = self.bufs[k];
-            let skip = (o.lo - kb.lo) as usize;
-            let p = &pre[3 * c * len..3 * (c + 1) * len];
-            let (kv, ka) = (&self.val[kb.range()], &mut self.adj[kb.range()]);
-            let mut acc = 0.0;
-            for j in (0..len).rev() {
-                let (p0, p1, p2) = (p[j], p[len + j], p[2 * len + j]);
-                let big_e0 = p0 * s0[j];
-                let big_e1 = p1 * s0[j] + p0 * s1[j];
-                let big_e2 = p2 * s0[j] + p1 * s1[j] + p0 * s2[j];
-                acc += pbar[j] * (big_e0 - TIE * big_e2);
-                ka[skip + j] = acc - TIE * pbar[j] * big_e1;
-                let (big, w) = (cum[c * len + j], kv[skip + j]);
-                s2[j] = s2[j] * big + s1[j] * w;
-                s1[j] = s1[j] * big + s0[j] * w;
-                s0[j] *= big;
-            }
-            ka[..skip].fill(acc);
-        }
+        ops::gradient(plan, kernels, sums, h, grad);
     }
 }
 
@@ -529,18 +398,6 @@ fn support(w: &[f64]) -> usize {
         }
     }
     0
-}
-
-/// Two disjoint mutable sub-slices.
-#[inline(always)]
-fn two_mut(v: &mut [f64], a: std::ops::Range<usize>, b: std::ops::Range<usize>) -> (&mut [f64], &mut [f64]) {
-    if a.start < b.start {
-        let (x, y) = v.split_at_mut(b.start);
-        (&mut x[a], &mut y[..b.end - b.start])
-    } else {
-        let (x, y) = v.split_at_mut(a.start);
-        (&mut y[..a.end - a.start], &mut x[b])
-    }
 }
 
 /// The lattice stand-in for `Exp(rate)`, `x = rate h` (lengths in cells): weight `a` at 0,

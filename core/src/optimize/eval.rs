@@ -14,6 +14,28 @@ thread_local! {
     static SCRATCH: RefCell<(Workspace, Vec<f64>)> = RefCell::new((Workspace::new(), Vec::new()));
 }
 
+/// Runs `f` with this thread's scratch. A forking graph's evaluation may, on a thread that
+/// waits for its other half, start another graph's evaluation meanwhile: that one finds the
+/// scratch in use and gets a fresh one.
+fn with_scratch<T>(f: impl FnOnce(&mut Workspace, &mut Vec<f64>) -> T) -> T {
+    let mut f = Some(f);
+    let mut run = |(ws, full): &mut (Workspace, Vec<f64>)| f.take().map(|f| f(ws, full));
+    SCRATCH
+        .with(|cell| cell.try_borrow_mut().ok().and_then(|mut s| run(&mut s)))
+        .or_else(|| run(&mut Default::default()))
+        .expect("the closure runs once")
+}
+
+/// Which graphs may fork their evaluation over threads: those holding more than one
+/// thread's share of the work (calls times lattice cells), which would leave the pool idle
+/// while they run.
+pub(super) fn forking(problem: &Problem) -> Vec<bool> {
+    let threads = rayon::current_num_threads();
+    let work: Vec<usize> = problem.graphs.iter().map(|g| g.compiled.calls_total() * g.compiled.grid_cells()).collect();
+    let total: usize = work.iter().sum();
+    work.iter().map(|w| threads > 1 && w * threads > total).collect()
+}
+
 /// Which constraint to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -25,10 +47,17 @@ pub enum Kind {
 
 /// Per-graph probabilities of meeting the SLA.
 pub fn per_graph(problem: &Problem, params: &[Params]) -> Vec<f64> {
+    let forks = forking(problem);
     problem
         .graphs
         .par_iter()
-        .map(|g| SCRATCH.with_borrow_mut(|(ws, _)| g.compiled.cdf_with(ws, params, problem.sla_ms)))
+        .enumerate()
+        .map(|(gi, g)| {
+            with_scratch(|ws, _| {
+                ws.set_forking(forks[gi]);
+                g.compiled.cdf_with(ws, params, problem.sla_ms)
+            })
+        })
         .collect()
 }
 
@@ -74,13 +103,16 @@ fn combine(kind: Kind, weights: &[f64], f: &[f64]) -> (f64, Option<usize>) {
 /// [`Kind::EveryGraph`], the gradient of the binding graph).
 pub fn value_grad(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params], grad: &mut [f64]) -> f64 {
     let n = params.len();
+    let forks = forking(problem);
     // Each graph returns its value and the partial derivatives of its own services only.
     let parts: Vec<(f64, Vec<f64>)> = problem
         .graphs
         .par_iter()
         .zip(weights.par_iter())
-        .map(|(g, w)| {
-            SCRATCH.with_borrow_mut(|(ws, full)| {
+        .enumerate()
+        .map(|(gi, (g, w))| {
+            with_scratch(|ws, full| {
+                ws.set_forking(forks[gi]);
                 if *w <= 0.0 {
                     return (g.compiled.cdf_with(ws, params, problem.sla_ms), Vec::new());
                 }

@@ -1,0 +1,85 @@
+//! The pool's other workers kept awake while a solve forks large graphs.
+//!
+//! A solve is a chain of evaluations of a few hundred microseconds each, and a graph holding
+//! most of the work forks its subtrees over the pool ([`crate::latency::Workspace::
+//! set_forking`]). An idle rayon worker goes to sleep, and waking it took 65 us on average
+//! on the 2-core development VM (measured from a fork to its stolen half starting): the
+//! forking thread had usually done both halves itself by then. So while such a solve runs,
+//! each other worker runs a loop that executes any pending job of the pool
+//! ([`rayon::yield_now`]) and spins when there is none, as OpenMP's active wait policy does;
+//! a fork is then picked up within a microsecond or two.
+//!
+//! The loops are not waited for: each ends at its next look at the flag once the solve is
+//! done, or once a job it picked up returns (a job may be long, e.g. another simulation; the
+//! solve does not wait for it). They cost the other cores' idle time during the solve.
+
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+thread_local! {
+    /// Whether this thread is already running an awake loop (a nested one would keep the
+    /// job below it from returning).
+    static AWAKE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Sets the flag when dropped (also when `f` panics).
+struct Done(Arc<AtomicBool>);
+
+impl Drop for Done {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// Runs `f` on a worker of the current rayon pool (from outside the pool: on one of its
+/// workers), with the pool's other workers awake while it runs.
+pub fn run<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    rayon::scope(|_| {
+        let done = Done(Arc::new(AtomicBool::new(false)));
+        let owner = rayon::current_thread_index();
+        if rayon::current_num_threads() > 1 {
+            let flag = Arc::clone(&done.0);
+            // One job per worker (a broadcast: no worker can take another's).
+            rayon::spawn_broadcast(move |ctx| {
+                // The solve's own thread (which runs its job while waiting in a join), and a
+                // thread already in a loop, leave at once.
+                if Some(ctx.index()) == owner || AWAKE.get() {
+                    return;
+                }
+                AWAKE.set(true);
+                while !flag.load(Ordering::Acquire) {
+                    if rayon::yield_now() != Some(rayon::Yield::Executed) {
+                        std::hint::spin_loop();
+                    }
+                }
+                AWAKE.set(false);
+            });
+        }
+        f()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_and_parallel_runs_return_and_a_panic_leaves_the_pool_usable() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("pool");
+        // Runs inside runs, in parallel, and on every worker: each returns, with its value.
+        let sums: Vec<u64> = pool.install(|| {
+            use rayon::prelude::*;
+            (0..16u64)
+                .into_par_iter()
+                .map(|i| run(|| run(|| (0..1000u64).into_par_iter().map(|x| x * i).sum())))
+                .collect()
+        });
+        let want: Vec<u64> = (0..16u64).map(|i| i * 999 * 1000 / 2).collect();
+        assert_eq!(sums, want);
+        // A panic in `f` sets the flag too: the pool stays usable.
+        let caught = pool.install(|| std::panic::catch_unwind(|| run(|| panic!("inside"))));
+        assert!(caught.is_err());
+        assert_eq!(pool.install(|| run(|| 7)), 7);
+    }
+}
