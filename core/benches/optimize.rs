@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use derm_core::generate::instance::{Instance, Spec};
 use derm_core::optimize::eval::{self, Kind};
-use derm_core::optimize::{self, Input, Policy, Problem, Start, integer, kkt};
+use derm_core::optimize::{self, Input, Policy, Problem, Start, awake, integer, kkt};
 
 fn problem(inst: &Instance, load: f64) -> Problem {
     let input = Input {
@@ -84,6 +85,31 @@ fn evaluations(c: &mut Criterion) {
             let mut grad = vec![0.0; params.len()];
             group.bench_function(format!("{name}/{lattice}/gradient"), |b| {
                 b.iter(|| eval::value_grad(black_box(p), Kind::Weighted, &weights, &params, &mut grad))
+            });
+            // As inside a solve: on a pool worker with the others awake, so a graph holding
+            // most of the work forks its subtrees (`optimize::awake`).
+            group.bench_function(format!("{name}/{lattice}/value-in-solve"), |b| {
+                b.iter_custom(|iters| {
+                    awake::run(|| {
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            black_box(eval::value(black_box(p), Kind::Weighted, &weights, &params));
+                        }
+                        t.elapsed()
+                    })
+                })
+            });
+            group.bench_function(format!("{name}/{lattice}/gradient-in-solve"), |b| {
+                b.iter_custom(|iters| {
+                    awake::run(|| {
+                        let mut grad = vec![0.0; params.len()];
+                        let t = Instant::now();
+                        for _ in 0..iters {
+                            black_box(eval::value_grad(black_box(p), Kind::Weighted, &weights, &params, &mut grad));
+                        }
+                        t.elapsed()
+                    })
+                })
             });
         }
     }

@@ -14,7 +14,7 @@
 //! an Erms-like baseline; solved per graph, shared services take the highest rate, then
 //! repaired against all graphs).
 
-mod awake;
+pub mod awake;
 pub mod eval;
 pub mod integer;
 pub mod kkt;
