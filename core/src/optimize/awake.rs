@@ -1,13 +1,13 @@
-//! The pool's other workers kept awake while a solve forks large graphs.
+//! The pool's other workers kept awake while a solve runs.
 //!
-//! A solve is a chain of evaluations of a few hundred microseconds each, and a graph holding
-//! most of the work forks its subtrees over the pool ([`crate::latency::Workspace::
-//! set_forking`]). An idle rayon worker goes to sleep, and waking it took 65 us on average
-//! on the 2-core development VM (measured from a fork to its stolen half starting): the
-//! forking thread had usually done both halves itself by then. So while such a solve runs,
-//! each other worker runs a loop that executes any pending job of the pool
-//! ([`rayon::yield_now`]) and spins when there is none, as OpenMP's active wait policy does;
-//! a fork is then picked up within a microsecond or two.
+//! A solve is a chain of evaluations of tens to hundreds of microseconds each; each fans its
+//! graphs out to the pool, and a graph holding most of the work forks its subtrees
+//! ([`crate::latency::Workspace::set_forking`]). An idle rayon worker goes to sleep, and
+//! waking it took 65 us on average on the 2-core development VM (measured from a fork to its
+//! stolen half starting): the calling thread had usually done all the work itself by then.
+//! So while a solve with work for several threads runs, each other worker runs a loop that
+//! executes any pending job of the pool ([`rayon::yield_now`]) and spins when there is none,
+//! as OpenMP's active wait policy does; work is then picked up within a microsecond or two.
 //!
 //! The loops are not waited for: each ends at its next look at the flag once the solve is
 //! done, or once a job it picked up returns (a job may be long, e.g. another simulation; the
