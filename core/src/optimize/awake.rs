@@ -65,9 +65,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nested_and_parallel_runs_return_and_a_panic_leaves_the_pool_usable() {
+    fn nested_and_parallel_runs_return() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("pool");
-        // Runs inside runs, in parallel, and on every worker: each returns, with its value.
+        // Runs inside runs, in parallel, and on every worker: each returns (a loop that kept
+        // the job below it from returning would hang here), with its value.
         let sums: Vec<u64> = pool.install(|| {
             use rayon::prelude::*;
             (0..16u64)
@@ -77,9 +78,19 @@ mod tests {
         });
         let want: Vec<u64> = (0..16u64).map(|i| i * 999 * 1000 / 2).collect();
         assert_eq!(sums, want);
-        // A panic in `f` sets the flag too: the pool stays usable.
+        // A panic inside propagates out of `run`.
         let caught = pool.install(|| std::panic::catch_unwind(|| run(|| panic!("inside"))));
         assert!(caught.is_err());
-        assert_eq!(pool.install(|| run(|| 7)), 7);
+    }
+
+    #[test]
+    fn the_loops_flag_is_set_when_f_panics() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let caught = std::panic::catch_unwind(|| {
+            let _done = Done(Arc::clone(&flag));
+            panic!("inside");
+        });
+        assert!(caught.is_err());
+        assert!(flag.load(Ordering::Acquire), "a panicking solve would leave the loops spinning");
     }
 }

@@ -18,12 +18,13 @@ thread_local! {
 /// waits for its other half, start another graph's evaluation meanwhile: that one finds the
 /// scratch in use and gets a fresh one.
 fn with_scratch<T>(f: impl FnOnce(&mut Workspace, &mut Vec<f64>) -> T) -> T {
-    let mut f = Some(f);
-    let mut run = |(ws, full): &mut (Workspace, Vec<f64>)| f.take().map(|f| f(ws, full));
-    SCRATCH
-        .with(|cell| cell.try_borrow_mut().ok().and_then(|mut s| run(&mut s)))
-        .or_else(|| run(&mut Default::default()))
-        .expect("the closure runs once")
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut s) => {
+            let (ws, full) = &mut *s;
+            f(ws, full)
+        }
+        Err(_) => f(&mut Workspace::new(), &mut Vec::new()),
+    })
 }
 
 /// Which graphs may fork their evaluation over threads: those holding more than one
