@@ -122,9 +122,9 @@ else
   ko "no solve: conditions $(status '{.status.conditions}'); log: $(tail -n 5 "$WORK/adapter.log")"
 fi
 cond() { status "{.status.conditions[?(@.type==\"$1\")].$2}"; }
-if [[ "$(cond PredictorReady reason)" == Ewma && "$(cond ProfilesReady status)/$(cond ProfilesReady reason)" == True/Fitted &&
+if [[ "$(cond PredictorReady reason)" == Trend && "$(cond ProfilesReady status)/$(cond ProfilesReady reason)" == True/Fitted &&
   "$(cond Feasible status)" == True && "$(cond Fresh status)" == True ]]; then
-  ok "conditions after a solve: PredictorReady Ewma ($(cond PredictorReady message)), ProfilesReady ($(cond ProfilesReady message)), Feasible, Fresh ($(cond Fresh reason))"
+  ok "conditions after a solve: PredictorReady Trend ($(cond PredictorReady message)), ProfilesReady ($(cond ProfilesReady message)), Feasible, Fresh ($(cond Fresh reason))"
 else
   ko "conditions after a solve: $(status '{.status.conditions}' | head -c 600)"
 fi

@@ -61,8 +61,8 @@ pub struct ServeArgs {
     #[arg(long, env = "DERM_OTLP_LISTEN", default_value = "0.0.0.0:4318")]
     pub otlp_listen: SocketAddr,
     /// With `--controller`: predict DermApp NAMESPACE/NAME's graph mix with a model from
-    /// `derm train` (`NAMESPACE/NAME=PATH`, repeatable), hedged against EWMA. Needs a
-    /// derm-adapter built with the `lstm` feature (libtorch).
+    /// `derm train` (`NAMESPACE/NAME=PATH`, repeatable), hedged against the trend forecast.
+    /// Needs a derm-adapter built with the `lstm` feature (libtorch).
     #[arg(long = "predictor-model", env = "DERM_PREDICTOR_MODELS", value_delimiter = ',', value_parser = crate::model::parse, requires = "controller")]
     pub predictor_models: Vec<crate::model::ModelArg>,
     /// With `--controller`: only the holder of the Lease `derm-adapter-controller` runs the loop.

@@ -28,12 +28,12 @@ fn now() -> Time {
 }
 
 /// PredictorReady: which predictor gave the planned mix (`Model`: the trained model;
-/// `Baseline`: EWMA, with why the model was not used; `Ewma`: no model configured).
+/// `Baseline`: Holt's trend, with why the model was not used; `Trend`: no model configured).
 pub fn predictor(p: &PredictorReport) -> Value {
     let tv = p.recent_tv.map_or_else(|| "not scored yet".to_owned(), |tv| format!("recent TV distance {tv:.3}"));
     let (reason, message) = match &p.note {
         Some(note) => ("Baseline", format!("{}: {tv}; model not used: {note}", p.name)),
-        None if p.name == "ewma" => ("Ewma", format!("ewma: {tv}")),
+        None if p.name == "trend" => ("Trend", format!("trend: {tv}")),
         None => ("Model", format!("{}: {tv}", p.name)),
     };
     condition("PredictorReady", true, reason, &message, &now())
@@ -135,8 +135,11 @@ mod tests {
             (Some("Model"), Some("lstm: recent TV distance 0.042"))
         );
         assert_eq!(predictor(&report(Some("worse")))["reason"], "Baseline");
-        let ewma = PredictorReport { name: "ewma".into(), recent_tv: None, note: None };
-        assert_eq!(predictor(&ewma)["message"], "ewma: not scored yet");
+        let trend = PredictorReport { name: "trend".into(), recent_tv: None, note: None };
+        assert_eq!(
+            (predictor(&trend)["reason"].as_str(), predictor(&trend)["message"].as_str()),
+            (Some("Trend"), Some("trend: not scored yet"))
+        );
 
         let fitted = profiles(&readiness(&[], None));
         assert_eq!((fitted["status"].as_str(), fitted["reason"].as_str()), (Some("True"), Some("Fitted")));
@@ -171,7 +174,7 @@ mod tests {
         kept.0.get_mut(&key).map(|m| m.insert("PredictorReady".into(), first));
         kept.set(&key, predictor(&report(None)));
         assert_eq!(kept.list(&key)[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
-        kept.set(&key, predictor(&report(Some("worse than ewma"))));
+        kept.set(&key, predictor(&report(Some("worse than trend"))));
         assert_ne!(kept.list(&key)[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
         kept.set(&key, profiles(&readiness(&[], None)));
         let types: Vec<&str> = kept.list(&key).iter().filter_map(|c| c["type"].as_str()).collect();

@@ -43,7 +43,7 @@
 //! Values come from the DermApps' status (watched in every namespace, or `--watch-namespace`),
 //! or from `--static-values FILE` (polled, reloaded when it changes) without a cluster; the
 //! status is written by the online loop (`serve --controller`: OTLP receiver, Jaeger pollers,
-//! profiles, EWMA mix, solve). SubjectAccessReview authorization is [`authz`]
+//! profiles, trend-forecast mix, solve). SubjectAccessReview authorization is [`authz`]
 //! (`serve --authorize`); the trust comes from kube-system/extension-apiserver-authentication
 //! (watched) or `--requestheader-client-ca`; bearer tokens by TokenReview; serving certificates
 //! are reloaded when their files change. Not yet written: the LSTM in the online loop.

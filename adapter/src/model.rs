@@ -4,7 +4,7 @@
 //! metadata sidecar). It needs libtorch, so it loads only in a derm-adapter built with the
 //! `lstm` feature (`hack/with-libtorch.sh cargo build --release -p derm-adapter --features
 //! lstm`); the default build refuses the flag with that instruction. The online loop hedges a
-//! model against EWMA ([`crate::online::Hedge`]); a model trained on another application's
+//! model against the trend forecast ([`crate::online::Hedge`]); a model trained on another application's
 //! graphs is scored badly and not used.
 
 use std::collections::BTreeMap;
@@ -104,11 +104,11 @@ mod tests {
         assert!(e.contains("--features lstm") && e.contains("m.ot"), "{e}");
     }
 
-    /// A model from `derm train`'s code path beats EWMA where the mix switches after load
+    /// A model from `derm train`'s code path beats the trend where the mix switches after load
     /// spikes, so the online loop uses it (libtorch: `make unit-lstm`).
     #[cfg(feature = "lstm")]
     #[test]
-    fn a_trained_lstm_is_loaded_and_chosen_over_ewma() {
+    fn a_trained_lstm_is_loaded_and_chosen_over_the_trend() {
         use derm_core::graph::Window;
         use derm_core::predict::lstm::{Config, Lstm};
         let series: Vec<Window> = (0..240i64)

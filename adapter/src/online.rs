@@ -3,9 +3,9 @@
 //! [`OnlineApp::add`] takes decoded traces as they arrive; [`OnlineApp::tick`], once per
 //! interval, turns the traces of the interval into one window ([`derm_core::pipeline::Ingest`]),
 //! keeps the exclusive-latency samples, refits the profiles on a schedule, predicts the next
-//! mix (EWMA over the recent windows, or a trained model hedged against it: [`hedge`]), solves
-//! for the fewest replicas
-//! ([`derm_core::optimize`]) and clamps the plan to each service's min/max.
+//! mix (Holt's trend forecast over the recent windows, or a trained model hedged against it:
+//! [`hedge`]), solves for the fewest replicas ([`derm_core::optimize`]) and clamps the plan to
+//! each service's min/max.
 //!
 //! Missing data never lowers a count: an interval without traces, a solve that fails, or
 //! services without profiles give [`Tick::Hold`] (the caller leaves the status alone, so the
@@ -163,7 +163,7 @@ impl OnlineApp {
         }
     }
 
-    /// Predicts with `model` (e.g. the attention LSTM from `derm train`), hedged against EWMA.
+    /// Predicts with `model` (e.g. the attention LSTM from `derm train`), hedged against the trend forecast.
     pub fn set_model(&mut self, model: Arc<dyn Predictor>) {
         self.hedge = Hedge::new(Some(model));
     }

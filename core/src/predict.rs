@@ -14,6 +14,7 @@ pub mod load;
 #[cfg(feature = "lstm")]
 pub mod lstm;
 pub mod metrics;
+pub mod trend;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,7 @@ use crate::graph::Window;
 pub use arima::Arima;
 pub use baseline::{Ewma, Last, MovingAverage};
 pub use metrics::Tracker;
+pub use trend::Trend;
 
 /// Key of the "other" share in a prediction: graphs a trained model never saw (the LSTM's
 /// last output slot). Users of a prediction decide what it stands for.

@@ -157,6 +157,11 @@ fn sim_bad_input_names_the_flag() {
     assert!(eval::evaluate(&bad, &|_| {}, None).unwrap_err().to_string().contains("--duration-s"));
     let bad = Config { interval_s: 0, ..Config::default() };
     assert!(bad.validate().unwrap_err().to_string().contains("--interval-s"));
+    for (predictor, says) in [("kalman", "kalman"), ("trend:0.5,2", "ALPHA,BETA,PHI"), ("trend:0.5,0.2,1.5", "phi")] {
+        let bad = Config { predictor: predictor.into(), ..Config::default() };
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("--predictor") && e.contains(says), "{predictor}: {e}");
+    }
 
     // A rate CSV without an `rps` column names the column and the file.
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

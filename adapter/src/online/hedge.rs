@@ -1,12 +1,12 @@
 //! The next window's graph mix: a trained model (the attention LSTM from `derm train`), hedged
-//! against EWMA.
+//! against Holt's trend forecast ([`Trend`], the simulator's default predictor).
 //!
 //! A model is only as good as its last windows: traffic drifts away from what it was trained
 //! on. Every interval both predictors are scored on the same recent windows (each window
 //! predicted [`LAG`] windows ahead of the ones before it, as the loop uses them;
 //! [`recent_error`]: mean total variation distance), and the
 //! model's mix is used only when it has been scored on at least [`MIN_SCORED`] windows and is
-//! no worse than EWMA there. Scoring from the kept windows, not from remembered predictions,
+//! no worse than the trend there. Scoring from the kept windows, not from remembered predictions,
 //! makes the choice a function of the learned state, so it survives a restart or a failover.
 //! The model's "other" share (graphs it never saw) goes to the last window's unseen graphs
 //! ([`resolve_other`]).
@@ -16,24 +16,22 @@ use std::sync::Arc;
 
 use derm_core::graph::Window;
 use derm_core::predict::metrics::recent_error;
-use derm_core::predict::{Ewma, Predictor, resolve_other};
+use derm_core::predict::{Predictor, Trend, resolve_other};
 
 /// How far ahead of its newest window the loop plans: that window closed one interval
 /// before the tick (slow requests' spans arrive last), and the plan is for the interval that
 /// starts at the tick. Models trained with `derm train --horizon 2` predict exactly that.
-pub const LAG: usize = 2;
+pub use derm_core::predict::trend::LAG;
 /// Windows each predictor is scored on.
 pub const SCORED: usize = 10;
 /// The model is trusted only after this many scored windows.
 pub const MIN_SCORED: usize = 3;
-/// EWMA's smoothing (as the simulator's default predictor).
-const ALPHA: f64 = 0.5;
 
 /// The mix chosen for the next window, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Choice {
     pub mix: BTreeMap<String, f64>,
-    /// Name of the predictor whose mix this is (`ewma`, `lstm`, ...).
+    /// Name of the predictor whose mix this is (`trend`, `lstm`, ...).
     pub predictor: String,
     /// Its mean TV distance over the scored windows (`None`: not scored yet).
     pub recent_tv: Option<f64>,
@@ -41,7 +39,7 @@ pub struct Choice {
     pub note: Option<String>,
 }
 
-/// Chooses between an optional model and EWMA; see the module docs.
+/// Chooses between an optional model and the trend; see the module docs.
 #[derive(Clone)]
 pub struct Hedge {
     model: Option<Arc<dyn Predictor>>,
@@ -54,19 +52,23 @@ impl std::fmt::Debug for Hedge {
 }
 
 impl Hedge {
-    /// EWMA alone, or `model` hedged against it.
+    /// The trend alone, or `model` hedged against it.
     pub fn new(model: Option<Arc<dyn Predictor>>) -> Self {
         Hedge { model }
     }
 
     /// The mix after `windows` (time order, newest last), predicting from the last `context`.
     pub fn predict(&self, windows: &[Window], context: usize) -> Result<Choice, derm_core::predict::Error> {
-        let ewma = Ewma::new(ALPHA)?;
+        let trend = Trend::default();
         let recent = &windows[windows.len().saturating_sub(context)..];
-        let baseline = ewma.predict(recent)?;
-        let ewma_tv = recent_error(&ewma, windows, SCORED, context, LAG);
-        let fallback =
-            |note: Option<String>| Choice { mix: baseline.clone(), predictor: "ewma".into(), recent_tv: ewma_tv, note };
+        let baseline = trend.predict(recent)?;
+        let trend_tv = recent_error(&trend, windows, SCORED, context, LAG);
+        let fallback = |note: Option<String>| Choice {
+            mix: baseline.clone(),
+            predictor: trend.name().into(),
+            recent_tv: trend_tv,
+            note,
+        };
         let Some(model) = &self.model else {
             return Ok(fallback(None));
         };
@@ -77,9 +79,9 @@ impl Hedge {
         let Some(model_tv) = model_tv.filter(|_| scored >= MIN_SCORED) else {
             return Ok(fallback(Some(format!("{name}: fewer than {MIN_SCORED} windows scored yet"))));
         };
-        if ewma_tv.is_some_and(|e| model_tv > e) {
-            let e = ewma_tv.unwrap_or_default();
-            return Ok(fallback(Some(format!("{name}: recent TV {model_tv:.3} above ewma's {e:.3}"))));
+        if trend_tv.is_some_and(|e| model_tv > e) {
+            let e = trend_tv.unwrap_or_default();
+            return Ok(fallback(Some(format!("{name}: recent TV {model_tv:.3} above trend's {e:.3}"))));
         }
         match model.predict(recent) {
             Ok(mix) => Ok(Choice { mix, predictor: name, recent_tv: Some(model_tv), note: None }),
@@ -130,7 +132,7 @@ mod tests {
         pairs.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
     }
 
-    /// Windows alternating between two mixes: EWMA lags a full swing behind, a model that
+    /// Windows alternating between two mixes: the trend lags behind the swings, a model that
     /// knows the pattern (predicts the next) is exact.
     fn alternating(n: usize) -> Vec<Window> {
         (0..n)
@@ -168,9 +170,9 @@ mod tests {
     }
 
     #[test]
-    fn without_a_model_ewma_is_used() {
+    fn without_a_model_the_trend_is_used() {
         let choice = Hedge::new(None).predict(&alternating(8), 20).expect("predicts");
-        assert_eq!(choice.predictor, "ewma");
+        assert_eq!(choice.predictor, "trend");
         assert!(choice.recent_tv.is_some() && choice.note.is_none());
     }
 
@@ -178,7 +180,7 @@ mod tests {
     fn a_better_model_is_used_once_scored() {
         let hedge = Hedge::new(Some(Arc::new(Oracle)));
         let early = hedge.predict(&alternating(3), 20).expect("predicts");
-        assert_eq!(early.predictor, "ewma", "only 1 window scored: {early:?}");
+        assert_eq!(early.predictor, "trend", "only 1 window scored: {early:?}");
         let choice = hedge.predict(&alternating(12), 20).expect("predicts");
         assert_eq!(choice.predictor, "oracle");
         assert!(choice.recent_tv.is_some_and(|tv| tv < 1e-12), "{choice:?}");
@@ -190,10 +192,10 @@ mod tests {
     fn a_worse_model_is_not_used_and_other_is_resolved() {
         let bad = Hedge::new(Some(Arc::new(Fixed(mix(&[("c", 1.0)])))));
         let choice = bad.predict(&alternating(12), 20).expect("predicts");
-        assert_eq!(choice.predictor, "ewma");
-        assert!(choice.note.as_deref().is_some_and(|n| n.contains("above ewma")), "{choice:?}");
+        assert_eq!(choice.predictor, "trend");
+        assert!(choice.note.as_deref().is_some_and(|n| n.contains("above trend")), "{choice:?}");
 
-        // A model as good as EWMA whose prediction has an "other" share: it goes to the
+        // A model as good as the trend whose prediction has an "other" share: it goes to the
         // graphs the model did not name.
         let windows: Vec<Window> = alternating(12)
             .into_iter()

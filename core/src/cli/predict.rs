@@ -10,14 +10,14 @@ use super::train::LstmArgs;
 use crate::graph::Window;
 use crate::pipeline::WindowsFile;
 use crate::predict::evaluate::{self, Row};
-use crate::predict::{Arima, Error, Ewma, Last, MovingAverage, Predictor};
+use crate::predict::{Arima, Error, Ewma, Last, MovingAverage, Predictor, Trend};
 
 /// Why LSTM commands fail in a build without libtorch.
 pub(crate) const NO_LSTM: &str = "this derm was built without the `lstm` feature (libtorch); build it with \
      `hack/with-libtorch.sh cargo build --release -p derm-core --features lstm`";
 
 /// Model names of `--models`.
-const MODELS: [&str; 6] = ["lstm", "lstm-noattn", "arima", "ewma", "ma", "last"];
+const MODELS: [&str; 7] = ["lstm", "lstm-noattn", "arima", "trend", "ewma", "ma", "last"];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -27,11 +27,12 @@ pub struct Args {
     /// Weights file from `derm train` (its `.json` sidecar next to it).
     #[arg(long, required_unless_present = "evaluate")]
     model: Option<PathBuf>,
-    /// Compare predictors: fit on the first --train-fraction of each file, score the rest.
+    /// Compare predictors: fit on the first --train-fraction of each file, score the rest
+    /// --horizon windows ahead (the LSTMs are trained for that horizon).
     #[arg(long)]
     evaluate: bool,
     /// Predictors to compare.
-    #[arg(long, value_delimiter = ',', default_value = "lstm,lstm-noattn,arima,ewma,ma,last", value_parser = MODELS)]
+    #[arg(long, value_delimiter = ',', default_value = "lstm,lstm-noattn,arima,trend,ewma,ma,last", value_parser = MODELS)]
     models: Vec<String>,
     #[arg(long, default_value_t = 0.7)]
     train_fraction: f64,
@@ -69,12 +70,6 @@ pub(crate) fn read_windows(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<Window>>
 pub fn run(args: Args) -> anyhow::Result<()> {
     let series = read_windows(&args.windows)?;
     if args.evaluate {
-        // The evaluation scores every model on the next window.
-        anyhow::ensure!(
-            args.lstm.horizon == 1,
-            "--horizon {}: --evaluate scores the next window (horizon 1); train other horizons with `derm train`",
-            args.lstm.horizon
-        );
         return evaluate_all(&args, &series);
     }
     let path = args.model.as_deref().context("--model is required without --evaluate")?;
@@ -122,9 +117,10 @@ fn predict(path: &Path, windows: &[Window], args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn baseline(name: &str) -> Result<Box<dyn Predictor>, Error> {
+fn baseline(name: &str, horizon: usize) -> Result<Box<dyn Predictor>, Error> {
     Ok(match name {
         "arima" => Box::new(Arima::new(3)?),
+        "trend" => Box::new(Trend::ahead(horizon)?),
         "ewma" => Box::new(Ewma::new(0.5)?),
         "ma" => Box::new(MovingAverage::new(5)?),
         _ => Box::new(Last),
@@ -149,8 +145,14 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
                     continue;
                 }
             },
-            _ => evaluate::evaluate(&mut || baseline(name), series, args.train_fraction, args.changed_tv)?,
+            _ => {
+                let ahead = args.lstm.horizon as usize;
+                evaluate::evaluate(&mut || baseline(name, ahead), series, args.train_fraction, args.changed_tv, ahead)?
+            }
         };
+        if name == "trend" {
+            notes.push(trend_fits(series, args)?);
+        }
         rows.push(row);
     }
     for n in &notes {
@@ -185,6 +187,18 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The parameters `trend` chose on each file's training range.
+fn trend_fits(series: &[Vec<Window>], args: &Args) -> anyhow::Result<String> {
+    let mut fits = Vec::new();
+    for windows in series {
+        let mut t = Trend::ahead(args.lstm.horizon as usize)?;
+        t.fit(&windows[..evaluate::split_at(windows.len(), args.train_fraction)])?;
+        let (alpha, beta, phi) = t.parameters();
+        fits.push(format!("alpha {alpha}, beta {beta}, phi {phi}"));
+    }
+    Ok(format!("trend: fitted for {} windows ahead: {}", args.lstm.horizon, fits.join("; ")))
+}
+
 #[cfg(not(feature = "lstm"))]
 fn lstm_row(_: &Args, _: &[Vec<Window>], _: bool) -> anyhow::Result<Option<Row>> {
     Ok(None)
@@ -197,7 +211,7 @@ fn lstm_row(args: &Args, series: &[Vec<Window>], attention: bool) -> anyhow::Res
         // `evaluate` hands each series' training range to `fit`; train here with progress.
         Ok(Box::new(Trained { args: args.lstm.clone(), attention, model: None }))
     };
-    let row = evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv)?;
+    let row = evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv, args.lstm.horizon as usize)?;
     eprintln!("{}: trained and scored in {:.1} s", row.name, started.elapsed().as_secs_f64());
     Ok(Some(row))
 }

@@ -46,9 +46,10 @@ pub struct Args {
     /// (columns time_s,rps). Default: the scenario's.
     #[arg(long, value_parser = parse_pattern)]
     pattern: Option<Pattern>,
-    /// Graph-mix predictor of `derm` and `uniform` (`lstm`: the attention LSTM of --model,
-    /// feature `lstm`).
-    #[arg(long, default_value = "ewma", value_parser = ["ewma", "ma", "last", "lstm"])]
+    /// Graph-mix predictor of `derm` and `uniform`: ewma, ma, last, trend (Holt's trend two
+    /// windows ahead; `trend:ALPHA,BETA,PHI` sets its parameters) or lstm (the attention LSTM
+    /// of --model, feature `lstm`).
+    #[arg(long, default_value = "trend")]
     predictor: String,
     /// Model file of `--predictor lstm` (from `derm train -o`; its `.json` sidecar next to it).
     #[arg(long)]

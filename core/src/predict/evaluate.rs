@@ -1,6 +1,6 @@
 //! Predictors compared on a time split: each series (one windows.json) is fitted on its first
-//! `train_fraction` of windows and scored on the rest, one step ahead, every prediction from
-//! the windows before it only. Never a random split, which would leak neighbouring windows.
+//! `train_fraction` of windows and scored on the rest, `ahead` windows ahead (1: the next
+//! window), every prediction from the windows up to `ahead` before it only. Never a random split, which would leak neighbouring windows.
 //! Scores are accuracy (`1 - TV`) and KL, over all scored windows and separately over the
 //! windows whose mix changed by more than `changed_tv` (default [`super::metrics::CHANGED_TV`]) from the
 //! window before.
@@ -58,13 +58,18 @@ pub fn split_at(len: usize, train_fraction: f64) -> usize {
     ((len as f64 * train_fraction).round() as usize).min(len)
 }
 
-/// Fit a fresh predictor from `make` on each series' training range and score it on the rest.
+/// Fit a fresh predictor from `make` on each series' training range and score it on the rest,
+/// each window predicted from the windows ending `ahead` (>= 1) before it.
 pub fn evaluate(
     make: &mut dyn FnMut() -> Result<Box<dyn Predictor>, Error>,
     series: &[Vec<Window>],
     train_fraction: f64,
     changed_tv: f64,
+    ahead: usize,
 ) -> Result<Row, Error> {
+    if ahead == 0 {
+        return Err(Error::Invalid { field: "ahead", value: "0".into(), expected: "at least 1 window" });
+    }
     if !(train_fraction > 0.0 && train_fraction < 1.0) {
         return Err(Error::Invalid {
             field: "train_fraction",
@@ -77,7 +82,7 @@ pub fn evaluate(
     let mut elapsed = std::time::Duration::ZERO;
     for windows in series {
         let at = split_at(windows.len(), train_fraction);
-        if at < 2 || at >= windows.len() {
+        if at < ahead + 1 || at >= windows.len() {
             return Err(Error::TooShort { what: "evaluate", got: windows.len(), need: 4 });
         }
         let mut p = make()?;
@@ -85,7 +90,8 @@ pub fn evaluate(
         name = p.name().to_owned();
         for t in at..windows.len() {
             let started = std::time::Instant::now();
-            let predicted = p.predict(&windows[t.saturating_sub(CONTEXT)..t])?;
+            let end = t + 1 - ahead;
+            let predicted = p.predict(&windows[end.saturating_sub(CONTEXT)..end])?;
             elapsed += started.elapsed();
             let actual = &windows[t].graph_mix;
             let (d, k) = (tv(&predicted, actual), kl(actual, &predicted));
@@ -145,22 +151,35 @@ mod tests {
     fn scores_on_the_later_range_and_separates_changes() {
         // Alternating mix: last value is always off by 0.6 TV, AR(1) learns the alternation.
         let series = vec![(0..100).map(|t| window(t, if t % 2 == 0 { 0.8 } else { 0.2 })).collect::<Vec<_>>()];
-        let last = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1).unwrap_or_else(|e| panic!("{e}"));
+        let last = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1, 1).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(last.all.windows, 50);
         assert_eq!(last.changed.windows, 50);
         assert!((last.all.accuracy - 0.4).abs() < 1e-12, "{last:?}");
-        let ar = evaluate(&mut || Ok(Box::new(Arima::new(1)?)), &series, 0.5, 0.1).unwrap_or_else(|e| panic!("{e}"));
+        let ar = evaluate(&mut || Ok(Box::new(Arima::new(1)?)), &series, 0.5, 0.1, 1).unwrap_or_else(|e| panic!("{e}"));
         assert!(ar.all.accuracy > 0.99, "{ar:?}");
         assert!(markdown(&[last, ar]).contains("| arima | 100.00% |"));
+    }
+
+    #[test]
+    fn ahead_scores_windows_further_out() {
+        // Period 2: the window two back is always right, the one before always wrong.
+        let series = vec![(0..100).map(|t| window(t, if t % 2 == 0 { 0.8 } else { 0.2 })).collect::<Vec<_>>()];
+        let two = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1, 2).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(two.all.windows, 50);
+        assert!((two.all.accuracy - 1.0).abs() < 1e-12, "{two:?}");
+        assert!(evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1, 0).unwrap_err().to_string().contains("ahead"));
     }
 
     #[test]
     fn bad_split_is_an_error() {
         let series = vec![(0..3).map(|t| window(t, 1.0)).collect::<Vec<_>>()];
         assert!(
-            evaluate(&mut || Ok(Box::new(Last)), &series, 1.0, 0.1).unwrap_err().to_string().contains("train_fraction")
+            evaluate(&mut || Ok(Box::new(Last)), &series, 1.0, 0.1, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("train_fraction")
         );
-        let err = evaluate(&mut || Ok(Box::new(Last)), &series, 0.1, 0.1).unwrap_err().to_string();
+        let err = evaluate(&mut || Ok(Box::new(Last)), &series, 0.1, 0.1, 1).unwrap_err().to_string();
         assert!(err.contains("too short"), "{err}");
     }
 }

@@ -16,7 +16,7 @@ use super::run::{self, Outcome, Point, Summary, TraceSink};
 use super::{Error, Pattern, Scenario, profiling};
 use crate::graph::Window;
 use crate::graph::window::ArgSpec;
-use crate::predict::{Ewma, Last, MovingAverage, Predictor};
+use crate::predict::{Ewma, Last, MovingAverage, Predictor, Trend, trend};
 
 /// Unix time of scenario time 0 before alignment (2023-11-14 22:00:00 UTC, a whole hour).
 const ORIGIN_S: i64 = 1_699_999_200;
@@ -39,7 +39,8 @@ pub struct Config {
     pub sampling: Option<f64>,
     /// Default: the scenario's.
     pub pattern: Option<Pattern>,
-    /// Mix predictor of `derm` and `uniform`: `ewma`, `ma`, `last` or `lstm` (feature `lstm`).
+    /// Mix predictor of `derm` and `uniform`: `trend` (or `trend:ALPHA,BETA,PHI`), `ewma`,
+    /// `ma`, `last` or `lstm` (feature `lstm`).
     pub predictor: String,
     /// The `lstm` predictor's model file (`derm train -o`).
     pub model: Option<PathBuf>,
@@ -62,7 +63,7 @@ impl Default for Config {
             startup_s: 10.0,
             sampling: None,
             pattern: None,
-            predictor: "ewma".into(),
+            predictor: "trend".into(),
             model: None,
             profile_levels: 10,
             profile_level_s: 60,
@@ -130,9 +131,24 @@ pub fn predictor(name: &str, model: Option<&Path>, windows: &[Window]) -> Result
         "ewma" => Box::new(Ewma::new(0.5).map_err(bad)?),
         "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
         "last" => Box::new(Last),
+        "trend" => Box::new(Trend::ahead(trend::LAG).map_err(bad)?),
+        t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..]).map_err(bad)?),
         "lstm" => lstm(model, windows)?,
-        other => return Err(invalid("--predictor", other, "one of ewma, ma, last, lstm")),
+        other => return Err(invalid("--predictor", other, "one of trend, ewma, ma, last, lstm")),
     })
+}
+
+/// `ALPHA,BETA,PHI` of `--predictor trend:...`.
+fn trend_with(spec: &str) -> Result<Trend, crate::predict::Error> {
+    let values: Vec<f64> = spec.split(',').map(|v| v.trim().parse().unwrap_or(f64::NAN)).collect();
+    match values[..] {
+        [alpha, beta, phi] => Trend::new(alpha, beta, phi, trend::LAG),
+        _ => Err(crate::predict::Error::Invalid {
+            field: "trend",
+            value: spec.to_owned(),
+            expected: "ALPHA,BETA,PHI: three numbers in (0, 1]",
+        }),
+    }
 }
 
 #[cfg(not(feature = "lstm"))]
@@ -257,7 +273,7 @@ pub struct Prepared {
 
 impl Prepared {
     /// A Derm-family policy on the profiling phase's result, with a model-free predictor
-    /// (`ewma`, `ma` or `last`; anything else gets `last`).
+    /// (`trend`, `ewma`, `ma` or `last`; anything else gets `last`).
     pub fn derm_policy(&self, name: Name, predictor_name: &str) -> Derm {
         self.derm_policy_with(name, predictor_name, None).unwrap_or_else(|_| {
             let learned = self.profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();

@@ -9,9 +9,10 @@
 //! 2. every `refit_every` intervals refits the profiles ([`crate::profile::fit_all`]) on all
 //!    samples so far: the profiling phase's plus the online ones;
 //! 3. chooses the graph mix and the load to plan for:
-//!    - `derm`: the predictor's mix over the online windows (EWMA by default, or the
-//!      attention LSTM: see [`crate::predict::resolve_other`] for its "other" share), the last window's
-//!      measured load;
+//!    - `derm`: the predictor's mix over the online windows (by default Holt's trend
+//!      forecast two windows ahead, [`crate::predict::Trend`], because the newest window is
+//!      one interval old; or the attention LSTM: see [`crate::predict::resolve_other`] for
+//!      its "other" share), the last window's measured load;
 //!    - `derm-oracle`: the true mix averaged over the next interval and the true peak rate
 //!      in it (from the scenario's ground truth);
 //!    - `derm-static`: the request-weighted mean mix of all windows seen so far, profiling
