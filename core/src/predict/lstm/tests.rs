@@ -41,9 +41,9 @@ fn trained(attention: bool) -> Lstm {
 #[test]
 fn learns_what_last_value_cannot() {
     let data = series(320);
-    let lstm = evaluate::evaluate(&mut || Ok(Box::new(trained(true))), std::slice::from_ref(&data), 0.75, 0.1)
+    let lstm = evaluate::evaluate(&mut || Ok(Box::new(trained(true))), std::slice::from_ref(&data), 0.75, 0.1, 1)
         .unwrap_or_else(|e| panic!("{e}"));
-    let last = evaluate::evaluate(&mut || Ok(Box::new(Last)), std::slice::from_ref(&data), 0.75, 0.1)
+    let last = evaluate::evaluate(&mut || Ok(Box::new(Last)), std::slice::from_ref(&data), 0.75, 0.1, 1)
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(lstm.all.accuracy > 0.97, "{lstm:?}");
     assert!(lstm.changed.accuracy > last.changed.accuracy + 0.3, "lstm {lstm:?} last {last:?}");
