@@ -50,6 +50,12 @@ fn sim_same_seed_same_results() {
     let other = deterministic_part(&Config { seed: 2, ..config });
     assert_ne!(a["policies"], other["policies"], "a different seed must change the run");
     assert!(a["policies"]["derm"]["requests"].as_u64().unwrap_or(0) > 10_000);
+    // The default predictor is the trend forecast; another one changes the `derm` run.
+    assert_eq!(a["predictor"], "trend");
+    let ewma = deterministic_part(&Config { predictor: "ewma".into(), ..small(vec![Name::Derm, Name::HpaCpu]) });
+    assert_eq!(ewma["predictor"], "ewma");
+    assert_eq!(a["policies"]["hpa-cpu"], ewma["policies"]["hpa-cpu"], "hpa-cpu does not predict mixes");
+    assert_ne!(a["series"]["derm"], ewma["series"]["derm"], "the predictor must reach the derm policy");
 }
 
 #[test]
