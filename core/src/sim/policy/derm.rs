@@ -542,6 +542,33 @@ mod tests {
         m.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
     }
 
+    fn line(a: f64, b: f64) -> crate::profile::Profile {
+        crate::profile::Profile {
+            l0_ms: 0.3,
+            a,
+            b,
+            samples: 1000,
+            levels: 10,
+            r2: 0.9,
+            w_min_rps: 3.0,
+            w_max_rps: 34.1,
+            flags: Vec::new(),
+            fallback: false,
+            fit: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_refit_that_flattens_the_line_is_rejected() {
+        // `trainticket`'s config service: profiled, then refitted on overload windows.
+        let base = line(-0.00091, 0.0480);
+        let flat = line(-0.00026, 0.0098);
+        assert!(flat.capacity_rps() > base.capacity_rps() / REFIT_CAPACITY_FACTOR, "the capacity alone passes");
+        assert!(!plausible(&base, &flat), "6x slower at 34 calls/s");
+        assert!(plausible(&base, &line(-0.00083, 0.0452)), "a refit that moved a little");
+        assert!(!plausible(&base, &crate::profile::Profile { fallback: true, ..line(-0.00091, 0.0480) }));
+    }
+
     #[test]
     fn other_goes_to_the_last_windows_unseen_graphs() {
         let predicted = mix(&[("a", 0.6), ("b", 0.2), (OTHER, 0.2)]);
