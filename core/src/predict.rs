@@ -129,3 +129,25 @@ pub(crate) fn normalise(mut mix: BTreeMap<String, f64>) -> BTreeMap<String, f64>
     }
     mix
 }
+
+/// Test windows over two graphs, `a` and `b`.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::collections::BTreeMap;
+
+    use crate::graph::Window;
+
+    /// Window `t` (30 s each) with share `a` of graph `a`, the rest `b`.
+    pub fn two_graphs(t: i64, a: f64) -> Window {
+        Window {
+            start_s: 30 * t,
+            duration_s: 30,
+            load_rps: 10.0,
+            requests: 10,
+            graph_mix: [("a".to_owned(), a), ("b".to_owned(), 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect(),
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: BTreeMap::new(),
+        }
+    }
+}

@@ -129,23 +129,9 @@ pub fn markdown(rows: &[Row]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
+    use crate::predict::fixtures::two_graphs as window;
     use crate::predict::{Arima, Last};
-
-    fn window(t: i64, a: f64) -> Window {
-        Window {
-            start_s: 30 * t,
-            duration_s: 30,
-            load_rps: 10.0,
-            requests: 10,
-            graph_mix: [("a".to_owned(), a), ("b".to_owned(), 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect(),
-            arg_mix: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            calls_rps: BTreeMap::new(),
-        }
-    }
 
     #[test]
     fn scores_on_the_later_range_and_separates_changes() {

@@ -185,19 +185,7 @@ impl Predictor for Trend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn window(t: i64, a: f64) -> Window {
-        Window {
-            start_s: 30 * t,
-            duration_s: 30,
-            load_rps: 10.0,
-            requests: 10,
-            graph_mix: [("a".to_owned(), a), ("b".to_owned(), 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect(),
-            arg_mix: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            calls_rps: BTreeMap::new(),
-        }
-    }
+    use crate::predict::fixtures::two_graphs as window;
 
     #[test]
     fn a_linear_drift_is_carried_to_the_horizon() {
