@@ -66,6 +66,10 @@ pub trait Predictor: Send + Sync {
     fn fit(&mut self, history: &[Window]) -> Result<(), Error>;
     /// The next window's mix after `recent` (time order, newest last).
     fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error>;
+    /// What `fit` chose, for reports (`None`: nothing worth saying).
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The windows that carry a mix, checked: shares finite and non-negative.

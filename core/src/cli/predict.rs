@@ -150,8 +150,8 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
                 evaluate::evaluate(&mut || baseline(name, ahead), series, args.train_fraction, args.changed_tv, ahead)?
             }
         };
-        if name == "trend" {
-            notes.push(trend_fits(series, args)?);
+        if !row.fitted.is_empty() {
+            notes.push(format!("{name}: fitted {}", row.fitted.join("; ")));
         }
         rows.push(row);
     }
@@ -185,18 +185,6 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
         print!("{}", evaluate::markdown(&rows));
     }
     Ok(())
-}
-
-/// The parameters `trend` chose on each file's training range.
-fn trend_fits(series: &[Vec<Window>], args: &Args) -> anyhow::Result<String> {
-    let mut fits = Vec::new();
-    for windows in series {
-        let mut t = Trend::ahead(args.lstm.horizon as usize)?;
-        t.fit(&windows[..evaluate::split_at(windows.len(), args.train_fraction)])?;
-        let (alpha, beta, phi) = t.parameters();
-        fits.push(format!("alpha {alpha}, beta {beta}, phi {phi}"));
-    }
-    Ok(format!("trend: fitted for {} windows ahead: {}", args.lstm.horizon, fits.join("; ")))
 }
 
 #[cfg(not(feature = "lstm"))]

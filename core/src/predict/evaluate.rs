@@ -1,6 +1,7 @@
 //! Predictors compared on a time split: each series (one windows.json) is fitted on its first
 //! `train_fraction` of windows and scored on the rest, `ahead` windows ahead (1: the next
-//! window), every prediction from the windows up to `ahead` before it only. Never a random split, which would leak neighbouring windows.
+//! window), every prediction from the windows up to `ahead` before it only. Never a random
+//! split, which would leak neighbouring windows.
 //! Scores are accuracy (`1 - TV`) and KL, over all scored windows and separately over the
 //! windows whose mix changed by more than `changed_tv` (default [`super::metrics::CHANGED_TV`]) from the
 //! window before.
@@ -31,6 +32,8 @@ pub struct Row {
     pub changed: Score,
     /// Mean wall time of one prediction, microseconds.
     pub predict_us: f64,
+    /// What each series' fit chose ([`Predictor::describe`]), when the predictor says.
+    pub fitted: Vec<String>,
 }
 
 #[derive(Debug, Default)]
@@ -79,6 +82,7 @@ pub fn evaluate(
     }
     let (mut all, mut changed) = (Acc::default(), Acc::default());
     let mut name = String::new();
+    let mut fitted = Vec::new();
     let mut elapsed = std::time::Duration::ZERO;
     for windows in series {
         let at = split_at(windows.len(), train_fraction);
@@ -88,6 +92,7 @@ pub fn evaluate(
         let mut p = make()?;
         p.fit(&windows[..at])?;
         name = p.name().to_owned();
+        fitted.extend(p.describe());
         for t in at..windows.len() {
             let started = std::time::Instant::now();
             let end = t + 1 - ahead;
@@ -102,7 +107,7 @@ pub fn evaluate(
         }
     }
     let predict_us = 1e6 * elapsed.as_secs_f64() / all.n.max(1) as f64;
-    Ok(Row { name, all: all.score(), changed: changed.score(), predict_us })
+    Ok(Row { name, all: all.score(), changed: changed.score(), predict_us, fitted })
 }
 
 /// A markdown table of rows.
@@ -153,6 +158,10 @@ mod tests {
         let two = evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1, 2).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(two.all.windows, 50);
         assert!((two.all.accuracy - 1.0).abs() < 1e-12, "{two:?}");
+        assert!(two.fitted.is_empty(), "last value has nothing to report");
+        let trend = evaluate(&mut || Ok(Box::new(crate::predict::Trend::ahead(2)?)), &series, 0.5, 0.1, 2)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(trend.fitted.len() == 1 && trend.fitted[0].contains("for 2 windows ahead"), "{trend:?}");
         assert!(evaluate(&mut || Ok(Box::new(Last)), &series, 0.5, 0.1, 0).unwrap_err().to_string().contains("ahead"));
     }
 

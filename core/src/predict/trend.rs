@@ -74,51 +74,75 @@ impl Trend {
         (self.alpha, self.beta, self.phi)
     }
 
-    pub fn horizon(&self) -> usize {
-        self.horizon
-    }
-
     /// Sum of `phi^k` for `k` in 1..=horizon: how far the slope is carried.
     fn reach(&self) -> f64 {
         (1..=self.horizon as i32).map(|k| self.phi.powi(k)).sum()
     }
 
-    /// One step of the recursion from `(level, slope)` on the observed share `x`.
-    fn step(&self, (level, slope): (f64, f64), x: f64) -> (f64, f64) {
-        let next = self.alpha * x + (1.0 - self.alpha) * (level + self.phi * slope);
-        (next, self.beta * (next - level) + (1.0 - self.beta) * self.phi * slope)
+    /// One window of the recursion: every graph's `(level, slope)` on its observed share.
+    fn advance(&self, state: &mut [(f64, f64)], row: &[f64]) {
+        for ((level, slope), &x) in state.iter_mut().zip(row) {
+            let next = self.alpha * x + (1.0 - self.alpha) * (*level + self.phi * *slope);
+            *slope = self.beta * (next - *level) + (1.0 - self.beta) * self.phi * *slope;
+            *level = next;
+        }
+    }
+
+    /// The state after the whole of `series` (windows x graphs), starting flat on its first row.
+    fn run(&self, series: &[Vec<f64>]) -> Vec<(f64, f64)> {
+        let mut state: Vec<(f64, f64)> =
+            series.first().map(|r| r.iter().map(|&x| (x, 0.0)).collect()).unwrap_or_default();
+        for row in series.iter().skip(1) {
+            self.advance(&mut state, row);
+        }
+        state
+    }
+
+    /// The forecast from a state, clipped at 0 and renormalised (all zeros when nothing is left).
+    fn forecast(&self, state: &[(f64, f64)]) -> Vec<f64> {
+        let reach = self.reach();
+        let mut f: Vec<f64> = state.iter().map(|(l, b)| (l + reach * b).max(0.0)).collect();
+        let sum: f64 = f.iter().sum();
+        if sum > 0.0 {
+            f.iter_mut().for_each(|v| *v /= sum);
+        }
+        f
     }
 
     /// Mean TV of this trend's forecasts over `series` (windows x graphs, rows summing to 1),
     /// each from the whole series before it, for every window at least `horizon + 1` in.
     fn score(&self, series: &[Vec<f64>]) -> f64 {
-        let graphs = series.first().map_or(0, Vec::len);
         let mut state: Vec<(f64, f64)> =
             series.first().map(|r| r.iter().map(|&x| (x, 0.0)).collect()).unwrap_or_default();
-        let reach = self.reach();
         let mut forecasts: Vec<Vec<f64>> = Vec::with_capacity(series.len());
         let (mut total, mut n) = (0.0, 0usize);
         for (t, row) in series.iter().enumerate() {
             if t > 0 {
-                for (s, &x) in state.iter_mut().zip(row) {
-                    *s = self.step(*s, x);
-                }
+                self.advance(&mut state, row);
             }
             if let Some(f) = t.checked_sub(self.horizon).and_then(|k| forecasts.get(k)) {
                 total += 0.5 * f.iter().zip(row).map(|(p, q)| (p - q).abs()).sum::<f64>();
                 n += 1;
             }
-            let mut f: Vec<f64> = state.iter().map(|(l, b)| (l + reach * b).max(0.0)).collect();
-            let sum: f64 = f.iter().sum();
-            if sum > 0.0 {
-                f.iter_mut().for_each(|v| *v /= sum);
-            } else {
-                f = vec![0.0; graphs];
-            }
-            forecasts.push(f);
+            forecasts.push(self.forecast(&state));
         }
         if n == 0 { f64::INFINITY } else { total / n as f64 }
     }
+}
+
+/// The graph ids of `ws` (sorted) and their shares per window, each row normalised.
+fn dense<'a>(ws: &[&'a Window]) -> (Vec<&'a String>, Vec<Vec<f64>>) {
+    let mut ids: Vec<&String> = ws.iter().flat_map(|w| w.graph_mix.keys()).collect();
+    ids.sort();
+    ids.dedup();
+    let series = ws
+        .iter()
+        .map(|w| {
+            let total: f64 = w.graph_mix.values().sum();
+            ids.iter().map(|id| w.graph_mix.get(*id).copied().unwrap_or(0.0) / total).collect()
+        })
+        .collect();
+    (ids, series)
 }
 
 impl Predictor for Trend {
@@ -126,21 +150,16 @@ impl Predictor for Trend {
         "trend"
     }
 
+    fn describe(&self) -> Option<String> {
+        Some(format!("alpha {}, beta {}, phi {} for {} windows ahead", self.alpha, self.beta, self.phi, self.horizon))
+    }
+
     fn fit(&mut self, history: &[Window]) -> Result<(), Error> {
         let ws = usable(history, "trend: fit")?;
         if ws.len() < self.horizon + 2 {
             return Err(Error::TooShort { what: "trend: fit", got: ws.len(), need: self.horizon + 2 });
         }
-        let mut ids: Vec<&String> = ws.iter().flat_map(|w| w.graph_mix.keys()).collect();
-        ids.sort();
-        ids.dedup();
-        let series: Vec<Vec<f64>> = ws
-            .iter()
-            .map(|w| {
-                let total: f64 = w.graph_mix.values().sum();
-                ids.iter().map(|id| w.graph_mix.get(*id).copied().unwrap_or(0.0) / total).collect()
-            })
-            .collect();
+        let (_, series) = dense(&ws);
         let mut best = (f64::INFINITY, *self);
         for alpha in ALPHAS {
             for beta in BETAS {
@@ -159,21 +178,9 @@ impl Predictor for Trend {
 
     fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error> {
         let ws = usable(recent, "trend: predict")?;
-        let mut ids: Vec<&String> = ws.iter().flat_map(|w| w.graph_mix.keys()).collect();
-        ids.sort();
-        ids.dedup();
-        let reach = self.reach();
-        let share =
-            |w: &Window, id: &str| w.graph_mix.get(id).copied().unwrap_or(0.0) / w.graph_mix.values().sum::<f64>();
-        let mix: BTreeMap<String, f64> = ids
-            .into_iter()
-            .map(|id| {
-                let start = (share(ws[0], id), 0.0);
-                let (level, slope) = ws[1..].iter().fold(start, |s, w| self.step(s, share(w, id)));
-                (id.clone(), (level + reach * slope).max(0.0))
-            })
-            .collect();
-        let mix = normalise(mix);
+        let (ids, series) = dense(&ws);
+        let forecast = self.forecast(&self.run(&series));
+        let mix = normalise(ids.into_iter().cloned().zip(forecast).collect());
         if mix.is_empty() {
             // Every share forecast at or below zero (a collapsing mix): the newest window's.
             return Ok(normalise(ws[ws.len() - 1].graph_mix.clone()));

@@ -131,7 +131,7 @@ pub fn predictor(name: &str, model: Option<&Path>, windows: &[Window]) -> Result
         "ewma" => Box::new(Ewma::new(0.5).map_err(bad)?),
         "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
         "last" => Box::new(Last),
-        "trend" => Box::new(Trend::ahead(trend::LAG).map_err(bad)?),
+        "trend" => Box::new(Trend::default()),
         t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..]).map_err(bad)?),
         "lstm" => lstm(model, windows)?,
         other => return Err(invalid("--predictor", other, "one of trend, ewma, ma, last, lstm")),
