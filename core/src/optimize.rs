@@ -115,7 +115,8 @@ pub struct Plan {
 /// woken per evaluation they arrive too late to help (the 50-service bench solves in
 /// 0.89-0.99 ms with them awake, 1.11-1.13 ms without).
 pub fn solve(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Error> {
-    if problem.graphs.len() > 1 || eval::forking(problem).contains(&true) {
+    let constrained = eval::constrained(&problem.weights());
+    if constrained.iter().filter(|c| **c).count() > 1 || eval::forking(problem, &constrained).contains(&true) {
         awake::run(|| solve_here(problem, policy, start))
     } else {
         rayon::scope(|_| solve_here(problem, policy, start))
@@ -167,19 +168,23 @@ fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, E
     Ok(plan)
 }
 
-/// Build the plan for given replicas (probabilities from the exact evaluator, unless given:
-/// `per_graph`, evaluated at these replicas) and the continuous optimum's rates they came
-/// from.
+/// Build the plan for given replicas (probabilities from the exact evaluator, except those
+/// `known` at these replicas) and the continuous optimum's rates they came from.
 pub fn assemble(
     problem: &Problem,
     policy: Policy,
     space: &kkt::Space,
     replicas: &[u32],
     optimum: &[f64],
-    per_graph: Option<Vec<f64>>,
+    known: Vec<Option<f64>>,
 ) -> Plan {
     let rates = integer::rates(problem, space, replicas);
-    let per_graph = per_graph.unwrap_or_else(|| eval::per_graph(problem, &problem.params(&rates)));
+    let mut known = known;
+    known.resize(problem.graphs.len(), None);
+    let missing: Vec<bool> = known.iter().map(Option::is_none).collect();
+    let fresh = eval::per_graph_of(problem, &problem.params(&rates), &missing);
+    // Every graph is known or fresh.
+    let per_graph: Vec<f64> = known.iter().zip(&fresh).map(|(k, f)| k.or(*f).unwrap_or(f64::NAN)).collect();
     let weighted: f64 = problem.graphs.iter().zip(&per_graph).map(|(g, f)| g.weight * f).sum();
     let services = problem
         .services

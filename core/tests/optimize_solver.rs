@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use derm_core::generate::instance::{self, Spec};
 use derm_core::graph::Node;
 use derm_core::graph::catalog::Entry;
-use derm_core::optimize::eval::Kind;
-use derm_core::optimize::{self, Error, Input, Policy, Problem, Start, kkt, reference};
+use derm_core::optimize::eval::{self, Kind};
+use derm_core::optimize::{self, Error, Input, Policy, Problem, Start, integer, kkt, reference};
 use derm_core::profile::Profiles;
 
 fn input<'a>(profiles: &'a Profiles, graphs: &'a [Entry], load: f64, sla: f64) -> Input<'a> {
@@ -89,6 +89,33 @@ fn every_plan_meets_its_constraint_exactly() {
                 }
             }
         }
+    }
+}
+
+#[test]
+fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
+    // Zipf shares over 40 graphs: ranks 12-40 are below the 2% threshold.
+    let inst = Spec { services: 60, graphs: 40, graph_size: (3, 8), parallel: 0.3, seed: 7 }.generate();
+    let inp = input(&inst.profiles, &inst.graphs, 500.0, inst.sla_ms);
+    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let weights = problem.weights();
+    let rare = weights.iter().filter(|w| **w <= 0.0).count();
+    assert!(rare > 20, "{rare} rare graphs");
+    let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    let space = kkt::Space::new(&problem);
+    let replicas: Vec<u32> = problem.services.iter().map(|s| plan.services[&s.name].replicas).collect();
+    let params = problem.params(&integer::rates(&problem, &space, &replicas));
+    // The constraint's parts: the frequent graphs only, at the plan's value.
+    let (value, parts) = eval::value_parts(&problem, Kind::Weighted, &weights, &params);
+    assert!((value - plan.predicted_sla_probability).abs() < 1e-12, "{value} vs {}", plan.predicted_sla_probability);
+    let all = eval::per_graph(&problem, &params);
+    for ((g, w), (part, f)) in problem.graphs.iter().zip(&weights).zip(parts.iter().zip(&all)) {
+        assert_eq!(part.is_some(), *w > 0.0, "graph {}", g.id);
+        // The plan reports every graph, rare ones too, as the exact evaluator gives it.
+        let reported = &plan.graphs[&g.id];
+        assert_eq!(reported.frequent, *w > 0.0, "graph {}", g.id);
+        assert_eq!(reported.sla_probability, *f, "graph {}", g.id);
+        assert!(part.is_none_or(|p| p == *f), "graph {}", g.id);
     }
 }
 

@@ -26,9 +26,9 @@ pub struct Integer {
     pub probability: f64,
     /// Exact constraint evaluations made by the repair.
     pub evaluations: u32,
-    /// Per-graph probabilities of `replicas`, when the repair evaluated them without a
-    /// gradient (the plan reports them).
-    pub per_graph: Option<Vec<f64>>,
+    /// Per-graph probabilities of `replicas` that the repair evaluated without a gradient
+    /// (the constrained graphs; empty when unknown): the plan reports them.
+    pub per_graph: Vec<Option<f64>>,
 }
 
 /// Value-only trials per removal round.
@@ -90,7 +90,7 @@ struct Repair<'a> {
 }
 
 impl Repair<'_> {
-    fn value(&self, replicas: &[u32]) -> (f64, Vec<f64>) {
+    fn value(&self, replicas: &[u32]) -> (f64, Vec<Option<f64>>) {
         let params = self.problem.params(&rates_of(self.problem, self.space, replicas));
         eval::value_parts(self.problem, self.kind, self.weights, &params)
     }
@@ -115,14 +115,14 @@ impl Repair<'_> {
     /// nearest holding and failing prefixes (in probit space; from the start only, an
     /// extrapolation) meets the target, rounded towards holding. Returns the prefix length
     /// (0 when none holds), its value and per-graph probabilities, and the evaluations made.
-    fn prefix(&self, replicas: &[u32], order: &[usize], k0: usize, v0: f64) -> (usize, f64, Option<Vec<f64>>, u32) {
+    fn prefix(&self, replicas: &[u32], order: &[usize], k0: usize, v0: f64) -> (usize, f64, Vec<Option<f64>>, u32) {
         let target = self.problem.percentile;
         let normal = Normal::standard();
         let z = |v: f64| normal.inverse_cdf(v.clamp(1e-12, 1.0 - 1e-12));
         let (z0, zt) = (z(v0), z(target));
         // The longest prefix known to hold (k, z, value) and the shortest known not to (k, z).
         let mut lo = (0, z0, v0);
-        let mut parts = None;
+        let mut parts = Vec::new();
         let mut hi: Option<(usize, f64)> = None;
         let mut k = k0.clamp(1, order.len().max(1));
         let mut trials = 0;
@@ -133,7 +133,7 @@ impl Repair<'_> {
             trials += 1;
             if v >= target {
                 lo = (k, z(v), v);
-                parts = Some(f);
+                parts = f;
             } else {
                 hi = Some((k, z(v)));
             }
@@ -173,10 +173,10 @@ pub fn plan(
     let mut grad = vec![0.0; n];
     // The rounded-up plan usually holds: its gradient is needed only to add replicas.
     let (mut value, parts) = repair.value(&replicas);
-    let mut per_graph = Some(parts);
+    let mut per_graph = parts;
     let mut evaluations = 1;
     if value < target {
-        per_graph = None;
+        per_graph = Vec::new();
         value = repair.value_grad(&replicas, &mut grad);
         evaluations += 1;
     }
@@ -194,7 +194,7 @@ pub fn plan(
             .max_by(|x, y| x.1.total_cmp(&y.1));
         let Some((i, _)) = best else { break };
         replicas[i] += 1;
-        per_graph = None;
+        per_graph = Vec::new();
         value = repair.value_grad(&replicas, &mut grad);
         evaluations += 1;
     }
