@@ -18,6 +18,7 @@ pub mod awake;
 pub mod eval;
 pub mod integer;
 pub mod kkt;
+mod model;
 pub mod problem;
 pub mod reference;
 mod root;
@@ -153,7 +154,7 @@ fn solve_here(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, E
             (Kind::EveryGraph, rates, iterations, obj, None)
         }
     };
-    let int = integer::plan(problem, kind, &weights, &space, &rates, gradient.as_deref());
+    let int = integer::plan(problem, kind, &weights, &space, &rates, gradient.as_ref());
     if int.probability < problem.percentile {
         // Whole replicas within the bounds could not reach the target: say so rather than
         // publish a plan that misses it (callers keep their current replicas).

@@ -123,15 +123,52 @@ fn combine(kind: Kind, weights: &[f64], f: &[Option<f64>]) -> (f64, Option<usize
     }
 }
 
+/// One constrained graph's value and partial derivatives, over its services
+/// (`Compiled::services`).
+#[derive(Debug, Clone)]
+pub struct GraphGrad {
+    pub value: f64,
+    pub partials: Vec<f64>,
+}
+
+/// Each constrained graph's value and partial derivatives at some rates (`None` for the
+/// graphs outside the constraint): what the searches' per-graph model is built from.
+#[derive(Debug, Clone, Default)]
+pub struct Gradient {
+    pub at: Vec<f64>,
+    pub graphs: Vec<Option<GraphGrad>>,
+}
+
+impl Gradient {
+    /// One exact evaluation with gradients at `rates`.
+    pub fn at(problem: &Problem, kind: Kind, weights: &[f64], rates: &[f64]) -> Self {
+        let mut grad = vec![0.0; rates.len()];
+        let (_, graphs) = value_grad_graphs(problem, kind, weights, &problem.params(rates), &mut grad);
+        Gradient { at: rates.to_vec(), graphs }
+    }
+}
+
 /// Constraint value and its gradient with respect to every service's rate (for
 /// [`Kind::EveryGraph`], the gradient of the binding graph).
 pub fn value_grad(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params], grad: &mut [f64]) -> f64 {
+    value_grad_graphs(problem, kind, weights, params, grad).0
+}
+
+/// [`value_grad`], with each constrained graph's own value and partial derivatives (`None`
+/// for the graphs outside the constraint).
+pub fn value_grad_graphs(
+    problem: &Problem,
+    kind: Kind,
+    weights: &[f64],
+    params: &[Params],
+    grad: &mut [f64],
+) -> (f64, Vec<Option<GraphGrad>>) {
     let n = params.len();
     let wanted = constrained(weights);
     let forks = forking(problem, &wanted);
     // Each constrained graph returns its value and the partial derivatives of its own
     // services only (one task per graph, as in `per_graph_of`).
-    let parts: Vec<Option<(f64, Vec<f64>)>> = problem
+    let parts: Vec<Option<GraphGrad>> = problem
         .graphs
         .par_iter()
         .with_max_len(1)
@@ -142,18 +179,18 @@ pub fn value_grad(problem: &Problem, kind: Kind, weights: &[f64], params: &[Para
                     ws.set_forking(forks[gi]);
                     full.clear();
                     full.resize(n, 0.0);
-                    let f = g.compiled.cdf_grad_with(ws, params, problem.sla_ms, full);
-                    (f, g.compiled.services().iter().map(|i| full[*i]).collect())
+                    let value = g.compiled.cdf_grad_with(ws, params, problem.sla_ms, full);
+                    GraphGrad { value, partials: g.compiled.services().iter().map(|i| full[*i]).collect() }
                 })
             })
         })
         .collect();
     grad.iter_mut().for_each(|x| *x = 0.0);
-    let f: Vec<Option<f64>> = parts.iter().map(|p| p.as_ref().map(|p| p.0)).collect();
+    let f: Vec<Option<f64>> = parts.iter().map(|p| p.as_ref().map(|p| p.value)).collect();
     let (value, binding) = combine(kind, weights, &f);
     let mut add = |gi: usize, scale: f64| {
-        let Some((_, partials)) = &parts[gi] else { return };
-        for (i, d) in problem.graphs[gi].compiled.services().iter().zip(partials) {
+        let Some(part) = &parts[gi] else { return };
+        for (i, d) in problem.graphs[gi].compiled.services().iter().zip(&part.partials) {
             grad[*i] += scale * d;
         }
     };
@@ -171,5 +208,5 @@ pub fn value_grad(problem: &Problem, kind: Kind, weights: &[f64], params: &[Para
             }
         }
     }
-    value
+    (value, parts)
 }

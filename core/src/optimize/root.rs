@@ -30,7 +30,7 @@ pub struct Window {
 }
 
 impl Window {
-    fn holds(self, g: f64) -> bool {
+    pub fn holds(self, g: f64) -> bool {
         g >= self.target && g - self.target < self.tol
     }
     /// Distance from the aim in log-odds (negative below it).

@@ -4,13 +4,13 @@ use super::kkt::{Space, Start};
 use super::problem::Problem;
 use super::root;
 
-/// The tight member of the start's one-parameter family (see [`Start`]).
-/// `tol`: the width of the constraint window it lands in.
+/// The tight member of the start's one-parameter family (see [`Start`]), within the
+/// constraint window `w`.
 pub(super) fn point(
     problem: &Problem,
     space: &Space,
     start: Start,
-    tol: f64,
+    w: root::Window,
     g_of: &dyn Fn(&[f64]) -> f64,
 ) -> Vec<f64> {
     let n = problem.services.len();
@@ -47,8 +47,7 @@ pub(super) fn point(
     // In x = -ln s the constraint increases: from s = 1, the boundary.
     let g = |x: f64| g_of(&family((-x).exp()));
     let g0 = g(0.0);
-    let w = root::Window { target: problem.percentile, tol };
-    family((-root::search(&g, w, (0.0, g0), 2.0f64.copysign(problem.percentile - g0))).exp())
+    family((-root::search(&g, w, (0.0, g0), 2.0f64.copysign(w.target - g0))).exp())
 }
 
 /// The shape (`ln kappa`) for which the start is stationary, `kappa_i ~ W_i |a_i| / u_i^2` with
