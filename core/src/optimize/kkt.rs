@@ -276,7 +276,7 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
             log_kappa[i] += level + (step - level).clamp(-SHAPE_STEP, SHAPE_STEP);
             kappa[i] = log_kappa[i].exp();
         }
-        let shape = Shape { problem, space: &space, kappa: &kappa };
+        let shape = Shape::new(problem, &space, &kappa);
         // The tight multiplier of the new shape, searched through the per-graph model built
         // here: every iterate is tight, so only the shape (the gradient's direction) iterates.
         *last.borrow_mut() = (rates.clone(), value);
@@ -365,12 +365,19 @@ struct Shape<'a> {
     problem: &'a Problem,
     space: &'a Space,
     kappa: &'a [f64],
+    /// `sqrt(W_i |a_i| / kappa_i)`: `rate_i = b_i / (1 + scale_i / sqrt(mu))`.
+    scale: Vec<f64>,
 }
 
-impl Shape<'_> {
-    /// Service `i`'s rate at `log10 mu`, and its derivative in `log10 mu` (0 where the box
-    /// clips it or the service is not optimised).
-    fn rate(&self, i: usize, mu: f64) -> (f64, f64) {
+impl<'a> Shape<'a> {
+    fn new(problem: &'a Problem, space: &'a Space, kappa: &'a [f64]) -> Self {
+        let scale = problem.services.iter().zip(kappa).map(|(s, k)| (s.demand_rps * -s.a / k).sqrt()).collect();
+        Shape { problem, space, kappa, scale }
+    }
+
+    /// Service `i`'s rate at `mu` (given as `1 / sqrt(mu)`), and its derivative in
+    /// `log10 mu` (0 where the box clips it or the service is not optimised).
+    fn rate(&self, i: usize, inv_sqrt_mu: f64) -> (f64, f64) {
         if !self.space.active[i] {
             return (self.space.fixed[i], 0.0);
         }
@@ -380,7 +387,7 @@ impl Shape<'_> {
         // Stationarity with dG/drate_i = kappa_i / rate_i^2:
         // W_i |a_i| / (b_i - rate)^2 = mu kappa_i / rate^2.
         let s = &self.problem.services[i];
-        let u = (s.demand_rps * -s.a / (mu * self.kappa[i])).sqrt();
+        let u = self.scale[i] * inv_sqrt_mu;
         let r = s.b / (1.0 + u);
         let clipped = self.space.clip(i, r);
         // d rate / d ln mu = b u / (2 (1 + u)^2).
@@ -389,8 +396,8 @@ impl Shape<'_> {
     }
 
     fn rates(&self, log_mu: f64) -> Vec<f64> {
-        let mu = 10f64.powf(log_mu);
-        (0..self.problem.services.len()).map(|i| self.rate(i, mu).0).collect()
+        let inv = 10f64.powf(-0.5 * log_mu);
+        (0..self.problem.services.len()).map(|i| self.rate(i, inv).0).collect()
     }
 
     /// The log-multiplier nearest to `rates` on this shape: the median of what each optimised
@@ -414,8 +421,8 @@ impl Shape<'_> {
     /// steps of a decade where the model is flat.
     fn invert(&self, model: &Model, u: f64, mut x: f64) -> f64 {
         let h = |log_mu: f64| {
-            let mu = 10f64.powf(log_mu);
-            let (r, d): (Vec<f64>, Vec<f64>) = (0..self.problem.services.len()).map(|i| self.rate(i, mu)).unzip();
+            let inv = 10f64.powf(-0.5 * log_mu);
+            let (r, d): (Vec<f64>, Vec<f64>) = (0..self.problem.services.len()).map(|i| self.rate(i, inv)).unzip();
             let (m, dm) = model.value(&r, &d);
             (root::logit(m) - u, dm / model::spread(m))
         };
