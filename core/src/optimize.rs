@@ -120,7 +120,7 @@ pub fn solve(problem: &Problem, policy: Policy, start: Start) -> Result<Plan, Er
     if constrained.iter().filter(|c| **c).count() > 1 || eval::forking(problem, &constrained).contains(&true) {
         awake::run(|| solve_here(problem, policy, start))
     } else {
-        rayon::scope(|_| solve_here(problem, policy, start))
+        rayon::scope(|_| awake::busy(|| solve_here(problem, policy, start)))
     }
 }
 

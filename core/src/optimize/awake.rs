@@ -12,6 +12,12 @@
 //! The loops are not waited for: each ends at its next look at the flag once the solve is
 //! done, or once a job it picked up returns (a job may be long, e.g. another simulation; the
 //! solve does not wait for it). They cost the other cores' idle time during the solve.
+//!
+//! A loop must never start above a solve's own work on the same thread: a worker that took
+//! its broadcast job while waiting inside a part of an evaluation it had stolen spun until
+//! the solve ended, and the solve waited for that part (the benchmark hung within seconds).
+//! So every piece of a solve's work runs inside [`busy`], and a thread inside it never
+//! starts a loop.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -21,6 +27,25 @@ thread_local! {
     /// Whether this thread is already running an awake loop (a nested one would keep the
     /// job below it from returning).
     static AWAKE: Cell<bool> = const { Cell::new(false) };
+    /// How many pieces of solve work this thread is inside ([`busy`]).
+    static BUSY: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Leaves a [`busy`] section (also when its work panics).
+struct Leave;
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        BUSY.set(BUSY.get() - 1);
+    }
+}
+
+/// Runs `f` as a piece of a solve's work: every task a solve hands to the pool (each graph's
+/// evaluation, each half of a forked one) and the solve itself run inside it.
+pub(crate) fn busy<T>(f: impl FnOnce() -> T) -> T {
+    BUSY.set(BUSY.get() + 1);
+    let _leave = Leave;
+    f()
 }
 
 /// Sets the flag when dropped (also when `f` panics).
@@ -42,9 +67,9 @@ pub fn run<T: Send>(f: impl FnOnce() -> T + Send) -> T {
             let flag = Arc::clone(&done.0);
             // One job per worker (a broadcast: no worker can take another's).
             rayon::spawn_broadcast(move |ctx| {
-                // The solve's own thread (which runs its job while waiting in a join), and a
-                // thread already in a loop, leave at once.
-                if Some(ctx.index()) == owner || AWAKE.get() {
+                // The solve's own thread (which runs its job while waiting in a join), a
+                // thread already in a loop, and one inside a solve's work, leave at once.
+                if Some(ctx.index()) == owner || AWAKE.get() || BUSY.get() > 0 {
                     return;
                 }
                 AWAKE.set(true);
@@ -56,7 +81,7 @@ pub fn run<T: Send>(f: impl FnOnce() -> T + Send) -> T {
                 AWAKE.set(false);
             });
         }
-        f()
+        busy(f)
     })
 }
 

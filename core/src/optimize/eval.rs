@@ -6,8 +6,7 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
+use super::awake;
 use super::problem::Problem;
 use crate::latency::{Params, Workspace};
 
@@ -64,28 +63,46 @@ pub fn per_graph(problem: &Problem, params: &[Params]) -> Vec<f64> {
     per_graph_of(problem, params, &all).into_iter().map(|f| f.unwrap_or(f64::NAN)).collect()
 }
 
-/// Per-graph probabilities of the `wanted` graphs (`None` for the others).
+/// `f` on each `wanted` graph (`None` for the others), each graph its own rayon task, run
+/// as a solve's work ([`awake::busy`]).
 ///
-/// Every graph is its own task (`with_max_len(1)`): rayon's adaptive split otherwise stops
-/// at a few contiguous runs of graphs when the call comes from a worker, and the frequent
-/// graphs come first in popularity order, so one run held most of the work (the
-/// 2,500-service solve took 140 ms on one core's worth instead of 85).
+/// One task per graph: with a parallel iterator, rayon's adaptive split stopped at a few
+/// contiguous runs of graphs when called from a worker, and the frequent graphs come first in
+/// popularity order, so one run held most of the work (the 2,500-service solve took 140 ms
+/// on one core's worth instead of 85).
+fn each_graph<T: Send>(problem: &Problem, wanted: &[bool], f: impl Fn(usize) -> T + Sync) -> Vec<Option<T>> {
+    let mut out: Vec<Option<T>> = problem.graphs.iter().map(|_| None).collect();
+    let todo: Vec<usize> = (0..wanted.len()).filter(|g| wanted[*g]).collect();
+    split(&todo, &mut out, 0, &f);
+    out
+}
+
+/// Halves of `todo` under `rayon::join`, down to single graphs; `out` holds the graphs from
+/// `base` on.
+fn split<T: Send, F: Fn(usize) -> T + Sync>(todo: &[usize], out: &mut [Option<T>], base: usize, f: &F) {
+    match todo {
+        [] => {}
+        [g] => out[g - base] = Some(f(*g)),
+        _ => {
+            let (first, rest) = todo.split_at(todo.len() / 2);
+            let (left, right) = out.split_at_mut(rest[0] - base);
+            rayon::join(
+                || awake::busy(|| split(first, left, base, f)),
+                || awake::busy(|| split(rest, right, rest[0], f)),
+            );
+        }
+    }
+}
+
+/// Per-graph probabilities of the `wanted` graphs (`None` for the others).
 pub fn per_graph_of(problem: &Problem, params: &[Params], wanted: &[bool]) -> Vec<Option<f64>> {
     let forks = forking(problem, wanted);
-    problem
-        .graphs
-        .par_iter()
-        .with_max_len(1)
-        .enumerate()
-        .map(|(gi, g)| {
-            wanted[gi].then(|| {
-                with_scratch(|ws, _| {
-                    ws.set_forking(forks[gi]);
-                    g.compiled.cdf_with(ws, params, problem.sla_ms)
-                })
-            })
+    each_graph(problem, wanted, |gi| {
+        with_scratch(|ws, _| {
+            ws.set_forking(forks[gi]);
+            problem.graphs[gi].compiled.cdf_with(ws, params, problem.sla_ms)
         })
-        .collect()
+    })
 }
 
 /// Id of the constrained graph (weight > 0) least likely to meet the SLA at `params`.
@@ -167,24 +184,17 @@ pub fn value_grad_graphs(
     let wanted = constrained(weights);
     let forks = forking(problem, &wanted);
     // Each constrained graph returns its value and the partial derivatives of its own
-    // services only (one task per graph, as in `per_graph_of`).
-    let parts: Vec<Option<GraphGrad>> = problem
-        .graphs
-        .par_iter()
-        .with_max_len(1)
-        .enumerate()
-        .map(|(gi, g)| {
-            wanted[gi].then(|| {
-                with_scratch(|ws, full| {
-                    ws.set_forking(forks[gi]);
-                    full.clear();
-                    full.resize(n, 0.0);
-                    let value = g.compiled.cdf_grad_with(ws, params, problem.sla_ms, full);
-                    GraphGrad { value, partials: g.compiled.services().iter().map(|i| full[*i]).collect() }
-                })
-            })
+    // services only.
+    let parts: Vec<Option<GraphGrad>> = each_graph(problem, &wanted, |gi| {
+        let g = &problem.graphs[gi];
+        with_scratch(|ws, full| {
+            ws.set_forking(forks[gi]);
+            full.clear();
+            full.resize(n, 0.0);
+            let value = g.compiled.cdf_grad_with(ws, params, problem.sla_ms, full);
+            GraphGrad { value, partials: g.compiled.services().iter().map(|i| full[*i]).collect() }
         })
-        .collect();
+    });
     grad.iter_mut().for_each(|x| *x = 0.0);
     let f: Vec<Option<f64>> = parts.iter().map(|p| p.as_ref().map(|p| p.value)).collect();
     let (value, binding) = combine(kind, weights, &f);

@@ -18,6 +18,7 @@ use pulp::{Arch, Simd, WithSimd};
 use super::ops::{self, Adjoints, Plan, Values};
 use super::{Buf, Op};
 use crate::latency::Params;
+use crate::optimize::awake::busy;
 
 /// Estimated cost (about nanoseconds) below which half of a split is not worth a thread: a
 /// steal costs a microsecond or two when the other workers spin (the optimizer keeps them
@@ -109,9 +110,10 @@ fn forward_list(tree: Tree<'_>, plan: Plan<'_>, params: &[Params], h: f64, part:
         Some(m) => {
             let mid = tree.nodes[list[m]];
             let (mut left, mut right) = part.split(mid.off, mid.phase);
+            // Marked as a solve's work: a thief never starts an awake loop above it.
             rayon::join(
-                || forward_list(tree, plan, params, h, &mut left, &list[..m]),
-                || forward_list(tree, plan, params, h, &mut right, &list[m..]),
+                || busy(|| forward_list(tree, plan, params, h, &mut left, &list[..m])),
+                || busy(|| forward_list(tree, plan, params, h, &mut right, &list[m..])),
             );
         }
         None => list.iter().for_each(|&k| forward(tree, plan, params, h, part, k)),
@@ -134,8 +136,8 @@ fn backward_list(tree: Tree<'_>, plan: Plan<'_>, part: &mut Adjoints<'_>, list: 
             let mid = tree.nodes[list[m]];
             let (mut left, mut right) = part.split(mid.off, mid.phase);
             rayon::join(
-                || backward_list(tree, plan, &mut left, &list[..m]),
-                || backward_list(tree, plan, &mut right, &list[m..]),
+                || busy(|| backward_list(tree, plan, &mut left, &list[..m])),
+                || busy(|| backward_list(tree, plan, &mut right, &list[m..])),
             );
         }
         // Reverse order, as the serial sweep (only for readability: the subtrees are disjoint).
