@@ -227,7 +227,7 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
     let window_of = root::Window { target, tol: window_tol };
     let mut rates = match init {
         Init::Start(start) | Init::Coarse(start) => start::point(problem, &space, start, window_of, &g_of),
-        // No search: the first iteration's linearised step absorbs the small deficit.
+        // No search: the step's model-guided multiplier absorbs the small deficit.
         Init::Near(near) => near
             .iter()
             .enumerate()
