@@ -15,7 +15,8 @@
 //!
 //! A loop must never start above a solve's own work on the same thread: a worker that took
 //! its broadcast job while waiting inside a part of an evaluation it had stolen spun until
-//! the solve ended, and the solve waited for that part (the benchmark hung within seconds).
+//! the solve ended, and the solve waited for that part (one `cargo bench` run in about a
+//! dozen hung).
 //! So every piece of a solve's work runs inside [`busy`], and a thread inside it never
 //! starts a loop.
 
