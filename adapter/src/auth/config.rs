@@ -110,9 +110,10 @@ impl Reloader {
                 if !trust.has_ca() {
                     tracing::warn!("{NAMESPACE}/{NAME} has no CA: only bearer tokens can authenticate");
                 }
+                // Counted before it is visible: whoever observes the new trust also sees the count.
+                self.metrics.record(ReloadSource::AuthenticationConfigMap, ReloadResult::Applied);
                 self.trust.store(Arc::new(trust));
                 self.last = Some(data);
-                self.metrics.record(ReloadSource::AuthenticationConfigMap, ReloadResult::Applied);
                 tracing::info!("{NAMESPACE}/{NAME} changed: new trust applied");
                 true
             }

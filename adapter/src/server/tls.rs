@@ -135,14 +135,16 @@ impl ServingCert {
             }
             let identity =
                 Identity::from_pem(&cert_pem, &key_pem, &cert.display().to_string(), &key.display().to_string())?;
-            self.current.store(Arc::new(certified(identity, &provider())?));
+            let next = certified(identity, &provider())?;
+            // Counted before it is served: a client that gets the new certificate also sees the
+            // count (CI once read /metrics between the two).
+            self.metrics.record(ReloadSource::ServingCertificate, ReloadResult::Applied);
+            self.current.store(Arc::new(next));
             *last = (cert_pem, key_pem);
             Ok(true)
         });
-        match &result {
-            Ok(true) => self.metrics.record(ReloadSource::ServingCertificate, ReloadResult::Applied),
-            Ok(false) => {}
-            Err(_) => self.metrics.record(ReloadSource::ServingCertificate, ReloadResult::Rejected),
+        if result.is_err() {
+            self.metrics.record(ReloadSource::ServingCertificate, ReloadResult::Rejected);
         }
         result
     }
