@@ -17,6 +17,9 @@
 //! index that can still reach `t`. The only other truncation: a convolution skips the top
 //! tail of each operand that holds less than `TAIL` (1e-17) of its mass.
 //!
+//! A sum of many factors may be planned as two partial sums joined by one convolution, so
+//! that [`fork`] can run each side on its own thread (the same plan serially).
+//!
 //! This module plans (windows, operations, buffers) and reads the root; [`ops`] runs the
 //! operations, [`exps`] fuses a sum's exponential phases, and [`fork`] runs independent
 //! subtrees on separate threads when the caller allows it.
@@ -106,7 +109,8 @@ pub(super) struct Scratch {
     sums: Vec<exps::Sums>,
     /// Whether the caller lets this evaluation fork ([`Scratch::set_forking`]).
     forking: bool,
-    /// The graph's tree over the plan ([`fork`]), and each sum's and maximum's node.
+    /// The graph's tree over the plan ([`fork`]; it also decides which sums split), and each
+    /// sum's and maximum's node.
     nodes: Vec<fork::Node>,
     node_kids: Vec<usize>,
     sum_node: Vec<usize>,
@@ -233,15 +237,16 @@ impl Scratch {
         self.ops.clear();
         self.kids.clear();
         self.exps.clear();
-        // The tree only serves forking ([`Scratch::forks`]).
-        let tree = self.forking && rayon::current_thread_index().is_some();
         self.nodes.clear();
         self.node_kids.clear();
         self.sum_node.resize(ns, 0);
         self.max_node.resize(nm, 0);
         let mut total = 0;
+        let mut split_any = false;
         for item in &c.order {
             let (op0, off0, phase0, kids0) = (self.ops.len(), total, self.exps.len(), self.node_kids.len());
+            let buf0 = self.bufs.len();
+            let mut chain = 0;
             match *item {
                 Item::Sum(i) => {
                     let (pos, lo, hi) = (self.sum_pos[i], self.sum_lo[i], self.sum_hi[i]);
@@ -266,15 +271,40 @@ impl Scratch {
                         cur = self.alloc(&mut total, lo, hi);
                         self.ops.push(Op::Point { pos, out: cur });
                     } else {
+                        // The factors split where their work does (`fork::Tree::split_with`: each
+                        // one's subtree and the convolution that takes it in): the partial sums
+                        // of each side, then one convolution of the two, so each side's chain
+                        // runs on the thread that computed its factors.
+                        self.node_kids.extend(gens.iter().map(|&g| self.max_node[g]));
+                        let m = fork::Tree { nodes: &self.nodes, kids: &self.node_kids }
+                            .split_with(&self.node_kids[kids0..], fork::conv_cost(hi - lo + 1))
+                            .unwrap_or(gens.len());
+                        chain = if m < gens.len() { m } else { 0 };
+                        split_any |= chain > 0;
                         // Partial sums: lo grows with each factor, hi leaves room for the rest.
                         let mut plo = pos.floor() as i64;
                         let mut rest: i64 = gens.iter().map(|&g| self.max_lo[g]).sum();
-                        for (n, &g) in gens.iter().enumerate() {
+                        for (n, &g) in gens[..m].iter().enumerate() {
                             plo += self.max_lo[g];
                             rest -= self.max_lo[g];
                             let out = self.alloc(&mut total, plo, hi - rest);
                             let b = self.max_out[g];
                             self.ops.push(if n == 0 { Op::Shift { pos, b, out } } else { Op::Conv { a: cur, b, out } });
+                            cur = out;
+                        }
+                        if let Some((&g0, right)) = gens[m..].split_first() {
+                            // The right side's partial sums leave room for the left's minimum.
+                            let (mut rlo, mut rcur) = (self.max_lo[g0], self.max_out[g0]);
+                            rest -= self.max_lo[g0];
+                            for &g in right {
+                                rlo += self.max_lo[g];
+                                rest -= self.max_lo[g];
+                                let out = self.alloc(&mut total, rlo, hi - plo - rest);
+                                self.ops.push(Op::Conv { a: rcur, b: self.max_out[g], out });
+                                rcur = out;
+                            }
+                            let out = self.alloc(&mut total, lo, hi);
+                            self.ops.push(Op::Conv { a: cur, b: rcur, out });
                             cur = out;
                         }
                     }
@@ -291,10 +321,7 @@ impl Scratch {
                         self.ops.push(Op::Exps { first, count, input, out: cur + 1 - count });
                     }
                     self.sum_out[i] = cur;
-                    if tree {
-                        self.sum_node[i] = self.nodes.len();
-                        self.node_kids.extend(gens.iter().map(|&g| self.max_node[g]));
-                    }
+                    self.sum_node[i] = self.nodes.len();
                 }
                 Item::Max(m) => {
                     let start = self.kids.len();
@@ -304,15 +331,14 @@ impl Scratch {
                     let out = self.alloc(&mut total, self.max_lo[m], self.max_hi[m]);
                     self.ops.push(Op::Max { kids: (start, self.kids.len()), out });
                     self.max_out[m] = out;
-                    if tree {
-                        self.max_node[m] = self.nodes.len();
-                        self.node_kids.extend(c.max_children(m).iter().map(|&k| self.sum_node[k]));
-                    }
+                    self.max_node[m] = self.nodes.len();
+                    self.node_kids.extend(c.max_children(m).iter().map(|&k| self.sum_node[k]));
                 }
             }
-            if tree {
-                self.push_node(op0, off0, phase0, kids0);
-            }
+            self.push_node(op0, off0, phase0, kids0, (buf0, chain));
+        }
+        if split_any {
+            self.layout();
         }
         self.val.resize(total, 0.0);
         self.kernels.resize(self.exps.len(), Kernel::default());
@@ -321,17 +347,63 @@ impl Scratch {
 
     /// The node of the item just planned: its own operations from `op0` (buffers from
     /// `off0`, phases from `phase0`), its children `node_kids[kids0..]`.
-    fn push_node(&mut self, op0: usize, off0: usize, phase0: usize, kids0: usize) {
+    fn push_node(&mut self, op0: usize, off0: usize, phase0: usize, kids0: usize, (buf0, chain): (usize, usize)) {
         let kids = (kids0, self.node_kids.len());
         let first = self.node_kids[kids.0..kids.1].first().map(|&k| self.nodes[k]);
         let (start, off, phase) = first.map_or((op0, off0, phase0), |k| (k.start, k.off, k.phase));
         let own: f64 = self.ops[op0..].iter().map(|op| fork::cost(op, &self.bufs)).sum();
         let below: f64 = self.node_kids[kids.0..kids.1].iter().map(|&k| self.nodes[k].cost).sum();
-        let node =
-            fork::Node { start, own: op0, end: self.ops.len(), off, phase, kids, cost: own + below, fork: false };
+        let bufs = (buf0, self.bufs.len());
+        let node = fork::Node {
+            start,
+            own: op0,
+            end: self.ops.len(),
+            off,
+            phase,
+            kids,
+            cost: own + below,
+            fork: false,
+            bufs,
+            chain,
+        };
         self.nodes.push(node);
         let n = self.nodes.len() - 1;
         self.nodes[n].fork = fork::Tree { nodes: &self.nodes, kids: &self.node_kids }.forks(n);
+    }
+
+    /// Buffer offsets again, subtree by subtree, with a split sum's left partial sums right
+    /// after its left factors' subtrees: each side of the split is then one contiguous part
+    /// ([`fork`]), and every operation still reads only buffers before its output.
+    fn layout(&mut self) {
+        let mut next = 0;
+        self.place(self.nodes.len() - 1, &mut next);
+    }
+
+    fn place(&mut self, n: usize, next: &mut usize) {
+        let node = self.nodes[n];
+        let first = *next;
+        let count = node.kids.1 - node.kids.0;
+        let m = if node.chain > 0 { node.chain } else { count };
+        // A split sum's left side: its first partial sum and `m - 1` convolutions.
+        let left_bufs = node.bufs.0 + if node.chain > 0 { m } else { 0 };
+        for j in 0..count {
+            if j == m {
+                self.assign(node.bufs.0..left_bufs, next);
+            }
+            self.place(self.node_kids[node.kids.0 + j], next);
+        }
+        if m == count {
+            self.assign(node.bufs.0..left_bufs, next);
+        }
+        self.assign(left_bufs..node.bufs.1, next);
+        self.nodes[n].off = first;
+    }
+
+    fn assign(&mut self, bufs: std::ops::Range<usize>, next: &mut usize) {
+        for buf in &mut self.bufs[bufs] {
+            buf.off = *next;
+            *next += buf.len();
+        }
     }
 
     fn alloc(&mut self, total: &mut usize, lo: i64, hi: i64) -> usize {
@@ -346,6 +418,12 @@ impl Scratch {
     /// it only when the pool would otherwise idle (fewer large graphs than threads).
     pub(super) fn set_forking(&mut self, on: bool) {
         self.forking = on;
+    }
+
+    /// How many sums the last plan split in two ([`fork::Node::chain`]).
+    #[cfg(test)]
+    pub(super) fn split_sums(&self) -> usize {
+        self.nodes.iter().filter(|n| n.chain > 0).count()
     }
 
     /// Whether this evaluation splits its subtrees over threads: when allowed, and only from
