@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use derm_core::generate::instance::{Instance, Spec};
+use derm_core::generate::instance::{self, Instance, Spec};
 use derm_core::optimize::eval::{self, Kind};
 use derm_core::optimize::{self, Input, Policy, Problem, Start, awake, integer, kkt};
 
@@ -24,16 +24,8 @@ fn problem(inst: &Instance, load: f64) -> Problem {
     Problem::new(&input).unwrap_or_else(|e| panic!("{e}"))
 }
 
-pub fn cases() -> Vec<(&'static str, Spec, f64)> {
-    vec![
-        ("50svc_5graphs", Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0),
-        ("400svc_1graph", Spec { services: 400, graphs: 1, graph_size: (400, 400), parallel: 0.3, seed: 2 }, 1_000.0),
-        (
-            "2500svc_40graphs",
-            Spec { services: 2_500, graphs: 40, graph_size: (20, 400), parallel: 0.3, seed: 3 },
-            20_000.0,
-        ),
-    ]
+fn cases() -> [(&'static str, Spec, f64); 3] {
+    instance::benchmarks()
 }
 
 fn bench(c: &mut Criterion) {

@@ -31,14 +31,25 @@ pub struct Args {
     #[arg(long)]
     level_s: Option<u32>,
     /// Output file.
-    #[arg(long, short = 'o')]
-    out: PathBuf,
+    #[arg(long, short = 'o', required_unless_present = "instance")]
+    out: Option<PathBuf>,
+    /// Instead of traces: one of the optimizer benchmark's instances (profiles.json and
+    /// graphs.json into `--out-dir`, for `derm solve`).
+    #[arg(long, value_parser = ["50svc_5graphs", "400svc_1graph", "2500svc_40graphs"], requires = "out_dir", conflicts_with = "out")]
+    instance: Option<String>,
+    /// Output directory of `--instance`.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
     /// Also write the true parameters as JSON here.
     #[arg(long)]
     truth: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if let (Some(name), Some(dir)) = (&args.instance, &args.out_dir) {
+        return instance(name, dir);
+    }
+    let out = args.out.as_ref().context("--out is required")?;
     if !(args.load_scale.is_finite() && args.load_scale > 0.0) {
         anyhow::bail!("--load-scale must be > 0, got {}", args.load_scale);
     }
@@ -64,7 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // The default origin is a multiple of 60 s, so windows never straddle two load levels.
     let traces = scenario.traces(args.origin_s);
-    let file = std::fs::File::create(&args.out).with_context(|| format!("{}: cannot create", args.out.display()))?;
+    let file = std::fs::File::create(out).with_context(|| format!("{}: cannot create", out.display()))?;
     let mut w = std::io::BufWriter::new(file);
     match args.format.as_str() {
         "otlp" => trace::otlp::write_json(&mut w, &traces)?,
@@ -90,6 +101,53 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         super::write_json(path, &serde_json::json!({ "services": services }))?;
     }
     let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
-    eprintln!("wrote {} traces, {spans} spans to {}", traces.len(), args.out.display());
+    eprintln!("wrote {} traces, {spans} spans to {}", traces.len(), out.display());
     Ok(())
+}
+
+/// Writes a benchmark instance and prints the `derm solve` command that solves it as the
+/// benchmark does.
+fn instance(name: &str, dir: &std::path::Path) -> anyhow::Result<()> {
+    let (_, spec, load) = crate::generate::instance::benchmarks()
+        .into_iter()
+        .find(|(n, _, _)| *n == name)
+        .with_context(|| format!("--instance: unknown instance {name}"))?;
+    let inst = spec.generate();
+    std::fs::create_dir_all(dir).with_context(|| format!("--out-dir {}: cannot create", dir.display()))?;
+    let (profiles, graphs) = (dir.join("profiles.json"), dir.join("graphs.json"));
+    super::write_json(&profiles, &inst.profiles)?;
+    super::write_json(&graphs, &crate::graph::catalog::Graphs { graphs: inst.graphs })?;
+    println!(
+        "derm solve --profiles {} --graphs {} --load-rps {load} --sla-ms {} -o {}",
+        profiles.display(),
+        graphs.display(),
+        inst.sla_ms,
+        dir.join("plan.json").display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::generate::instance::benchmarks;
+    use crate::graph::catalog::Graphs;
+    use crate::profile::Profiles;
+
+    /// `derm solve` on the files must solve the benchmark's own instance: every float read
+    /// back bit for bit (the 2,500-service solve takes another path for an ulp's difference).
+    #[test]
+    fn benchmark_instances_round_trip_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, spec, _) in benchmarks().into_iter().take(2) {
+            let out = dir.path().join(name);
+            super::instance(name, &out).expect("writes");
+            let inst = spec.generate();
+            let profiles: Profiles = crate::cli::read_json(&out.join("profiles.json")).expect("profiles.json");
+            let graphs: Graphs = crate::cli::read_json(&out.join("graphs.json")).expect("graphs.json");
+            assert_eq!(profiles, inst.profiles, "{name}: profiles");
+            assert_eq!(graphs.graphs, inst.graphs, "{name}: graphs");
+        }
+        let err = super::instance("9svc", dir.path()).expect_err("unknown instance");
+        assert!(err.to_string().contains("--instance"), "{err}");
+    }
 }

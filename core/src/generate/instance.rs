@@ -31,6 +31,20 @@ pub struct Instance {
     pub sla_ms: f64,
 }
 
+/// The optimizer benchmark's instances (`cargo bench --bench optimize`, `derm generate
+/// --instance`): name, shape and total load (requests/s).
+pub fn benchmarks() -> [(&'static str, Spec, f64); 3] {
+    [
+        ("50svc_5graphs", Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0),
+        ("400svc_1graph", Spec { services: 400, graphs: 1, graph_size: (400, 400), parallel: 0.3, seed: 2 }, 1_000.0),
+        (
+            "2500svc_40graphs",
+            Spec { services: 2_500, graphs: 40, graph_size: (20, 400), parallel: 0.3, seed: 3 },
+            20_000.0,
+        ),
+    ]
+}
+
 /// A random profile: l0 0.2-3 ms, zero-load mean 0.5-5 ms, capacity 50-500 req/s.
 pub fn profile(rng: &mut impl Rng) -> Profile {
     let b = 1.0 / rng.random_range(0.5..5.0);
