@@ -22,6 +22,7 @@ ROOT="$(cd "$HACK_DIR/.." && pwd)"
 e2e_begin check-chart 90
 CHART="$ROOT/deploy/helm/derm"
 NS=derm-chart-check
+namespaces_gone "$NS"
 HELM="${DERM_HELM:-$("$HACK_DIR/build-helm.sh" | tail -n 1)}"
 export DERM_HELM="$HELM"
 

@@ -27,6 +27,7 @@ ROOT="$(cd "$HACK_DIR/.." && pwd)"
 . "$HACK_DIR/lib.sh"
 e2e_begin e2e-auth 90
 NS=derm-e2e-auth
+namespaces_gone "$NS"
 SVC=derm-adapter
 APISERVICE=v1beta1.external.metrics.k8s.io
 

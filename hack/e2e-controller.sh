@@ -20,6 +20,7 @@ ROOT="$(cd "$HACK_DIR/.." && pwd)"
 . "$HACK_DIR/lib.sh"
 e2e_begin e2e-controller 120
 NS=derm-e2e-controller
+namespaces_gone "$NS"
 APISERVICE=v1beta1.external.metrics.k8s.io
 (cd "$ROOT" && cargo build --release -p derm-adapter -p derm-core --bin derm-adapter --bin derm) >"$WORK/build.log" 2>&1 ||
   { tail -n 30 "$WORK/build.log" >&2; exit 1; }

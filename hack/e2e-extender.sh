@@ -25,6 +25,7 @@ ROOT="$(cd "$HACK_DIR/.." && pwd)"
 . "$HACK_DIR/lib.sh"
 e2e_begin e2e-extender 90
 NS=derm-e2e-extender
+namespaces_gone "$NS"
 
 # --- the binary -------------------------------------------------------------------------------
 build_bin derm-extender DERM_EXTENDER_BIN "$WORK"

@@ -28,6 +28,7 @@ ROOT="$(cd "$HACK_DIR/.." && pwd)"
 e2e_begin e2e-manifests 90
 NS=derm-system
 APP_NS=train-ticket
+namespaces_gone "$NS" "$APP_NS"
 
 # --- binaries ---------------------------------------------------------------------------------
 t0=$SECONDS

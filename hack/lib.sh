@@ -16,6 +16,16 @@ e2e_begin() {
   mkdir -p "$WORK"
 }
 
+# namespaces_gone NAMESPACE...: waits while a previous run's namespace is still being deleted
+# (each script's cleanup deletes its namespace without waiting, and a terminating namespace
+# refuses new objects: a rerun within seconds would fail for that alone).
+namespaces_gone() {
+  local ns
+  for ns in "$@"; do
+    "$K" wait --for=delete "namespace/$ns" --timeout="${TIMEOUT}s" >/dev/null 2>&1 || true
+  done
+}
+
 pass=0 fail=0
 ok() { echo "PASS $*"; pass=$((pass + 1)); }
 ko() { echo "FAIL $*"; fail=$((fail + 1)); }

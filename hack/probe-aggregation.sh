@@ -18,6 +18,7 @@ TIMEOUT="${DERM_PROBE_TIMEOUT:-90}"
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 NS=derm-agg-probe
+namespaces_gone "$NS" "$DERM_ADAPTER_NAMESPACE"
 WORK="$RUN/probe-aggregation"
 mkdir -p "$WORK"
 
