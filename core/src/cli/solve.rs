@@ -96,10 +96,7 @@ fn repeat_summary(first_ms: f64, times: &mut [f64]) -> String {
     let (min, max) = (times[0], times[times.len() - 1]);
     let mid = times.len() / 2;
     let median = if times.len() % 2 == 1 { times[mid] } else { 0.5 * (times[mid - 1] + times[mid]) };
-    format!(
-        "solve_ms: first {first_ms:.2}; {} more: min {min:.2}, median {median:.2}, max {max:.2}",
-        times.len()
-    )
+    format!("solve_ms: first {first_ms:.2}; {} more: min {min:.2}, median {median:.2}, max {max:.2}", times.len())
 }
 
 /// Human tables: services, graphs, and the saving against `uniform`.
