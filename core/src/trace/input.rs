@@ -114,10 +114,9 @@ mod tests {
         vec![Trace { id: "0000000000000abc".into(), spans: vec![span(1, None, "a"), span(2, Some(1), "b")] }]
     }
 
-    fn temp(name: &str, bytes: &[u8]) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("derm-input-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join(name);
+    /// A file in `dir` (removed with it when the test ends).
+    fn temp(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = dir.path().join(name);
         std::fs::write(&path, bytes).expect("write temp file");
         path
     }
@@ -137,6 +136,7 @@ mod tests {
 
     #[test]
     fn detects_every_format_plain_and_gzipped() {
+        let dir = tempfile::tempdir().expect("temp dir");
         let traces = traces();
         let mut jaeger = Vec::new();
         jaeger::write(&mut jaeger, &traces).expect("write");
@@ -155,7 +155,7 @@ mod tests {
         for (name, bytes, format) in cases {
             assert_eq!(detect(&bytes), Some(format), "{name}");
             for (file, content) in [(name.to_owned(), bytes.clone()), (format!("{name}.gz"), gzip(&bytes))] {
-                let (result, out, skips) = read(&temp(&file, &content), None);
+                let (result, out, skips) = read(&temp(&dir, &file, &content), None);
                 assert!(result.is_ok(), "{file}: {result:?}");
                 assert_eq!(skips.total(), 0, "{file}: {skips:?}");
                 if format == Format::Alibaba {
@@ -180,19 +180,20 @@ mod tests {
 
     #[test]
     fn errors_name_the_file() {
+        let dir = tempfile::tempdir().expect("temp dir");
         let missing = Path::new("/nonexistent/derm/traces.json");
         match read(missing, None).0 {
             Err(Error::Io { path, .. }) => assert_eq!(path, missing),
             other => panic!("{other:?}"),
         }
-        let path = temp("unknown.txt", b"just some text\n");
+        let path = temp(&dir, "unknown.txt", b"just some text\n");
         match read(&path, None).0 {
             Err(e @ Error::UnknownFormat { .. }) => assert!(e.to_string().contains("unknown.txt")),
             other => panic!("{other:?}"),
         }
-        let path = temp("empty.json", b"");
+        let path = temp(&dir, "empty.json", b"");
         assert!(matches!(read(&path, None).0, Err(Error::UnknownFormat { .. })));
-        let path = temp("bad.json", b"not json");
+        let path = temp(&dir, "bad.json", b"not json");
         match read(&path, Some(Format::Jaeger)).0 {
             Err(Error::Format { path: p, line: 1, .. }) => assert_eq!(p, path),
             other => panic!("{other:?}"),
@@ -201,11 +202,12 @@ mod tests {
 
     #[test]
     fn a_cut_gzip_stream_counts_as_truncated() {
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut jaeger = Vec::new();
         let many: Vec<Trace> = (1..=50u64).map(|i| Trace { id: format!("{i:x}"), ..traces().swap_remove(0) }).collect();
         jaeger::write(&mut jaeger, &many).expect("write");
         let gz = gzip(&jaeger);
-        let path = temp("cut.json.gz", &gz[..gz.len() / 2]);
+        let path = temp(&dir, "cut.json.gz", &gz[..gz.len() / 2]);
         let (result, out, skips) = read(&path, None);
         assert!(result.is_ok(), "{result:?}");
         assert!(!out.is_empty() && out.len() < 50, "{}", out.len());
