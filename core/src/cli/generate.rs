@@ -35,7 +35,12 @@ pub struct Args {
     out: Option<PathBuf>,
     /// Instead of traces: one of the optimizer benchmark's instances (profiles.json and
     /// graphs.json into `--out-dir`, for `derm solve`).
-    #[arg(long, value_parser = ["50svc_5graphs", "400svc_1graph", "2500svc_40graphs"], requires = "out_dir", conflicts_with = "out")]
+    #[arg(
+        long,
+        value_parser = clap::builder::PossibleValuesParser::new(crate::generate::instance::benchmarks().map(|b| b.0)),
+        requires = "out_dir",
+        conflicts_with = "out"
+    )]
     instance: Option<String>,
     /// Output directory of `--instance`.
     #[arg(long)]

@@ -30,7 +30,7 @@ pub struct Window {
 }
 
 impl Window {
-    pub fn holds(self, g: f64) -> bool {
+    fn holds(self, g: f64) -> bool {
         g >= self.target && g - self.target < self.tol
     }
     /// Distance from the aim in log-odds (negative below it).
