@@ -43,6 +43,11 @@ pub struct Args {
     /// Windows over which the recent prediction error is reported.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     recent: u64,
+    /// With --evaluate: truth.json files (`derm simulate --windows-only` writes one next to
+    /// its windows.json), one per --windows file in the same order; adds a `truth` row, the
+    /// mixes the windows were drawn from scored as a prediction (the sampling-noise ceiling).
+    #[arg(long, num_args = 1.., requires = "evaluate")]
+    truth: Vec<PathBuf>,
     /// Print the evaluation as JSON.
     #[arg(long)]
     json: bool,
@@ -136,6 +141,30 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
             names.push(m);
         }
     }
+    let mut noise_ceiling = None;
+    if !args.truth.is_empty() {
+        if args.truth.len() != series.len() {
+            anyhow::bail!(
+                "--truth: {} files for {} --windows files (one per windows file, in the same order)",
+                args.truth.len(),
+                series.len()
+            );
+        }
+        let truth = read_windows(&args.truth)?;
+        let ahead = args.lstm.horizon as usize;
+        let mut next = truth.iter();
+        let mut make = || -> Result<Box<dyn Predictor>, Error> {
+            let t = next.next().map(Vec::as_slice).unwrap_or_default();
+            Ok(Box::new(evaluate::Known::new(t, ahead)))
+        };
+        rows.push(evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv, ahead)?);
+        let ceiling = evaluate::noise_ceiling(series, &truth, args.train_fraction)?;
+        notes.push(format!(
+            "sampling noise: no predictor's expected accuracy on these windows exceeds {:.2}% (binomial counts around the truth)",
+            100.0 * ceiling
+        ));
+        noise_ceiling = Some(ceiling);
+    }
     for name in names {
         let row = match name {
             "lstm" | "lstm-noattn" => match lstm_row(args, series, name == "lstm")? {
@@ -179,6 +208,7 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
             "train_fraction": args.train_fraction,
             "changed_tv": args.changed_tv,
             "notes": notes,
+            "noise_ceiling": noise_ceiling,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {

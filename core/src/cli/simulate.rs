@@ -70,7 +70,8 @@ pub struct Args {
     trace_format: String,
     /// Only write OUT_DIR/windows.json: this many windows of --interval-s sampled from the
     /// scenario's ground truth (load, graph and argument mix; no event simulation, no
-    /// policies), e.g. to train and evaluate the graph-mix predictor.
+    /// policies), e.g. to train and evaluate the graph-mix predictor; and OUT_DIR/truth.json,
+    /// the true mixes they were drawn from (`derm predict --evaluate --truth`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     windows_only: Option<u64>,
     /// Skip the plots.
@@ -157,7 +158,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             crate::sim::windows::sample(&scenario, &pattern, n as usize, config.interval_s, sampling, config.seed)?;
         let path = args.out_dir.join("windows.json");
         super::write_json(&path, &crate::pipeline::WindowsFile { windows })?;
-        eprintln!("wrote {n} windows of {} s to {}", config.interval_s, path.display());
+        let truth = crate::sim::windows::truth(&scenario, &pattern, n as usize, config.interval_s)?;
+        let truth_path = args.out_dir.join("truth.json");
+        super::write_json(&truth_path, &crate::pipeline::WindowsFile { windows: truth })?;
+        eprintln!(
+            "wrote {n} windows of {} s to {} and the mixes they were drawn from to {}",
+            config.interval_s,
+            path.display(),
+            truth_path.display()
+        );
         return Ok(());
     }
 

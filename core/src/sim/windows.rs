@@ -89,6 +89,40 @@ pub fn sample(
     Ok(out)
 }
 
+/// The distributions [`sample`] draws its windows from: for each of the same `count` windows,
+/// the scenario's true graph mix averaged over the window by load ([`super::App::mean_mix`],
+/// per second as [`sample`] draws), and the true mean load. Argument mixes, counts and
+/// per-service fields stay empty. Scoring these as a prediction of the sampled windows
+/// measures the sampling noise that no predictor can remove (`derm predict --truth`).
+pub fn truth(scenario: &Scenario, pattern: &Pattern, count: usize, window_s: u32) -> Result<Vec<Window>, Error> {
+    if window_s == 0 {
+        return Err(Error::Invalid { field: "--interval-s".into(), value: "0".into(), expected: "at least 1" });
+    }
+    pattern.validate()?;
+    let app = &scenario.app;
+    let out = (0..count).map(|k| {
+        let (from, to) = (k as f64 * f64::from(window_s), (k + 1) as f64 * f64::from(window_s));
+        let mut graph_mix: BTreeMap<String, f64> = BTreeMap::new();
+        for (id, share) in app.ids.iter().zip(app.mean_mix(pattern, from, to)) {
+            if share > 0.0 {
+                *graph_mix.entry(id.clone()).or_insert(0.0) += share;
+            }
+        }
+        let load = (0..window_s).map(|s| pattern.rps(from + f64::from(s) + 0.5)).sum::<f64>() / f64::from(window_s);
+        Window {
+            start_s: from as i64,
+            duration_s: window_s,
+            load_rps: load,
+            requests: 0,
+            graph_mix,
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: BTreeMap::new(),
+        }
+    });
+    Ok(out.collect())
+}
+
 /// An index drawn with probability `weights[i] / total`.
 fn pick(weights: &[f64], total: f64, rng: &mut impl Rng) -> usize {
     let mut u = rng.random::<f64>() * total;
@@ -132,6 +166,25 @@ mod tests {
         }
         let same = sample(&scenario, &pattern, 40, 30, 1.0, 7).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ws, same, "seeded");
+    }
+
+    #[test]
+    fn truth_is_what_the_windows_are_drawn_from() {
+        let scenario = Scenario::named("trainticket").unwrap_or_else(|e| panic!("{e}"));
+        let pattern = scenario.pattern.clone();
+        let truth = super::truth(&scenario, &pattern, 4, 30).unwrap_or_else(|e| panic!("{e}"));
+        // Traced in full over a long window the sample converges on the truth.
+        let long = sample(&scenario, &pattern, 1, 600, 1.0, 3).unwrap_or_else(|e| panic!("{e}"));
+        let long_truth = super::truth(&scenario, &pattern, 1, 600).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((truth.len(), truth[3].start_s), (4, 90));
+        for w in &truth {
+            assert!((w.graph_mix.values().sum::<f64>() - 1.0).abs() < 1e-9);
+            assert!((w.load_rps - pattern.rps(w.start_s as f64 + 15.0)).abs() < 0.05 * w.load_rps);
+        }
+        let tv = crate::predict::metrics::tv(&long[0].graph_mix, &long_truth[0].graph_mix);
+        // About 100,000 requests over 20 graphs: a multinomial's TV is near 0.01.
+        assert!(tv < 0.02, "TV {tv}");
+        assert!(super::truth(&scenario, &pattern, 1, 0).unwrap_err().to_string().contains("--interval-s"));
     }
 
     #[test]
