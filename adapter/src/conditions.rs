@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
-use crate::online::{PredictorReport, Readiness, Tick};
+use crate::online::{CONFIRM, PredictorReport, Readiness, Tick};
 
 /// A condition object (`status` True or False).
 pub fn condition(kind: &str, ok: bool, reason: &str, message: &str, now: &Time) -> Value {
@@ -40,13 +40,17 @@ pub fn predictor(p: &PredictorReport) -> Value {
 }
 
 /// ProfilesReady: every configured service has a latency profile (fitted, or the
-/// conservative fallback line, which the message names).
+/// conservative fallback line, which the message names; refits held back are named too).
 pub fn profiles(r: &Readiness) -> Value {
     let total = r.profiled + r.unprofiled.len();
     if r.unprofiled.is_empty() {
         let mut message = format!("{total} of {total} services profiled");
         if !r.fallback.is_empty() {
             message += &format!("; conservative fallback line for: {}", r.fallback.join(", "));
+        }
+        if !r.held.is_empty() {
+            let held: Vec<String> = r.held.iter().map(|(s, n)| format!("{s} ({n} of {CONFIRM})")).collect();
+            message += &format!("; refit far from the profile in use, held until confirmed: {}", held.join(", "));
         }
         return condition("ProfilesReady", true, "Fitted", &message, &now());
     }
@@ -122,6 +126,7 @@ mod tests {
         Readiness {
             unprofiled: unprofiled.iter().map(|s| (*s).to_owned()).collect(),
             fallback: vec!["frontend".to_owned()],
+            held: Vec::new(),
             profiled: 5,
             infeasible: infeasible.map(str::to_owned),
         }
@@ -144,6 +149,8 @@ mod tests {
         let fitted = profiles(&readiness(&[], None));
         assert_eq!((fitted["status"].as_str(), fitted["reason"].as_str()), (Some("True"), Some("Fitted")));
         assert_eq!(fitted["message"], "5 of 5 services profiled; conservative fallback line for: frontend");
+        let held = profiles(&Readiness { held: vec![("seat".to_owned(), 1)], ..readiness(&[], None) });
+        assert!(held["message"].as_str().is_some_and(|m| m.ends_with("held until confirmed: seat (1 of 3)")), "{held}");
         let learning = profiles(&readiness(&["seat", "price"], None));
         assert_eq!((learning["status"].as_str(), learning["reason"].as_str()), (Some("False"), Some("Learning")));
         assert!(learning["message"].as_str().is_some_and(|m| m.starts_with("5 of 7") && m.ends_with("seat, price")));

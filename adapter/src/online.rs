@@ -2,7 +2,8 @@
 //!
 //! [`OnlineApp::add`] takes decoded traces as they arrive; [`OnlineApp::tick`], once per
 //! interval, turns the traces of the interval into one window ([`derm_core::pipeline::Ingest`]),
-//! keeps the exclusive-latency samples, refits the profiles on a schedule, predicts the next
+//! keeps the exclusive-latency samples, refits the profiles on a schedule (a refit that jumps
+//! far from the profile in use waits for confirmation: [`refit`]), predicts the next
 //! mix (Holt's trend forecast over the recent windows, or a trained model hedged against it:
 //! [`hedge`]), solves for the fewest replicas ([`derm_core::optimize`]) and clamps the plan to
 //! each service's min/max.
@@ -21,6 +22,7 @@
 //! the backlog term (this loop has no queue-length signal; traces carry none).
 
 mod hedge;
+mod refit;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -39,6 +41,7 @@ use derm_core::trace::Trace;
 use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
 
 pub use hedge::{Choice, Hedge, LAG};
+pub use refit::{CONFIRM, Refits};
 
 /// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
 pub const LOAD_HEADROOM: f64 = 0.10;
@@ -107,6 +110,7 @@ pub struct OnlineApp {
     catalog: BTreeMap<String, Node>,
     profiles: Profiles,
     since_refit: u32,
+    refits: Refits,
     ticks: u64,
     hedge: Hedge,
     /// Why the last solve found no plan (`None`: the last solve succeeded, or none ran yet).
@@ -121,6 +125,9 @@ pub struct Readiness {
     /// Services whose profile is the documented conservative fallback line (too few load
     /// levels, or latency not rising with load): usable, but not a fit.
     pub fallback: Vec<String>,
+    /// Services whose newest refits jumped far from the profile in use and are held back
+    /// until [`CONFIRM`] in a row do: (service, jumps so far).
+    pub held: Vec<(String, u32)>,
     /// Services with a profile (fitted or fallback).
     pub profiled: usize,
     /// Why the last solve found no plan; `None` when it found one (or none ran yet).
@@ -139,6 +146,7 @@ impl OnlineApp {
             catalog: BTreeMap::new(),
             profiles: Profiles::default(),
             since_refit: 0,
+            refits: Refits::default(),
             ticks: 0,
             hedge: Hedge::new(None),
             infeasible: None,
@@ -159,6 +167,7 @@ impl OnlineApp {
             profiled: self.spec.services.len() - unprofiled.len(),
             unprofiled,
             fallback,
+            held: self.refits.held().map(|(s, n)| (s.to_owned(), n)).collect(),
             infeasible: self.infeasible.clone(),
         }
     }
@@ -232,15 +241,10 @@ impl OnlineApp {
             for e in errors {
                 tracing::debug!(error = %e, "profile fit");
             }
-            // Keep services the refit could not fit: a failed refit is no reason to forget,
-            // and a fallback line (too few load levels yet, e.g. after a restart) does not
-            // replace a fitted profile.
-            for (svc, p) in profiles.services {
-                let keep_old = p.fallback && self.profiles.services.get(&svc).is_some_and(|old| !old.fallback);
-                if !keep_old {
-                    self.profiles.services.insert(svc, p);
-                }
-            }
+            // Services the refit could not fit keep their profile (a failed refit is no reason
+            // to forget); a fallback line (too few load levels yet, e.g. after a restart) does
+            // not replace a fitted profile, nor does a jump until it is confirmed ([`refit`]).
+            self.refits.merge(&mut self.profiles, profiles);
             self.since_refit = 0;
         }
         let choice = match self.hedge.predict(&self.windows, RECENT) {

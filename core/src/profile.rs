@@ -85,6 +85,24 @@ pub struct Profile {
 }
 
 impl Profile {
+    /// A profile given by its line alone (no fit details: samples, levels and R^2 unset),
+    /// trusted up to `w_max_rps`: generated instances and tests.
+    pub fn line(l0_ms: f64, a: f64, b: f64, w_max_rps: f64) -> Self {
+        Profile {
+            l0_ms,
+            a,
+            b,
+            samples: 0,
+            levels: 0,
+            r2: 1.0,
+            w_min_rps: 0.0,
+            w_max_rps,
+            flags: Vec::new(),
+            fallback: false,
+            fit: Vec::new(),
+        }
+    }
+
     /// Rate at per-container load `w` (may be <= 0: overloaded).
     pub fn rate(&self, w_rps: f64) -> f64 {
         self.a * w_rps + self.b
@@ -99,6 +117,28 @@ impl Profile {
     pub fn capacity_rps(&self) -> f64 {
         if self.a < 0.0 { -self.b / self.a } else { f64::INFINITY }
     }
+}
+
+/// A refit of a service may replace its profile `base` when its capacity `-b/a` and its rate
+/// at `base`'s highest profiled load stay within this factor of `base`'s (either way).
+pub const REFIT_FACTOR: f64 = 1.5;
+
+/// Whether a refit `new` may replace `base` without more evidence: not the fallback line,
+/// capacity and rate at `base.w_max_rps` within [`REFIT_FACTOR`], shift within 2x + 1 ms.
+///
+/// The capacity alone lets a refit on overload windows flatten the line (`b` and `|a|` both
+/// falling, `-b/a` kept): 3-6x slower at the loads actually planned for (the simulator's
+/// `trainticket` seat and config services after the degraded-mode exit). Hence the rate too.
+pub fn plausible_refit(base: &Profile, new: &Profile) -> bool {
+    let (c0, c1) = (base.capacity_rps(), new.capacity_rps());
+    let within = |x: f64, x0: f64| x <= x0 * REFIT_FACTOR && x >= x0 / REFIT_FACTOR;
+    let (r0, r1) = (base.rate(base.w_max_rps), new.rate(base.w_max_rps));
+    !new.fallback
+        && c1.is_finite()
+        && c1 > 0.0
+        && (!c0.is_finite() || within(c1, c0))
+        && (!(r0 > 0.0 && r0.is_finite()) || within(r1, r0))
+        && new.l0_ms <= 2.0 * base.l0_ms + 1.0
 }
 
 /// `profiles.json`.
@@ -325,5 +365,17 @@ mod tests {
     fn empty_service_is_an_error() {
         let err = fit_service("svc", &[], &Config::default()).unwrap_err();
         assert!(err.to_string().contains("svc"));
+    }
+
+    #[test]
+    fn a_refit_that_flattens_the_line_is_not_plausible() {
+        // `trainticket`'s config service: profiled, then refitted on overload windows.
+        let line = |a, b| Profile::line(0.3, a, b, 34.1);
+        let (base, flat) = (line(-0.00091, 0.0480), line(-0.00026, 0.0098));
+        assert!(flat.capacity_rps() > base.capacity_rps() / REFIT_FACTOR, "the capacity alone passes");
+        assert!(!plausible_refit(&base, &flat), "6x slower at 34 calls/s");
+        assert!(plausible_refit(&base, &line(-0.00083, 0.0452)), "a refit that moved a little");
+        assert!(!plausible_refit(&base, &Profile { fallback: true, ..line(-0.00091, 0.0480) }));
+        assert!(!plausible_refit(&base, &Profile { l0_ms: 2.0, ..line(-0.00091, 0.0480) }), "shift over 2x + 1 ms");
     }
 }

@@ -49,19 +49,7 @@ pub fn benchmarks() -> [(&'static str, Spec, f64); 3] {
 pub fn profile(rng: &mut impl Rng) -> Profile {
     let b = 1.0 / rng.random_range(0.5..5.0);
     let cap = rng.random_range(50.0..500.0);
-    Profile {
-        l0_ms: rng.random_range(0.2..3.0),
-        a: -b / cap,
-        b,
-        samples: 0,
-        levels: 0,
-        r2: 1.0,
-        w_min_rps: 0.0,
-        w_max_rps: cap,
-        flags: Vec::new(),
-        fallback: false,
-        fit: Vec::new(),
-    }
+    Profile::line(rng.random_range(0.2..3.0), -b / cap, b, cap)
 }
 
 /// A random series-parallel tree of `size` calls over `services` (the root is `services[0]`).

@@ -40,7 +40,7 @@
 //! `trainticket`: their queues diverged even with the true mix and load. The region comes
 //! from the profiling phase only (see `Derm::trusted_load`).
 //!
-//! Online refits are sanity-checked against the profiling phase ([`REFIT_CAPACITY_FACTOR`]):
+//! Online refits are sanity-checked against the profiling phase ([`profile::plausible_refit`]):
 //! windows of an overload episode (queues growing within the window, latencies of minutes)
 //! are not the stationary queue the model describes, and refits on them drifted until the
 //! optimizer found the target unreachable and the trust-region floors asked for thousands of
@@ -98,11 +98,6 @@ pub use crate::optimize::trust::TRUST_REGION;
 /// rescaled).
 pub const REPLICA_CEILING: u32 = 8;
 
-/// An online refit of a service is accepted when its capacity `-b/a` and its rate at the
-/// highest load profiled stay within this factor of the profiling phase's (either way), its
-/// shift within 2x + 1 ms, and it is not the fallback line.
-pub const REFIT_CAPACITY_FACTOR: f64 = 1.5;
-
 /// Scale a plan's whole replicas to a new load, keeping each service's per-container load
 /// of the *integer* plan: `n' = ceil(n * load / plan load)`, at least 1.
 ///
@@ -121,23 +116,6 @@ fn rescale(plan: &Plan, load_rps: f64) -> Plan {
     }
     out.total_replicas = out.services.values().map(|s| u64::from(s.replicas)).sum();
     out
-}
-
-/// Whether an online refit may replace `base` (see [`REFIT_CAPACITY_FACTOR`]).
-fn plausible(base: &crate::profile::Profile, new: &crate::profile::Profile) -> bool {
-    let (c0, c1) = (base.capacity_rps(), new.capacity_rps());
-    let within = |x: f64, x0: f64| x <= x0 * REFIT_CAPACITY_FACTOR && x >= x0 / REFIT_CAPACITY_FACTOR;
-    // The capacity alone lets a refit on overload windows flatten the line (b and |a| both
-    // falling, `-b/a` kept): 3-6x slower at the loads actually planned for (seen for
-    // `trainticket`'s seat and config services after the degraded-mode exit). So the rate
-    // at the highest load profiled must stay within the same factor too.
-    let (r0, r1) = (base.rate(base.w_max_rps), new.rate(base.w_max_rps));
-    !new.fallback
-        && c1.is_finite()
-        && c1 > 0.0
-        && (!c0.is_finite() || within(c1, c0))
-        && (!(r0 > 0.0 && r0.is_finite()) || within(r1, r0))
-        && new.l0_ms <= 2.0 * base.l0_ms + 1.0
 }
 
 /// Online windows the predictor looks at.
@@ -263,7 +241,7 @@ impl Derm {
             for (k, v) in profiles.services {
                 let accept = match self.baseline.services.get(&k) {
                     None => !v.fallback,
-                    Some(b) => plausible(b, &v),
+                    Some(b) => profile::plausible_refit(b, &v),
                 };
                 if accept {
                     self.learned.profiles.services.insert(k, v);
@@ -540,33 +518,6 @@ mod tests {
 
     fn mix(m: &[(&str, f64)]) -> BTreeMap<String, f64> {
         m.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect()
-    }
-
-    fn line(a: f64, b: f64) -> crate::profile::Profile {
-        crate::profile::Profile {
-            l0_ms: 0.3,
-            a,
-            b,
-            samples: 1000,
-            levels: 10,
-            r2: 0.9,
-            w_min_rps: 3.0,
-            w_max_rps: 34.1,
-            flags: Vec::new(),
-            fallback: false,
-            fit: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_refit_that_flattens_the_line_is_rejected() {
-        // `trainticket`'s config service: profiled, then refitted on overload windows.
-        let base = line(-0.00091, 0.0480);
-        let flat = line(-0.00026, 0.0098);
-        assert!(flat.capacity_rps() > base.capacity_rps() / REFIT_CAPACITY_FACTOR, "the capacity alone passes");
-        assert!(!plausible(&base, &flat), "6x slower at 34 calls/s");
-        assert!(plausible(&base, &line(-0.00083, 0.0452)), "a refit that moved a little");
-        assert!(!plausible(&base, &crate::profile::Profile { fallback: true, ..line(-0.00091, 0.0480) }));
     }
 
     #[test]

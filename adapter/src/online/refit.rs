@@ -1,0 +1,138 @@
+//! Which refitted profiles replace the ones in use.
+//!
+//! A refit on a few unusual windows can move a service's line far: the simulator saw refits
+//! on the overload windows after a degraded-mode exit flatten a line into one 3-6x slower at
+//! the loads planned for ([`derm_core::profile::plausible_refit`]). The adapter has no
+//! profiling phase to hold refits against, so it holds them against the profile in use: a
+//! refit that jumps beyond the plausible range is held back, and replaces the profile only
+//! when [`CONFIRM`] refits in a row jump too (the service really changed, e.g. a new release).
+//! A transient episode then never moves a profile; a lasting change does, [`CONFIRM`] refits
+//! later.
+
+use std::collections::BTreeMap;
+
+use derm_core::profile::{Profiles, plausible_refit};
+
+/// Refits in a row that must jump away from the profile in use before the newest replaces it.
+pub const CONFIRM: u32 = 3;
+
+/// Services whose last refits jumped, and how many in a row.
+#[derive(Debug, Default, Clone)]
+pub struct Refits {
+    jumps: BTreeMap<String, u32>,
+}
+
+/// What one merge did to the services it was given.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Merged {
+    /// Refits held back: (service, jumps in a row so far).
+    pub held: Vec<(String, u32)>,
+    /// Services whose profile a confirmed jump replaced.
+    pub confirmed: Vec<String>,
+}
+
+impl Refits {
+    /// Merges `fitted` into `current`. A service without a fitted profile in use takes the
+    /// refit; a fallback line never replaces a fitted profile; a plausible refit replaces it;
+    /// a jump is held until it is confirmed.
+    pub fn merge(&mut self, current: &mut Profiles, fitted: Profiles) -> Merged {
+        let mut out = Merged::default();
+        for (svc, p) in fitted.services {
+            let Some(old) = current.services.get(&svc).filter(|old| !old.fallback) else {
+                self.jumps.remove(&svc);
+                current.services.insert(svc, p);
+                continue;
+            };
+            if p.fallback {
+                continue;
+            }
+            if plausible_refit(old, &p) {
+                self.jumps.remove(&svc);
+                current.services.insert(svc, p);
+                continue;
+            }
+            let n = self.jumps.get(&svc).copied().unwrap_or(0) + 1;
+            if n >= CONFIRM {
+                tracing::info!(service = %svc, refits = n, "profile moved beyond the plausible range in {n} refits in a row; taking the newest");
+                self.jumps.remove(&svc);
+                current.services.insert(svc.clone(), p);
+                out.confirmed.push(svc);
+            } else {
+                tracing::warn!(service = %svc, refits = n, "refit far from the profile in use; held until {CONFIRM} in a row");
+                self.jumps.insert(svc.clone(), n);
+                out.held.push((svc, n));
+            }
+        }
+        out
+    }
+
+    /// Services whose newest refit is held back, with the jumps in a row so far.
+    pub fn held(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.jumps.iter().map(|(s, n)| (s.as_str(), *n))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use derm_core::profile::Profile;
+
+    use super::*;
+
+    /// `ts-config-service`'s line in the simulator (see the module docs).
+    fn line(a: f64, b: f64) -> Profile {
+        Profile::line(0.3, a, b, 34.1)
+    }
+
+    fn profiles(p: &[(&str, Profile)]) -> Profiles {
+        Profiles { services: p.iter().map(|(s, p)| ((*s).to_owned(), p.clone())).collect() }
+    }
+
+    #[test]
+    fn a_jump_is_held_until_confirmed() {
+        let (base, flat) = (line(-0.00091, 0.048), line(-0.00026, 0.0098));
+        let mut current = profiles(&[("config", base.clone())]);
+        let mut refits = Refits::default();
+        for n in 1..CONFIRM {
+            let m = refits.merge(&mut current, profiles(&[("config", flat.clone())]));
+            assert_eq!(m.held, vec![("config".to_owned(), n)]);
+            assert_eq!(current.services["config"], base, "held after {n} jumps");
+        }
+        let m = refits.merge(&mut current, profiles(&[("config", flat.clone())]));
+        assert_eq!(m.confirmed, vec!["config".to_owned()]);
+        assert_eq!(current.services["config"], flat);
+        assert_eq!(refits.held().count(), 0);
+    }
+
+    #[test]
+    fn a_plausible_refit_in_between_resets_the_count() {
+        let (base, flat, near) = (line(-0.00091, 0.048), line(-0.00026, 0.0098), line(-0.00083, 0.0452));
+        let mut current = profiles(&[("config", base)]);
+        let mut refits = Refits::default();
+        for _ in 0..CONFIRM - 1 {
+            refits.merge(&mut current, profiles(&[("config", flat.clone())]));
+        }
+        refits.merge(&mut current, profiles(&[("config", near.clone())]));
+        assert_eq!(current.services["config"], near);
+        let m = refits.merge(&mut current, profiles(&[("config", flat)]));
+        assert_eq!(m.held, vec![("config".to_owned(), 1)], "counting starts again");
+        assert_eq!(current.services["config"], near);
+    }
+
+    #[test]
+    fn fallbacks_and_new_services() {
+        let base = line(-0.00091, 0.048);
+        let fallback = Profile { fallback: true, ..line(-0.0001, 0.01) };
+        let mut current = profiles(&[("config", base.clone()), ("seat", fallback.clone())]);
+        let mut refits = Refits::default();
+        // A fallback line never replaces a fit; a fit replaces a fallback however far it is;
+        // a new service takes its first profile.
+        let m = refits.merge(
+            &mut current,
+            profiles(&[("config", fallback.clone()), ("seat", base.clone()), ("new", fallback.clone())]),
+        );
+        assert_eq!(m, Merged::default());
+        assert_eq!(current.services["config"], base);
+        assert_eq!(current.services["seat"], base);
+        assert_eq!(current.services["new"], fallback);
+    }
+}
