@@ -141,11 +141,16 @@ impl Predictor for Known {
     fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error> {
         let last = recent.last().ok_or(Error::EmptyHistory { what: "truth" })?;
         let start = last.start_s + self.ahead as i64 * i64::from(last.duration_s);
-        self.mixes.get(&start).cloned().ok_or_else(|| Error::Invalid {
-            field: "--truth",
-            value: format!("no window starting at {start} s"),
-            expected: "a true mix for every scored window (the truth.json written with the windows)",
-        })
+        self.mixes.get(&start).cloned().ok_or_else(|| no_truth(start))
+    }
+}
+
+/// A scored window without its true mix.
+fn no_truth(start_s: i64) -> Error {
+    Error::Invalid {
+        field: "--truth",
+        value: format!("no window starting at {start_s} s"),
+        expected: "a true mix for every scored window (the truth.json written with the windows)",
     }
 }
 
@@ -161,11 +166,7 @@ pub fn noise_ceiling(series: &[Vec<Window>], truth: &[Vec<Window>], train_fracti
     for (windows, truth) in series.iter().zip(truth) {
         let by_start: BTreeMap<i64, &Window> = truth.iter().map(|w| (w.start_s, w)).collect();
         for w in &windows[split_at(windows.len(), train_fraction)..] {
-            let t = by_start.get(&w.start_s).ok_or_else(|| Error::Invalid {
-                field: "--truth",
-                value: format!("no window starting at {} s", w.start_s),
-                expected: "a true mix for every scored window (the truth.json written with the windows)",
-            })?;
+            let t = by_start.get(&w.start_s).ok_or_else(|| no_truth(w.start_s))?;
             let n = w.requests;
             if n == 0 {
                 continue;
@@ -272,6 +273,8 @@ mod tests {
         // A truth that misses a scored window is an error naming the flag.
         let short = vec![truths[0][..250].to_vec()];
         assert!(noise_ceiling(&series, &short, 0.5).unwrap_err().to_string().contains("--truth"));
+        let mut make = || -> Result<Box<dyn Predictor>, Error> { Ok(Box::new(Known::new(&short[0], 1))) };
+        assert!(evaluate(&mut make, &series, 0.5, 0.1, 1).unwrap_err().to_string().contains("--truth"));
     }
 
     #[test]
