@@ -22,21 +22,11 @@ pub struct Refits {
     jumps: BTreeMap<String, u32>,
 }
 
-/// What one merge did to the services it was given.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct Merged {
-    /// Refits held back: (service, jumps in a row so far).
-    pub held: Vec<(String, u32)>,
-    /// Services whose profile a confirmed jump replaced.
-    pub confirmed: Vec<String>,
-}
-
 impl Refits {
     /// Merges `fitted` into `current`. A service without a fitted profile in use takes the
     /// refit; a fallback line never replaces a fitted profile; a plausible refit replaces it;
     /// a jump is held until it is confirmed.
-    pub fn merge(&mut self, current: &mut Profiles, fitted: Profiles) -> Merged {
-        let mut out = Merged::default();
+    pub fn merge(&mut self, current: &mut Profiles, fitted: Profiles) {
         for (svc, p) in fitted.services {
             let Some(old) = current.services.get(&svc).filter(|old| !old.fallback) else {
                 self.jumps.remove(&svc);
@@ -55,15 +45,12 @@ impl Refits {
             if n >= CONFIRM {
                 tracing::info!(service = %svc, refits = n, "profile moved beyond the plausible range in {n} refits in a row; taking the newest");
                 self.jumps.remove(&svc);
-                current.services.insert(svc.clone(), p);
-                out.confirmed.push(svc);
+                current.services.insert(svc, p);
             } else {
                 tracing::warn!(service = %svc, refits = n, "refit far from the profile in use; held until {CONFIRM} in a row");
-                self.jumps.insert(svc.clone(), n);
-                out.held.push((svc, n));
+                self.jumps.insert(svc, n);
             }
         }
-        out
     }
 
     /// Services whose newest refit is held back, with the jumps in a row so far.
@@ -93,13 +80,12 @@ mod tests {
         let mut current = profiles(&[("config", base.clone())]);
         let mut refits = Refits::default();
         for n in 1..CONFIRM {
-            let m = refits.merge(&mut current, profiles(&[("config", flat.clone())]));
-            assert_eq!(m.held, vec![("config".to_owned(), n)]);
+            refits.merge(&mut current, profiles(&[("config", flat.clone())]));
+            assert_eq!(refits.held().collect::<Vec<_>>(), vec![("config", n)]);
             assert_eq!(current.services["config"], base, "held after {n} jumps");
         }
-        let m = refits.merge(&mut current, profiles(&[("config", flat.clone())]));
-        assert_eq!(m.confirmed, vec!["config".to_owned()]);
-        assert_eq!(current.services["config"], flat);
+        refits.merge(&mut current, profiles(&[("config", flat.clone())]));
+        assert_eq!(current.services["config"], flat, "confirmed");
         assert_eq!(refits.held().count(), 0);
     }
 
@@ -113,8 +99,8 @@ mod tests {
         }
         refits.merge(&mut current, profiles(&[("config", near.clone())]));
         assert_eq!(current.services["config"], near);
-        let m = refits.merge(&mut current, profiles(&[("config", flat)]));
-        assert_eq!(m.held, vec![("config".to_owned(), 1)], "counting starts again");
+        refits.merge(&mut current, profiles(&[("config", flat)]));
+        assert_eq!(refits.held().collect::<Vec<_>>(), vec![("config", 1)], "counting starts again");
         assert_eq!(current.services["config"], near);
     }
 
@@ -126,11 +112,11 @@ mod tests {
         let mut refits = Refits::default();
         // A fallback line never replaces a fit; a fit replaces a fallback however far it is;
         // a new service takes its first profile.
-        let m = refits.merge(
+        refits.merge(
             &mut current,
             profiles(&[("config", fallback.clone()), ("seat", base.clone()), ("new", fallback.clone())]),
         );
-        assert_eq!(m, Merged::default());
+        assert_eq!(refits.held().count(), 0);
         assert_eq!(current.services["config"], base);
         assert_eq!(current.services["seat"], base);
         assert_eq!(current.services["new"], fallback);

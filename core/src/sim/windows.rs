@@ -24,9 +24,7 @@ pub fn sample(
     sampling: f64,
     seed: u64,
 ) -> Result<Vec<Window>, Error> {
-    if window_s == 0 {
-        return Err(Error::Invalid { field: "--interval-s".into(), value: "0".into(), expected: "at least 1" });
-    }
+    check_window(window_s)?;
     if !(sampling > 0.0 && sampling <= 1.0) {
         return Err(Error::Invalid { field: "--sampling".into(), value: sampling.to_string(), expected: "(0, 1]" });
     }
@@ -95,9 +93,7 @@ pub fn sample(
 /// per-service fields stay empty. Scoring these as a prediction of the sampled windows
 /// measures the sampling noise that no predictor can remove (`derm predict --truth`).
 pub fn truth(scenario: &Scenario, pattern: &Pattern, count: usize, window_s: u32) -> Result<Vec<Window>, Error> {
-    if window_s == 0 {
-        return Err(Error::Invalid { field: "--interval-s".into(), value: "0".into(), expected: "at least 1" });
-    }
+    check_window(window_s)?;
     pattern.validate()?;
     let app = &scenario.app;
     let out = (0..count).map(|k| {
@@ -121,6 +117,14 @@ pub fn truth(scenario: &Scenario, pattern: &Pattern, count: usize, window_s: u32
         }
     });
     Ok(out.collect())
+}
+
+/// Windows must last at least a second.
+fn check_window(window_s: u32) -> Result<(), Error> {
+    if window_s == 0 {
+        return Err(Error::Invalid { field: "--interval-s".into(), value: "0".into(), expected: "at least 1" });
+    }
+    Ok(())
 }
 
 /// An index drawn with probability `weights[i] / total`.
