@@ -8,6 +8,7 @@ mod predict;
 mod profile;
 mod simulate;
 mod solve;
+mod tradeoff;
 mod train;
 
 use std::path::Path;
@@ -37,6 +38,8 @@ enum Command {
     Solve(solve::Args),
     /// Simulate an application under scaling policies: results table, JSON and plots.
     Simulate(simulate::Args),
+    /// Containers against window violations as each policy's safety knob turns (trade-off curves).
+    Tradeoff(tradeoff::Args),
     /// Write synthetic traces with known parameters (tests, benchmarks, demos).
     Generate(generate::Args),
     /// Train the attention LSTM graph-mix predictor on windows.json (feature `lstm`).
@@ -62,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Generate(args) => generate::run(args),
         Command::Solve(args) => solve::run(args),
         Command::Simulate(args) => simulate::run(args),
+        Command::Tradeoff(args) => tradeoff::run(args),
         Command::Train(args) => train::run(args),
         Command::Predict(args) => predict::run(args),
         Command::Migrate(args) => migrate::run(args),

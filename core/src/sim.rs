@@ -13,6 +13,7 @@
 //! - [`run`]: one policy on one scenario; [`eval`]: all policies, results and plots.
 //! - [`placement`]: nodes, a per-hop network cost, kube-like spreading vs Derm's extender
 //!   (`derm placement`).
+//! - [`tradeoff`]: containers against violations as each policy's knob turns (`derm tradeoff`).
 //! - [`windows`]: windows sampled from a scenario's ground truth (graph-mix predictor data).
 //!
 //! Times inside the engine are milliseconds on the scenario clock (0 = start of the measured
@@ -28,6 +29,7 @@ pub mod policy;
 pub mod profiling;
 pub mod run;
 pub mod scenario;
+pub mod tradeoff;
 pub mod windows;
 
 use std::path::PathBuf;

@@ -11,14 +11,12 @@ use crate::sim::policy::Name;
 use crate::sim::{Pattern, plot, scenario};
 use crate::trace::{self, Trace};
 
+/// The settings `derm simulate` and `derm tradeoff` share.
 #[derive(Debug, clap::Args)]
-pub struct Args {
+pub(crate) struct Sim {
     /// Built-in application.
     #[arg(long, value_parser = parse_scenario)]
     scenario: String,
-    /// Comma-separated policies: derm, derm-oracle, derm-static, uniform, hpa-cpu, static-peak.
-    #[arg(long, value_delimiter = ',', default_value = "derm,derm-oracle,derm-static,uniform,hpa-cpu,static-peak", value_parser = parse_policy)]
-    policies: Vec<Name>,
     /// Measured duration, s (after the warm-up).
     #[arg(long, default_value_t = 3600.0, value_parser = positive, allow_negative_numbers = true)]
     duration_s: f64,
@@ -31,8 +29,6 @@ pub struct Args {
     /// Decision interval of the Derm family and measurement window, s.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     interval_s: u32,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Unmeasured time before the run (rounded up to whole intervals), s.
     #[arg(long, default_value_t = 300)]
     warmup_s: u32,
@@ -63,6 +59,68 @@ pub struct Args {
     /// Refit profiles every this many intervals.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     refit_every: u32,
+    /// Share of the allowed tail 1 - p that the profile-based policies remove from their
+    /// target (0.4: p = 0.95 is solved as 0.97).
+    #[arg(long, default_value_t = crate::sim::policy::derm::TAIL_MARGIN, value_parser = unit_closed_open)]
+    tail_margin: f64,
+    /// Skip the plots.
+    #[arg(long)]
+    no_plots: bool,
+    /// Output directory.
+    #[arg(long)]
+    out_dir: PathBuf,
+}
+
+impl Sim {
+    /// The evaluation settings (policies, seed, headroom and HPA target at their defaults).
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            scenario: self.scenario.clone(),
+            duration_s: self.duration_s,
+            sla_ms: self.sla_ms,
+            percentile: self.percentile,
+            interval_s: self.interval_s,
+            warmup_s: self.warmup_s,
+            startup_s: self.startup_s,
+            sampling: self.sampling,
+            pattern: self.pattern.clone(),
+            predictor: self.predictor.clone(),
+            model: self.model.clone(),
+            profile_levels: self.profile_levels,
+            profile_level_s: self.profile_level_s,
+            refit_every: self.refit_every,
+            tail_margin: self.tail_margin,
+            ..Config::default()
+        }
+    }
+
+    /// The output directory, created.
+    pub(crate) fn out_dir(&self) -> anyhow::Result<&std::path::Path> {
+        std::fs::create_dir_all(&self.out_dir).with_context(|| format!("{}: cannot create", self.out_dir.display()))?;
+        Ok(&self.out_dir)
+    }
+
+    pub(crate) fn plots(&self) -> bool {
+        !self.no_plots
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    sim: Sim,
+    /// Comma-separated policies: derm, derm-oracle, derm-static, uniform, hpa-cpu, static-peak.
+    #[arg(long, value_delimiter = ',', default_value = "derm,derm-oracle,derm-static,uniform,hpa-cpu,static-peak", value_parser = parse_policy)]
+    policies: Vec<Name>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Extra load the profile-based policies plan for, as a fraction of the forecast (0.1:
+    /// 10%).
+    #[arg(long, default_value_t = crate::sim::policy::derm::LOAD_HEADROOM, value_parser = non_negative)]
+    load_headroom: f64,
+    /// CPU utilisation target of `hpa-cpu`.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_half_open)]
+    hpa_target: f64,
     /// Write the sampled traces of the first policy's run here.
     #[arg(long)]
     emit_traces: Option<PathBuf>,
@@ -74,15 +132,9 @@ pub struct Args {
     /// the true mixes they were drawn from (`derm predict --evaluate --truth`).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     windows_only: Option<u64>,
-    /// Skip the plots.
-    #[arg(long)]
-    no_plots: bool,
-    /// Output directory.
-    #[arg(long)]
-    out_dir: PathBuf,
 }
 
-fn parse_scenario(s: &str) -> Result<String, String> {
+pub(crate) fn parse_scenario(s: &str) -> Result<String, String> {
     if scenario::NAMES.contains(&s) {
         Ok(s.to_owned())
     } else {
@@ -90,7 +142,7 @@ fn parse_scenario(s: &str) -> Result<String, String> {
     }
 }
 
-fn parse_policy(s: &str) -> Result<Name, String> {
+pub(crate) fn parse_policy(s: &str) -> Result<Name, String> {
     Name::parse(s.trim()).map_err(|_| {
         let all: Vec<&str> = Name::ALL.iter().map(|n| n.as_str()).collect();
         format!("unknown policy `{s}` (expected any of: {})", all.join(", "))
@@ -101,12 +153,12 @@ fn number(s: &str) -> Result<f64, String> {
     s.parse::<f64>().ok().filter(|x| x.is_finite()).ok_or_else(|| format!("`{s}` is not a finite number"))
 }
 
-fn positive(s: &str) -> Result<f64, String> {
+pub(crate) fn positive(s: &str) -> Result<f64, String> {
     let x = number(s)?;
     if x > 0.0 { Ok(x) } else { Err(format!("{x} must be > 0")) }
 }
 
-fn non_negative(s: &str) -> Result<f64, String> {
+pub(crate) fn non_negative(s: &str) -> Result<f64, String> {
     let x = number(s)?;
     if x >= 0.0 { Ok(x) } else { Err(format!("{x} must be >= 0")) }
 }
@@ -116,7 +168,17 @@ fn unit_open(s: &str) -> Result<f64, String> {
     if x > 0.0 && x < 1.0 { Ok(x) } else { Err(format!("{x} must be in (0, 1)")) }
 }
 
-fn unit_half_open(s: &str) -> Result<f64, String> {
+pub(crate) fn unit_closed_open(s: &str) -> Result<f64, String> {
+    let x = number(s)?;
+    if (0.0..1.0).contains(&x) { Ok(x) } else { Err(format!("{x} must be in [0, 1)")) }
+}
+
+pub(crate) fn unit_closed(s: &str) -> Result<f64, String> {
+    let x = number(s)?;
+    if (0.0..=1.0).contains(&x) { Ok(x) } else { Err(format!("{x} must be in [0, 1]")) }
+}
+
+pub(crate) fn unit_half_open(s: &str) -> Result<f64, String> {
     let x = number(s)?;
     if x > 0.0 && x <= 1.0 { Ok(x) } else { Err(format!("{x} must be in (0, 1]")) }
 }
@@ -127,28 +189,17 @@ fn parse_pattern(s: &str) -> Result<Pattern, String> {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = Config {
-        scenario: args.scenario.clone(),
         policies: dedup(args.policies),
-        duration_s: args.duration_s,
-        sla_ms: args.sla_ms,
-        percentile: args.percentile,
-        interval_s: args.interval_s,
         seed: args.seed,
-        warmup_s: args.warmup_s,
-        startup_s: args.startup_s,
-        sampling: args.sampling,
-        pattern: args.pattern,
-        predictor: args.predictor,
-        model: args.model,
-        profile_levels: args.profile_levels,
-        profile_level_s: args.profile_level_s,
-        refit_every: args.refit_every,
+        load_headroom: args.load_headroom,
+        hpa_target: args.hpa_target,
+        ..args.sim.config()
     };
     // One libtorch thread: see `derm train --threads`.
     #[cfg(feature = "lstm")]
     tch::set_num_threads(1);
     config.validate()?;
-    std::fs::create_dir_all(&args.out_dir).with_context(|| format!("{}: cannot create", args.out_dir.display()))?;
+    let out_dir = args.sim.out_dir()?;
     let scenario = crate::sim::Scenario::named(&config.scenario)?;
     eprintln!("{}", scenario.describe());
     if let Some(n) = args.windows_only {
@@ -156,10 +207,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let sampling = config.sampling.unwrap_or(scenario.sampling);
         let windows =
             crate::sim::windows::sample(&scenario, &pattern, n as usize, config.interval_s, sampling, config.seed)?;
-        let path = args.out_dir.join("windows.json");
+        let path = out_dir.join("windows.json");
         super::write_json(&path, &crate::pipeline::WindowsFile { windows })?;
         let truth = crate::sim::windows::truth(&scenario, &pattern, n as usize, config.interval_s)?;
-        let truth_path = args.out_dir.join("truth.json");
+        let truth_path = out_dir.join("truth.json");
         super::write_json(&truth_path, &crate::pipeline::WindowsFile { windows: truth })?;
         eprintln!(
             "wrote {n} windows of {} s to {} and the mixes they were drawn from to {}",
@@ -210,19 +261,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         w.flush().with_context(|| format!("{}: cannot write traces", path.display()))?;
         eprintln!("wrote {n} sampled traces of `{}` to {}", evaluation.report.order[0], path.display());
     }
-    super::write_json(&args.out_dir.join("results.json"), &evaluation.report)?;
-    super::write_json(&args.out_dir.join("series.json"), &evaluation.series)?;
+    super::write_json(&out_dir.join("results.json"), &evaluation.report)?;
+    super::write_json(&out_dir.join("series.json"), &evaluation.series)?;
     let md = eval::markdown(&evaluation.report);
-    std::fs::write(args.out_dir.join("results.md"), &md)
-        .with_context(|| format!("{}: cannot write", args.out_dir.join("results.md").display()))?;
-    if !args.no_plots {
-        plot::write_all(&args.out_dir, &evaluation)?;
+    std::fs::write(out_dir.join("results.md"), &md)
+        .with_context(|| format!("{}: cannot write", out_dir.join("results.md").display()))?;
+    if args.sim.plots() {
+        plot::write_all(out_dir, &evaluation)?;
     }
     print!("{md}");
     Ok(())
 }
 
-fn dedup(policies: Vec<Name>) -> Vec<Name> {
+pub(crate) fn dedup(policies: Vec<Name>) -> Vec<Name> {
     let mut out: Vec<Name> = Vec::new();
     for p in policies {
         if !out.contains(&p) {

@@ -47,6 +47,12 @@ pub struct Config {
     pub profile_levels: u32,
     pub profile_level_s: u32,
     pub refit_every: u32,
+    /// Share of the allowed tail the profile-based policies remove from their target.
+    pub tail_margin: f64,
+    /// Extra load the profile-based policies plan for, as a fraction of the forecast.
+    pub load_headroom: f64,
+    /// CPU utilisation target of `hpa-cpu`.
+    pub hpa_target: f64,
 }
 
 impl Default for Config {
@@ -68,6 +74,9 @@ impl Default for Config {
             profile_levels: 10,
             profile_level_s: 60,
             refit_every: 10,
+            tail_margin: derm::TAIL_MARGIN,
+            load_headroom: derm::LOAD_HEADROOM,
+            hpa_target: hpa::Config::default().target,
         }
     }
 }
@@ -106,6 +115,15 @@ impl Config {
         }
         if self.profile_levels < 3 || self.profile_level_s == 0 {
             return Err(invalid("--profile-levels", self.profile_levels, "at least 3 levels of at least 1 s"));
+        }
+        if !(self.tail_margin >= 0.0 && self.tail_margin < 1.0) {
+            return Err(invalid("--tail-margin", self.tail_margin, "a share in [0, 1)"));
+        }
+        if !(self.load_headroom.is_finite() && self.load_headroom >= 0.0) {
+            return Err(invalid("--load-headroom", self.load_headroom, "a fraction >= 0"));
+        }
+        if !(self.hpa_target > 0.0 && self.hpa_target <= 1.0) {
+            return Err(invalid("--hpa-target", self.hpa_target, "a utilisation in (0, 1]"));
         }
         if self.refit_every == 0 {
             return Err(invalid("--refit-every", 0, "at least 1 interval"));
@@ -345,6 +363,8 @@ pub fn prepare(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Prepa
         args,
         refit_every: config.refit_every,
         seed: config.seed,
+        tail_margin: config.tail_margin,
+        load_headroom: config.load_headroom,
     };
     Ok(Prepared { scenario, pattern, run, derm, profiled })
 }
@@ -375,7 +395,10 @@ pub fn evaluate(
         .map(|(i, name)| {
             let t0 = std::time::Instant::now();
             let mut policy: Box<dyn Policy> = match name {
-                Name::HpaCpu => Box::new(Hpa::new(scenario.app.services.len(), hpa::Config::default())),
+                Name::HpaCpu => Box::new(Hpa::new(
+                    scenario.app.services.len(),
+                    hpa::Config { target: config.hpa_target, ..hpa::Config::default() },
+                )),
                 Name::StaticPeak => Box::new(StaticPeak::new(scenario, pattern, -warmup_s, config.duration_s)),
                 _ => match derms.get(name).and_then(|m| m.lock().ok()?.take()) {
                     Some(d) => Box::new(d),

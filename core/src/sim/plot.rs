@@ -1,6 +1,7 @@
 //! Plots of an evaluation, each as SVG and PNG: containers over time per policy, P95 E2E
 //! latency over time against the SLA, and bars of containers (normalised to `hpa-cpu`) and
-//! window violation rates (the paper's Figs. 12, 14, 16, 17).
+//! window violation rates (the paper's Figs. 12, 14, 16, 17); and the trade-off curves of
+//! `derm tradeoff` (containers against window violations).
 //!
 //! Text is drawn with DejaVu Sans embedded by the `dejavu` crate and registered with
 //! plotters' `ab_glyph` backend, so PNGs render the same on any machine, with no system
@@ -16,6 +17,7 @@ use plotters::prelude::*;
 use super::Error;
 use super::eval::Evaluation;
 use super::run::Point;
+use super::tradeoff;
 
 const SIZE: (u32, u32) = (960, 540);
 const FONT: &str = "sans-serif";
@@ -187,17 +189,28 @@ fn draw<DB: DrawingBackend>(chart: Chart, area: &DrawingArea<DB, Shift>, eval: &
     }
 }
 
-fn both(dir: &Path, stem: &str, chart: Chart, eval: &Evaluation) -> Result<Vec<PathBuf>, Error> {
+/// Draws one figure on any backend (SVG and PNG share the code).
+trait Figure {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Draw<DB>;
+}
+
+impl Figure for (Chart, &Evaluation) {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Draw<DB> {
+        draw(self.0, area, self.1)
+    }
+}
+
+fn both(dir: &Path, stem: &str, figure: &impl Figure) -> Result<Vec<PathBuf>, Error> {
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
     let fail = |path: &Path, e: String| Error::Plot { path: path.to_owned(), detail: e };
     {
         let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        draw(chart, &root, eval).map_err(|e| fail(&svg, e.to_string()))?;
+        figure.draw(&root).map_err(|e| fail(&svg, e.to_string()))?;
     }
     {
         let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
-        draw(chart, &root, eval).map_err(|e| fail(&png, e.to_string()))?;
+        figure.draw(&root).map_err(|e| fail(&png, e.to_string()))?;
     }
     Ok(vec![svg, png])
 }
@@ -206,8 +219,68 @@ fn both(dir: &Path, stem: &str, chart: Chart, eval: &Evaluation) -> Result<Vec<P
 pub fn write_all(dir: &Path, eval: &Evaluation) -> Result<Vec<PathBuf>, Error> {
     register_font();
     let mut out = Vec::new();
-    out.extend(both(dir, "containers", Chart::Containers, eval)?);
-    out.extend(both(dir, "p95", Chart::P95, eval)?);
-    out.extend(both(dir, "summary", Chart::Summary, eval)?);
+    out.extend(both(dir, "containers", &(Chart::Containers, eval))?);
+    out.extend(both(dir, "p95", &(Chart::P95, eval))?);
+    out.extend(both(dir, "summary", &(Chart::Summary, eval))?);
     Ok(out)
+}
+
+impl Figure for tradeoff::Report {
+    /// One line per policy through its knob values (labelled), the goal as a vertical line.
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Draw<DB> {
+        area.fill(&WHITE)?;
+        let x_max = self.points.iter().map(|p| 100.0 * p.window_violation_rate).fold(100.0 * self.goal, f64::max);
+        let y_max = self.points.iter().map(|p| p.mean_containers).fold(1.0, f64::max);
+        let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
+        let title = format!("{}: containers against window violations (seeds {})", self.scenario, seeds.join(", "));
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..x_max * 1.08 + 0.5, 0.0..y_max * 1.08)?;
+        chart
+            .configure_mesh()
+            .x_desc("windows with P95 > SLA (%)")
+            .y_desc("mean containers")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 15))
+            .draw()?;
+        for (i, name) in self.order.iter().enumerate() {
+            let c = colour(i);
+            let data: Vec<(f64, f64, f64)> = self
+                .points
+                .iter()
+                .filter(|p| &p.policy == name)
+                .map(|p| (100.0 * p.window_violation_rate, p.mean_containers, p.value))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(data.iter().map(|d| (d.0, d.1)), c.stroke_width(2)))?
+                .label(name.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
+            chart.draw_series(data.iter().map(|d| Circle::new((d.0, d.1), 3, c.filled())))?;
+            chart.draw_series(
+                data.iter().map(|d| Text::new(format!("{}", d.2), (d.0, d.1), (FONT, 11).into_font().color(&c))),
+            )?;
+        }
+        let goal = 100.0 * self.goal;
+        chart
+            .draw_series(LineSeries::new(vec![(goal, 0.0), (goal, y_max * 1.08)], BLACK.stroke_width(1)))?
+            .label(format!("goal {goal}%"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()?;
+        area.present()
+    }
+}
+
+/// Write `tradeoff` as SVG and PNG into `dir`; returns the paths.
+pub fn write_tradeoff(dir: &Path, report: &tradeoff::Report) -> Result<Vec<PathBuf>, Error> {
+    register_font();
+    both(dir, "tradeoff", report)
 }

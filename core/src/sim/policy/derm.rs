@@ -140,6 +140,10 @@ pub struct Config {
     /// Refit profiles every this many intervals.
     pub refit_every: u32,
     pub seed: u64,
+    /// Share of the allowed tail removed from the target ([`TAIL_MARGIN`] by default).
+    pub tail_margin: f64,
+    /// Extra load planned for, as a fraction of the forecast ([`LOAD_HEADROOM`] by default).
+    pub load_headroom: f64,
 }
 
 /// `derm`, `derm-oracle`, `derm-static` or `uniform`.
@@ -354,7 +358,7 @@ impl Derm {
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let arrived = view.calls_rps.get(i).copied().unwrap_or(0.0) * (1.0 + LOAD_HEADROOM);
+                let arrived = view.calls_rps.get(i).copied().unwrap_or(0.0) * (1.0 + self.config.load_headroom);
                 let backlog = view.queued.get(i).copied().unwrap_or(0) as f64 / drain_s;
                 (s.name.as_str(), arrived + backlog)
             })
@@ -368,7 +372,7 @@ impl Derm {
             graphs: entries,
             load_rps: load,
             sla_ms: self.config.sla_ms,
-            percentile: 1.0 - (1.0 - self.config.percentile) * (1.0 - TAIL_MARGIN),
+            percentile: 1.0 - (1.0 - self.config.percentile) * (1.0 - self.config.tail_margin),
             rare_threshold: RARE_THRESHOLD,
             bounds: self.floors(entries, load, observed),
             max_utilization: MAX_UTILISATION,
@@ -398,7 +402,7 @@ impl Derm {
         };
         let observed = self.observed(view);
         let n_graphs = mix.len();
-        let load = load.max(1e-3) * (1.0 + LOAD_HEADROOM);
+        let load = load.max(1e-3) * (1.0 + self.config.load_headroom);
         let moved = self.plan.as_ref().is_none_or(|(p, m)| {
             // Rescaling up is unsafe (see the module docs): any load increase re-solves.
             optimize::mix_distance(m, &mix) > RESOLVE_DISTANCE || load > p.load_rps
