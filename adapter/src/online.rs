@@ -22,6 +22,7 @@
 //! the backlog term (this loop has no queue-length signal; traces carry none).
 
 mod hedge;
+mod long_run;
 mod refit;
 
 use std::collections::BTreeMap;
@@ -41,6 +42,7 @@ use derm_core::trace::Trace;
 use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
 
 pub use hedge::{Choice, Hedge, LAG};
+pub use long_run::LongRun;
 pub use refit::{CONFIRM, Refits};
 
 /// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
@@ -84,7 +86,7 @@ pub struct PredictorReport {
 }
 
 /// What survives a restart or a failover (stored by the controller in a ConfigMap): profiles,
-/// the graph catalog and recent windows. Raw latency samples are not kept (too large for a
+/// the graph catalog, recent windows and the long-run mix. Raw latency samples are not kept (too large for a
 /// ConfigMap); refits start again from new samples, and until they succeed the restored
 /// profiles are used.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -94,6 +96,9 @@ pub struct State {
     pub profiles: Profiles,
     pub catalog: BTreeMap<String, Node>,
     pub windows: Vec<Window>,
+    /// Absent from states stored before it existed: rebuilt from their windows.
+    #[serde(default)]
+    pub long_run: LongRun,
 }
 
 /// Version of [`State`]; a stored state of another version is ignored (logged).
@@ -113,6 +118,7 @@ pub struct OnlineApp {
     refits: Refits,
     ticks: u64,
     hedge: Hedge,
+    long_run: LongRun,
     /// Why the last solve found no plan (`None`: the last solve succeeded, or none ran yet).
     infeasible: Option<String>,
 }
@@ -149,6 +155,7 @@ impl OnlineApp {
             refits: Refits::default(),
             ticks: 0,
             hedge: Hedge::new(None),
+            long_run: LongRun::default(),
             infeasible: None,
         }
     }
@@ -189,6 +196,7 @@ impl OnlineApp {
             profiles: self.profiles.clone(),
             catalog: self.catalog.clone(),
             windows: self.windows[self.windows.len().saturating_sub(RECENT)..].to_vec(),
+            long_run: self.long_run.clone(),
         }
     }
 
@@ -196,6 +204,11 @@ impl OnlineApp {
     pub fn restore(&mut self, state: State) {
         self.profiles = state.profiles;
         self.catalog.extend(state.catalog);
+        let mut long_run = if state.long_run.requests > 0.0 { state.long_run } else { LongRun::over(&state.windows) };
+        for w in &self.windows {
+            long_run.add(w);
+        }
+        self.long_run = long_run;
         let mut windows = state.windows;
         windows.append(&mut self.windows);
         self.windows = windows;
@@ -279,17 +292,18 @@ impl OnlineApp {
             kept.drain(..excess);
         }
         let load = out.windows.windows.last().map(|w| w.load_rps);
+        for w in &out.windows.windows {
+            self.long_run.add(w);
+        }
         self.windows.extend(out.windows.windows);
         let excess = self.windows.len().saturating_sub(KEEP);
         self.windows.drain(..excess);
         load
     }
 
-    /// `load` is the last window's measured entry rate (reported); `planned` the forecast the
-    /// plan is for (at least `load`).
-    fn solve(&mut self, mix: &BTreeMap<String, f64>, load: f64, planned: f64, predictor: PredictorReport) -> Tick {
-        let entries: Vec<Entry> = mix
-            .iter()
+    /// The graphs of `mix` whose services all have a usable profile.
+    fn entries(&self, mix: &BTreeMap<String, f64>) -> Vec<Entry> {
+        mix.iter()
             .filter(|(_, s)| **s > 0.0)
             .filter_map(|(id, share)| {
                 let root = self.catalog.get(id)?.clone();
@@ -297,7 +311,13 @@ impl OnlineApp {
                 root.walk(&mut |n| usable &= self.profiles.services.get(&n.service).is_some_and(|p| p.b > 0.0));
                 usable.then(|| Entry { id: id.clone(), share: *share, count: 0, root })
             })
-            .collect();
+            .collect()
+    }
+
+    /// `load` is the last window's measured entry rate (reported); `planned` the forecast the
+    /// plan is for (at least `load`).
+    fn solve(&mut self, mix: &BTreeMap<String, f64>, load: f64, planned: f64, predictor: PredictorReport) -> Tick {
+        let entries = self.entries(mix);
         if entries.is_empty() {
             return Tick::Hold("no predicted graph has profiles for all its services yet".into());
         }
@@ -310,36 +330,60 @@ impl OnlineApp {
             .last()
             .map(|w| w.calls_rps.iter().map(|(s, r)| (s.as_str(), r * (1.0 + LOAD_HEADROOM))).collect())
             .unwrap_or_default();
-        let demand = trust::demand(&entries, load_rps, &observed);
-        let floors = trust::floors(&demand, |svc| self.profiles.services.get(svc).map(|p| p.w_max_rps * TRUST_REGION));
-        let bounds = self
-            .spec
-            .services
-            .iter()
-            .map(|s| {
-                let max = s.max_replicas.max(1);
-                let min = floors.get(&s.name).copied().unwrap_or(0).max(s.min_replicas).clamp(1, max);
-                (s.name.clone(), Bounds { min, max })
-            })
-            .collect();
         // The spec's percentile is in percent (95 for P95).
         let percentile = 1.0 - (1.0 - self.spec.sla.percentile / 100.0) * (1.0 - TAIL_MARGIN);
-        let input = Input {
-            profiles: &self.profiles,
-            graphs: &entries,
-            load_rps,
-            sla_ms: self.spec.sla.latency_ms,
-            percentile,
-            rare_threshold: self.spec.rare_graph_threshold,
-            bounds,
-            max_utilization: 0.9,
+        let solve = |graphs: &[Entry]| {
+            let demand = trust::demand(graphs, load_rps, &observed);
+            let floors =
+                trust::floors(&demand, |svc| self.profiles.services.get(svc).map(|p| p.w_max_rps * TRUST_REGION));
+            // Bounds only for services the graphs call (the optimizer refuses others); the
+            // rest keep their minimum below.
+            let mut called = std::collections::BTreeSet::new();
+            for e in graphs {
+                e.root.walk(&mut |n| {
+                    called.insert(n.service.clone());
+                });
+            }
+            let bounds = self
+                .spec
+                .services
+                .iter()
+                .filter(|s| called.contains(&s.name))
+                .map(|s| {
+                    let max = s.max_replicas.max(1);
+                    let min = floors.get(&s.name).copied().unwrap_or(0).max(s.min_replicas).clamp(1, max);
+                    (s.name.clone(), Bounds { min, max })
+                })
+                .collect();
+            let input = Input {
+                profiles: &self.profiles,
+                graphs,
+                load_rps,
+                sla_ms: self.spec.sla.latency_ms,
+                percentile,
+                rare_threshold: self.spec.rare_graph_threshold,
+                bounds,
+                max_utilization: 0.9,
+            };
+            Problem::new(&input).and_then(|p| optimize::solve(&p, optimize::Policy::Derm, Start::Paired))
         };
-        let plan = match Problem::new(&input).and_then(|p| optimize::solve(&p, optimize::Policy::Derm, Start::Paired)) {
+        let plan = match solve(&entries) {
             Ok(p) => p,
             Err(e) => {
                 self.infeasible = Some(e.to_string());
                 return Tick::Hold(format!("solve: {e}"));
             }
+        };
+        // The long-run floor: a long-run mix that cannot be planned (a graph without profiles
+        // yet, an infeasible old graph) leaves the forecast's plan alone.
+        let long_run = self.long_run.mix().map(|m| self.entries(&m)).filter(|e| !e.is_empty()).map(|e| solve(&e));
+        let floor = match long_run {
+            Some(Ok(p)) => p.services.into_iter().map(|(s, p)| (s, p.replicas)).collect(),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "long-run mix: no plan");
+                BTreeMap::new()
+            }
+            None => BTreeMap::new(),
         };
         self.infeasible = None;
         let desired = self
@@ -348,6 +392,7 @@ impl OnlineApp {
             .iter()
             .map(|s| {
                 let n = plan.services.get(&s.name).map_or(s.min_replicas, |p| p.replicas);
+                let n = n.max(floor.get(&s.name).copied().unwrap_or(0));
                 (s.name.clone(), n.clamp(s.min_replicas.max(1), s.max_replicas.max(1)))
             })
             .collect();
@@ -481,6 +526,43 @@ mod tests {
         let (first, last) = (plans[0].1, plans[plans.len() - 1].1);
         assert!(total(last) > total(first), "{} vs {}", total(last), total(first));
         assert_eq!(app.profiles().services.len(), 7);
+    }
+
+    #[test]
+    fn the_long_run_mix_floors_the_forecast_plan() {
+        let scenario = Scenario::acceptance(4);
+        let mut app = OnlineApp::new(spec(40.0), scenario.sampling);
+        let _ = run(&mut app, &scenario);
+        let mut ids: Vec<(usize, String)> = app
+            .catalog
+            .iter()
+            .map(|(id, root)| {
+                let mut calls = 0;
+                root.walk(&mut |_| calls += 1);
+                (calls, id.clone())
+            })
+            .collect();
+        ids.sort();
+        let (small, large) = (ids[0].1.clone(), ids[ids.len() - 1].1.clone());
+        assert!(ids[0].0 < ids[ids.len() - 1].0, "{ids:?}");
+        let forecast: BTreeMap<String, f64> = [(small, 1.0)].into();
+        let mut plan = |long_run: LongRun| {
+            app.long_run = long_run;
+            match app.solve(&forecast, 60.0, 60.0, PredictorReport::default()) {
+                Tick::Plan(u) => u.desired_replicas,
+                Tick::Hold(why) => panic!("{why}"),
+            }
+        };
+        let alone = plan(LongRun { weights: forecast.clone(), requests: 1.0 });
+        let floored = plan(LongRun { weights: [(large, 1.0)].into(), requests: 1.0 });
+        assert!(alone.iter().all(|(s, n)| floored[s] >= *n), "{alone:?} vs {floored:?}");
+        assert!(alone.iter().any(|(s, n)| floored[s] > *n), "the large graph's services: {alone:?} vs {floored:?}");
+        // Persisted, and rebuilt from the windows of a state stored before it existed.
+        let state = app.state();
+        assert_eq!(state.long_run, app.long_run);
+        let mut fresh = OnlineApp::new(spec(40.0), scenario.sampling);
+        fresh.restore(State { long_run: LongRun::default(), ..state.clone() });
+        assert_eq!(fresh.long_run, LongRun::over(&state.windows));
     }
 
     #[test]

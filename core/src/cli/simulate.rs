@@ -63,6 +63,10 @@ pub(crate) struct Sim {
     /// target (0.4: p = 0.95 is solved as 0.97).
     #[arg(long, default_value_t = crate::sim::policy::derm::TAIL_MARGIN, value_parser = unit_closed_open)]
     tail_margin: f64,
+    /// Plan `derm` and `uniform` on the forecast mix alone, without raising any service to
+    /// what the long-run mean mix needs (the long-run floor; for ablations).
+    #[arg(long)]
+    no_long_run_floor: bool,
     /// Skip the plots.
     #[arg(long)]
     no_plots: bool,
@@ -90,6 +94,7 @@ impl Sim {
             profile_level_s: self.profile_level_s,
             refit_every: self.refit_every,
             tail_margin: self.tail_margin,
+            long_run_floor: !self.no_long_run_floor,
             ..Config::default()
         }
     }
@@ -115,8 +120,8 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Extra load the profile-based policies plan for, as a fraction of the forecast (0.1:
-    /// 10%).
-    #[arg(long, default_value_t = crate::sim::policy::derm::LOAD_HEADROOM, value_parser = non_negative)]
+    /// 10%; negative plans for less, down to -0.5, for trade-off curves).
+    #[arg(long, default_value_t = crate::sim::policy::derm::LOAD_HEADROOM, value_parser = shortfall, allow_negative_numbers = true)]
     load_headroom: f64,
     /// CPU utilisation target of `hpa-cpu`.
     #[arg(long, default_value_t = 0.5, value_parser = unit_half_open)]
@@ -171,6 +176,13 @@ fn unit_open(s: &str) -> Result<f64, String> {
 pub(crate) fn unit_closed_open(s: &str) -> Result<f64, String> {
     let x = number(s)?;
     if (0.0..1.0).contains(&x) { Ok(x) } else { Err(format!("{x} must be in [0, 1)")) }
+}
+
+/// A load headroom: above -[`crate::sim::eval::MAX_SHORTFALL`].
+pub(crate) fn shortfall(s: &str) -> Result<f64, String> {
+    let x = number(s)?;
+    let min = -crate::sim::eval::MAX_SHORTFALL;
+    if x > min { Ok(x) } else { Err(format!("{x} must be > {min}")) }
 }
 
 pub(crate) fn unit_closed(s: &str) -> Result<f64, String> {

@@ -3,7 +3,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::simulate::{Sim, dedup, non_negative, parse_policy, unit_closed, unit_half_open};
+use super::simulate::{Sim, dedup, parse_policy, shortfall, unit_closed, unit_half_open};
 use crate::sim::policy::Name;
 use crate::sim::{plot, tradeoff};
 
@@ -17,8 +17,9 @@ pub struct Args {
     /// Comma-separated policies: derm, derm-oracle, derm-static, uniform, hpa-cpu.
     #[arg(long, value_delimiter = ',', default_value = "derm,derm-static,uniform,hpa-cpu", value_parser = parse_policy)]
     policies: Vec<Name>,
-    /// Load headrooms of the profile-based policies (fractions of the forecast load).
-    #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6", value_parser = non_negative)]
+    /// Load headrooms of the profile-based policies (fractions of the forecast load; negative
+    /// values, down to -0.5, plan for less).
+    #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6", value_parser = shortfall, allow_negative_numbers = true)]
     load_headrooms: Vec<f64>,
     /// CPU utilisation targets of `hpa-cpu`.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7", value_parser = unit_half_open)]

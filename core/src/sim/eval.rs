@@ -21,6 +21,10 @@ use crate::predict::{Ewma, Last, MovingAverage, Predictor, Trend, trend};
 /// Unix time of scenario time 0 before alignment (2023-11-14 22:00:00 UTC, a whole hour).
 const ORIGIN_S: i64 = 1_699_999_200;
 
+/// A negative load headroom (planning for less than the forecast, to trace a trade-off curve
+/// below the default operating point) is refused from this much on.
+pub const MAX_SHORTFALL: f64 = 0.5;
+
 /// Everything `derm simulate` can set.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,10 +53,13 @@ pub struct Config {
     pub refit_every: u32,
     /// Share of the allowed tail the profile-based policies remove from their target.
     pub tail_margin: f64,
-    /// Extra load the profile-based policies plan for, as a fraction of the forecast.
+    /// Extra load the profile-based policies plan for, as a fraction of the forecast
+    /// (negative: less, down to [`MAX_SHORTFALL`]).
     pub load_headroom: f64,
     /// CPU utilisation target of `hpa-cpu`.
     pub hpa_target: f64,
+    /// `derm` and `uniform` never plan below the long-run mix's plan.
+    pub long_run_floor: bool,
 }
 
 impl Default for Config {
@@ -77,6 +84,7 @@ impl Default for Config {
             tail_margin: derm::TAIL_MARGIN,
             load_headroom: derm::LOAD_HEADROOM,
             hpa_target: hpa::Config::default().target,
+            long_run_floor: true,
         }
     }
 }
@@ -119,8 +127,8 @@ impl Config {
         if !(self.tail_margin >= 0.0 && self.tail_margin < 1.0) {
             return Err(invalid("--tail-margin", self.tail_margin, "a share in [0, 1)"));
         }
-        if !(self.load_headroom.is_finite() && self.load_headroom >= 0.0) {
-            return Err(invalid("--load-headroom", self.load_headroom, "a fraction >= 0"));
+        if !(self.load_headroom.is_finite() && self.load_headroom > -MAX_SHORTFALL) {
+            return Err(invalid("--load-headroom", self.load_headroom, "a fraction > -0.5"));
         }
         if !(self.hpa_target > 0.0 && self.hpa_target <= 1.0) {
             return Err(invalid("--hpa-target", self.hpa_target, "a utilisation in (0, 1]"));
@@ -365,6 +373,7 @@ pub fn prepare(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Prepa
         seed: config.seed,
         tail_margin: config.tail_margin,
         load_headroom: config.load_headroom,
+        long_run_floor: config.long_run_floor,
     };
     Ok(Prepared { scenario, pattern, run, derm, profiled })
 }

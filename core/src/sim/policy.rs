@@ -60,6 +60,8 @@ pub struct Stats {
     pub profile_refits: u64,
     /// Service profiles from online refits rejected as implausible (derm family).
     pub rejected_refits: u64,
+    /// Decisions where the long-run mix's plan raised a service (`derm`, `uniform`).
+    pub long_run_raised: u64,
     /// Wall time spent deciding, ms (mean per decision).
     pub mean_decision_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -61,8 +61,8 @@ impl Config {
         if self.policies.iter().any(|p| p.needs_profiles()) && self.load_headrooms.is_empty() {
             return Err(invalid("--load-headrooms", "(none)", "at least one headroom"));
         }
-        if let Some(h) = self.load_headrooms.iter().find(|h| !(h.is_finite() && **h >= 0.0)) {
-            return Err(invalid("--load-headrooms", h, "fractions >= 0"));
+        if let Some(h) = self.load_headrooms.iter().find(|h| !(h.is_finite() && **h > -eval::MAX_SHORTFALL)) {
+            return Err(invalid("--load-headrooms", h, "fractions > -0.5"));
         }
         if self.policies.contains(&Name::HpaCpu) && self.hpa_targets.is_empty() {
             return Err(invalid("--hpa-targets", "(none)", "at least one target"));
@@ -364,7 +364,8 @@ mod tests {
         };
         assert_eq!(field(Config { seeds: vec![], ..good.clone() }), "--seeds");
         assert_eq!(field(Config { policies: vec![Name::StaticPeak], ..good.clone() }), "--policies");
-        assert_eq!(field(Config { load_headrooms: vec![-0.1], ..good.clone() }), "--load-headrooms");
+        assert_eq!(field(Config { load_headrooms: vec![-0.5], ..good.clone() }), "--load-headrooms");
+        assert!(Config { load_headrooms: vec![-0.2], ..good.clone() }.validate().is_ok());
         assert_eq!(field(Config { load_headrooms: vec![], ..good.clone() }), "--load-headrooms");
         assert_eq!(field(Config { hpa_targets: vec![1.5], ..good.clone() }), "--hpa-targets");
         assert_eq!(field(Config { goal: 2.0, ..good.clone() }), "--goal");

@@ -40,6 +40,15 @@
 //! `trainticket`: their queues diverged even with the true mix and load. The region comes
 //! from the profiling phase only (see `Derm::trusted_load`).
 //!
+//! Long-run floor (`derm` and `uniform`, [`Config::long_run_floor`]): each decision also
+//! solves for the long-run mix (the one `derm-static` plans for) at the same load, and no
+//! service gets fewer replicas than that plan gives it. A forecast follows the mix the traces show now, so when the mix
+//! swings back it lags by an interval or two: `trainticket` leaving its degraded mode brings
+//! the seat-availability calls back at once, and the P95 of a minute that followed for three
+//! minutes was most of `derm`'s violating windows. The long-run plan keeps what the usual mix
+//! needs; the forecast adds what an unusual one needs (the long ticket queries while `distance`
+//! is high). `derm simulate --no-long-run-floor` turns it off.
+//!
 //! Online refits are sanity-checked against the profiling phase ([`profile::plausible_refit`]):
 //! windows of an overload episode (queues growing within the window, latencies of minutes)
 //! are not the stationary queue the model describes, and refits on them drifted until the
@@ -144,6 +153,8 @@ pub struct Config {
     pub tail_margin: f64,
     /// Extra load planned for, as a fraction of the forecast ([`LOAD_HEADROOM`] by default).
     pub load_headroom: f64,
+    /// `derm` and `uniform` never plan below the long-run mix's plan (see the module docs).
+    pub long_run_floor: bool,
 }
 
 /// `derm`, `derm-oracle`, `derm-static` or `uniform`.
@@ -276,22 +287,7 @@ impl Derm {
                 );
                 Some((mix, view.pattern.peak_rps(view.now_s, to)))
             }
-            Name::DermStatic => {
-                let mut mix = BTreeMap::new();
-                let mut total = 0.0;
-                for w in self.learned.windows.iter().chain(&self.online) {
-                    let weight = w.requests as f64;
-                    total += weight;
-                    for (g, s) in &w.graph_mix {
-                        *mix.entry(g.clone()).or_insert(0.0) += weight * s;
-                    }
-                }
-                if total <= 0.0 {
-                    return None;
-                }
-                mix.values_mut().for_each(|v| *v /= total);
-                Some((mix, last_load?))
-            }
+            Name::DermStatic => Some((self.long_run_mix()?, last_load?)),
             _ => {
                 let recent = &self.online[self.online.len().saturating_sub(RECENT)..];
                 let mix = match self.predictor.predict(recent) {
@@ -302,6 +298,39 @@ impl Derm {
                     Err(_) => return None,
                 };
                 Some((resolve_other(mix, recent.last()?), last_load?))
+            }
+        }
+    }
+
+    /// The request-weighted mean mix of every window seen, profiling included.
+    fn long_run_mix(&self) -> Option<BTreeMap<String, f64>> {
+        let mut mix = BTreeMap::new();
+        let mut total = 0.0;
+        for w in self.learned.windows.iter().chain(&self.online) {
+            let weight = w.requests as f64;
+            total += weight;
+            for (g, s) in &w.graph_mix {
+                *mix.entry(g.clone()).or_insert(0.0) += weight * s;
+            }
+        }
+        if total <= 0.0 {
+            return None;
+        }
+        mix.values_mut().for_each(|v| *v /= total);
+        Some(mix)
+    }
+
+    /// The plan for the long-run mix at the same load, when this policy keeps the long-run floor.
+    fn long_run_plan(&mut self, view: &View<'_>, load: f64, observed: &BTreeMap<&str, f64>) -> Option<Plan> {
+        if !(self.config.long_run_floor && matches!(self.name, Name::Derm | Name::Uniform)) {
+            return None;
+        }
+        let entries = self.entries(view, &self.long_run_mix()?);
+        match self.solve(&entries, load, observed) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.stats.first_error.get_or_insert_with(|| format!("long-run mix: {e}"));
+                None
             }
         }
     }
@@ -432,7 +461,8 @@ impl Derm {
             self.stats.rescales += 1;
             self.plan.as_ref().map(|(p, _)| rescale(p, load))
         };
-        let Some(plan) = plan else { return current };
+        let long_run = self.long_run_plan(view, load, &observed);
+        let Some(plan) = plan.or_else(|| long_run.clone()) else { return current };
         self.insight = self.plan.as_ref().map(|(_, m)| Insight {
             mix: m.clone(),
             load_rps: plan.load_rps,
@@ -452,7 +482,9 @@ impl Derm {
             .last()
             .map(|w| w.calls_rps.iter().filter(|(_, r)| **r > 0.0).map(|(s, _)| s.as_str()).collect())
             .unwrap_or_default();
-        view.scenario
+        let mut raised = false;
+        let replicas = view
+            .scenario
             .app
             .services
             .iter()
@@ -468,9 +500,13 @@ impl Derm {
                     let d = observed.get(s.name.as_str()).copied().unwrap_or(0.0);
                     if w.is_finite() && w > 0.0 { ((d / w - 1e-9).ceil() as u32).max(1) } else { 1 }
                 });
-                planned.max(floor)
+                let long_run = long_run.as_ref().and_then(|h| h.services.get(&s.name)).map_or(0, |p| p.replicas);
+                raised |= long_run > planned.max(floor);
+                planned.max(floor).max(long_run)
             })
-            .collect()
+            .collect();
+        self.stats.long_run_raised += u64::from(raised);
+        replicas
     }
 }
 
