@@ -184,3 +184,16 @@ fn sim_bad_input_names_the_flag() {
             .contains("/nonexistent/load.csv")
     );
 }
+
+#[test]
+fn sim_long_run_floor_raises_services_and_can_be_turned_off() {
+    let summary = |config: &Config| {
+        let e = eval::evaluate(config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"));
+        e.report.policies["derm"].summary.clone()
+    };
+    let on = summary(&small(vec![Name::Derm]));
+    let off = summary(&Config { long_run_floor: false, ..small(vec![Name::Derm]) });
+    assert!(on.stats.long_run_raised > 0, "{:?}", on.stats);
+    assert_eq!(off.stats.long_run_raised, 0);
+    assert!(on.mean_containers > off.mean_containers, "{} vs {}", on.mean_containers, off.mean_containers);
+}
