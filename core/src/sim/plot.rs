@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::Error;
@@ -87,10 +88,20 @@ fn lines<DB: DrawingBackend>(
             .label(name.as_str())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
     }
-    if let Some(s) = sla {
+    let reference = sla.map(|s| ([(0.0, s), (x_max, s)], format!("SLA {s} ms")));
+    reference_and_legend(&mut chart, reference)?;
+    area.present()
+}
+
+/// A thin black reference line (`from`, `to`) with its legend entry, then the legend box.
+fn reference_and_legend<'a, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    reference: Option<([(f64, f64); 2], String)>,
+) -> Draw<DB> {
+    if let Some((ends, label)) = reference {
         chart
-            .draw_series(LineSeries::new(vec![(0.0, s), (x_max, s)], BLACK.stroke_width(1)))?
-            .label(format!("SLA {s} ms"))
+            .draw_series(LineSeries::new(ends, BLACK.stroke_width(1)))?
+            .label(label)
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
     }
     chart
@@ -99,8 +110,7 @@ fn lines<DB: DrawingBackend>(
         .border_style(BLACK)
         .label_font((FONT, 14))
         .position(SeriesLabelPosition::UpperRight)
-        .draw()?;
-    area.present()
+        .draw()
 }
 
 fn bars<DB: DrawingBackend>(
@@ -264,17 +274,7 @@ impl Figure for tradeoff::Report {
             )?;
         }
         let goal = 100.0 * self.goal;
-        chart
-            .draw_series(LineSeries::new(vec![(goal, 0.0), (goal, y_max * 1.08)], BLACK.stroke_width(1)))?
-            .label(format!("goal {goal}%"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font((FONT, 14))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        reference_and_legend(&mut chart, Some(([(goal, 0.0), (goal, y_max * 1.08)], format!("goal {goal}%"))))?;
         area.present()
     }
 }
