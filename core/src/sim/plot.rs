@@ -241,6 +241,8 @@ impl Figure for tradeoff::Report {
         area.fill(&WHITE)?;
         let x_max = self.points.iter().map(|p| 100.0 * p.window_violation_rate).fold(100.0 * self.goal, f64::max);
         let y_max = self.points.iter().map(|p| p.mean_containers).fold(1.0, f64::max);
+        // The curves' own range: from zero they would sit in a thin band at the top.
+        let y_min = self.points.iter().map(|p| p.mean_containers).fold(y_max, f64::min) * 0.9;
         let seeds: Vec<String> = self.seeds.iter().map(u64::to_string).collect();
         let title = format!("{}: containers against window violations (seeds {})", self.scenario, seeds.join(", "));
         let mut chart = ChartBuilder::on(area)
@@ -248,7 +250,7 @@ impl Figure for tradeoff::Report {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.0..x_max * 1.08 + 0.5, 0.0..y_max * 1.08)?;
+            .build_cartesian_2d(0.0..x_max * 1.08 + 0.5, y_min..y_max * 1.08)?;
         chart
             .configure_mesh()
             .x_desc("windows with P95 > SLA (%)")
@@ -269,12 +271,13 @@ impl Figure for tradeoff::Report {
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
             chart.draw_series(data.iter().map(|d| Circle::new((d.0, d.1), 3, c.filled())))?;
-            chart.draw_series(
-                data.iter().map(|d| Text::new(format!("{}", d.2), (d.0, d.1), (FONT, 11).into_font().color(&c))),
-            )?;
+            // Beside the marker, so that a value's minus sign is not drawn under it.
+            chart.draw_series(data.iter().map(|d| {
+                EmptyElement::at((d.0, d.1)) + Text::new(format!("{}", d.2), (5, -13), (FONT, 11).into_font().color(&c))
+            }))?;
         }
         let goal = 100.0 * self.goal;
-        reference_and_legend(&mut chart, Some(([(goal, 0.0), (goal, y_max * 1.08)], format!("goal {goal}%"))))?;
+        reference_and_legend(&mut chart, Some(([(goal, y_min), (goal, y_max * 1.08)], format!("goal {goal}%"))))?;
         area.present()
     }
 }

@@ -42,12 +42,12 @@
 //!
 //! Long-run floor (`derm` and `uniform`, [`Config::long_run_floor`]): each decision also
 //! solves for the long-run mix (the one `derm-static` plans for) at the same load, and no
-//! service gets fewer replicas than that plan gives it. A forecast follows the mix the traces show now, so when the mix
-//! swings back it lags by an interval or two: `trainticket` leaving its degraded mode brings
-//! the seat-availability calls back at once, and the P95 of a minute that followed for three
-//! minutes was most of `derm`'s violating windows. The long-run plan keeps what the usual mix
-//! needs; the forecast adds what an unusual one needs (the long ticket queries while `distance`
-//! is high). `derm simulate --no-long-run-floor` turns it off.
+//! service gets fewer replicas than that plan gives it. A forecast follows the mix the traces
+//! show now, so when the mix swings back it lags by an interval or two: `trainticket` leaving
+//! its degraded mode brings the seat-availability calls back at once, and the P95 of a minute
+//! that followed for three minutes was most of `derm`'s violating windows. The long-run plan
+//! keeps what the usual mix needs; the forecast adds what an unusual one needs (the long
+//! ticket queries while `distance` is high). `derm simulate --no-long-run-floor` turns it off.
 //!
 //! Online refits are sanity-checked against the profiling phase ([`profile::plausible_refit`]):
 //! windows of an overload episode (queues growing within the window, latencies of minutes)
