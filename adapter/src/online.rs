@@ -86,9 +86,9 @@ pub struct PredictorReport {
 }
 
 /// What survives a restart or a failover (stored by the controller in a ConfigMap): profiles,
-/// the graph catalog, recent windows and the long-run mix. Raw latency samples are not kept (too large for a
-/// ConfigMap); refits start again from new samples, and until they succeed the restored
-/// profiles are used.
+/// the graph catalog, recent windows and the long-run mix. Raw latency samples are not kept
+/// (too large for a ConfigMap); refits start again from new samples, and until they succeed
+/// the restored profiles are used.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
     /// Format version ([`STATE_VERSION`]).

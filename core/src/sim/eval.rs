@@ -311,13 +311,24 @@ impl Prepared {
     /// the profiling phase's graphs). Only `derm` and `uniform` use a predictor; the others
     /// get `last` and load nothing.
     pub fn derm_policy_with(&self, name: Name, predictor_name: &str, model: Option<&Path>) -> Result<Derm, Error> {
+        self.derm_policy_at(name, predictor_name, model, self.derm.clone())
+    }
+
+    /// [`Self::derm_policy_with`] with other policy settings (`derm tradeoff`'s knob values).
+    pub fn derm_policy_at(
+        &self,
+        name: Name,
+        predictor_name: &str,
+        model: Option<&Path>,
+        config: derm::Config,
+    ) -> Result<Derm, Error> {
         let learned = self.profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
         let pred = if matches!(name, Name::Derm | Name::Uniform) {
             predictor(predictor_name, model, &learned.windows)?
         } else {
             Box::new(Last)
         };
-        Ok(Derm::new(name, self.derm.clone(), pred, learned))
+        Ok(Derm::new(name, config, pred, learned))
     }
 }
 

@@ -18,6 +18,7 @@ use serde::Serialize;
 
 use super::Error;
 use super::eval::{self, Config as EvalConfig};
+use super::policy::derm;
 use super::policy::hpa::{self, Hpa};
 use super::policy::{Name, Policy};
 use super::run;
@@ -168,9 +169,9 @@ pub fn run(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, E
                     let hpa_config = hpa::Config { target: value, ..hpa::Config::default() };
                     Box::new(Hpa::new(prepared.scenario.app.services.len(), hpa_config))
                 } else {
-                    let mut at = prepared.clone();
-                    at.derm.load_headroom = value;
-                    Box::new(at.derm_policy_with(name, &config.base.predictor, config.base.model.as_deref())?)
+                    let derm = derm::Config { load_headroom: value, ..prepared.derm.clone() };
+                    let model = config.base.model.as_deref();
+                    Box::new(prepared.derm_policy_at(name, &config.base.predictor, model, derm)?)
                 };
                 let outcome =
                     run::run(&prepared.scenario, &prepared.pattern, policy.as_mut(), &prepared.run, progress, None);
