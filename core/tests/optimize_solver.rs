@@ -120,6 +120,41 @@ fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
 }
 
 #[test]
+fn moving_a_few_services_reevaluates_only_their_graphs_bit_for_bit() {
+    let inst = Spec { services: 200, graphs: 12, graph_size: (10, 40), parallel: 0.3, seed: 11 }.generate();
+    let inp = input(&inst.profiles, &inst.graphs, 2_000.0, inst.sla_ms);
+    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let weights = problem.weights();
+    let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    let space = kkt::Space::new(&problem);
+    let replicas: Vec<u32> = problem.services.iter().map(|s| plan.services[&s.name].replicas).collect();
+    let base = problem.params(&integer::rates(&problem, &space, &replicas));
+    let (_, known) = eval::value_parts(&problem, Kind::Weighted, &weights, &base);
+    // Services of one graph only, then services spread over several, then none.
+    let calls = |g: usize| problem.graphs[g].compiled.services().to_vec();
+    let movable = |i: &usize| space.active[*i] && replicas[*i] > 1;
+    let one: Vec<usize> = calls(0).into_iter().filter(movable).take(3).collect();
+    let many: Vec<usize> = (0..problem.graphs.len()).filter_map(|g| calls(g).into_iter().find(movable)).collect();
+    assert!(!one.is_empty() && many.len() > 3, "{one:?} {many:?}");
+    for moved in [one, many, Vec::new()] {
+        let mut less = replicas.clone();
+        moved.iter().for_each(|&i| less[i] -= 1);
+        let params = problem.params(&integer::rates(&problem, &space, &less));
+        let full = eval::value_parts(&problem, Kind::Weighted, &weights, &params);
+        let part = eval::value_parts_moved(&problem, Kind::Weighted, &weights, &params, &known, &moved);
+        assert_eq!(part.0.to_bits(), full.0.to_bits(), "moved {moved:?}");
+        assert_eq!(part.1, full.1, "moved {moved:?}");
+        // Removing replicas lowers every graph that calls a moved service, and only those.
+        for (g, (k, f)) in known.iter().zip(&full.1).enumerate() {
+            let touched = calls(g).iter().any(|i| moved.contains(i));
+            if let (Some(k), Some(f)) = (k, f) {
+                assert_eq!(f < k, touched, "graph {g}: {k} -> {f}, moved {moved:?}");
+            }
+        }
+    }
+}
+
+#[test]
 fn repeated_solves_on_two_threads_always_return() {
     const SOLVES: usize = 5_000;
     // A worker once entered the awake loop of `optimize::awake` while waiting inside a part of

@@ -129,6 +129,37 @@ pub fn value_parts(problem: &Problem, kind: Kind, weights: &[f64], params: &[Par
     (combine(kind, weights, &f).0, f)
 }
 
+/// [`value_parts`] at `params`, given each constrained graph's value at a point that
+/// differs from `params` only in the services `moved`: only the graphs that call one of them
+/// are evaluated again. A graph's value depends on its own services' rates alone, so the
+/// result is the full evaluation's, bit for bit (the integer repair's later rounds move a
+/// few services, which most graphs do not call).
+pub fn value_parts_moved(
+    problem: &Problem,
+    kind: Kind,
+    weights: &[f64],
+    params: &[Params],
+    known: &[Option<f64>],
+    moved: &[usize],
+) -> (f64, Vec<Option<f64>>) {
+    let mut touched = vec![false; params.len()];
+    moved.iter().for_each(|&i| touched[i] = true);
+    let wanted: Vec<bool> = problem
+        .graphs
+        .iter()
+        .zip(weights)
+        .zip(known)
+        .map(|((g, w), k)| *w > 0.0 && (k.is_none() || g.compiled.services().iter().any(|&i| touched[i])))
+        .collect();
+    let mut f = per_graph_of(problem, params, &wanted);
+    for ((f, k), w) in f.iter_mut().zip(known).zip(&wanted) {
+        if !*w {
+            *f = *k;
+        }
+    }
+    (combine(kind, weights, &f).0, f)
+}
+
 /// The constraint from the constrained graphs' values (the others are `None`).
 fn combine(kind: Kind, weights: &[f64], f: &[Option<f64>]) -> (f64, Option<usize>) {
     let terms = weights.iter().zip(f).enumerate().filter_map(|(i, (w, f))| f.map(|f| (i, *w, f)));

@@ -12,7 +12,9 @@
 //! trial gave, so a round costs no gradient: the first trial is the longest prefix the model
 //! says holds, and the first round ranks by the model's gradient at the continuous optimum,
 //! where the constraint is tight. Rounds repeat until nothing can go, and every accepted plan
-//! is checked with the exact evaluator.
+//! is checked with the exact evaluator. A trial evaluates again only the graphs that call a
+//! service it moves ([`eval::value_parts_moved`]): the first round moves hundreds of services,
+//! the later ones a few, which most graphs do not call.
 
 use statrs::distribution::{ContinuousCDF, Normal};
 
@@ -97,6 +99,15 @@ impl Repair<'_> {
         eval::value_parts(self.problem, self.kind, self.weights, &params)
     }
 
+    /// [`Repair::value`] of `replicas` less one replica of each service in `moved`, given the
+    /// per-graph values `known` of `replicas` ([`eval::value_parts_moved`]).
+    fn value_less(&self, replicas: &[u32], moved: &[usize], known: &[Option<f64>]) -> (f64, Vec<Option<f64>>) {
+        let mut trial = replicas.to_vec();
+        moved.iter().for_each(|&i| trial[i] -= 1);
+        let params = self.problem.params(&rates_of(self.problem, self.space, &trial));
+        eval::value_parts_moved(self.problem, self.kind, self.weights, &params, known, moved)
+    }
+
     fn value_grad(&self, replicas: &[u32], grad: &mut [f64]) -> (f64, Vec<Option<f64>>) {
         let params = self.problem.params(&rates_of(self.problem, self.space, replicas));
         let (value, graphs) = eval::value_grad_graphs(self.problem, self.kind, self.weights, &params, grad);
@@ -118,7 +129,14 @@ impl Repair<'_> {
     /// nearest holding and failing prefixes (in probit space; from the start only, an
     /// extrapolation) meets the target, rounded towards holding. Returns the prefix length
     /// (0 when none holds), its value and per-graph probabilities, and the evaluations made.
-    fn prefix(&self, replicas: &[u32], order: &[usize], k0: usize, v0: f64) -> (usize, f64, Vec<Option<f64>>, u32) {
+    fn prefix(
+        &self,
+        replicas: &[u32],
+        known: &[Option<f64>],
+        order: &[usize],
+        k0: usize,
+        v0: f64,
+    ) -> (usize, f64, Vec<Option<f64>>, u32) {
         let target = self.problem.percentile;
         let normal = Normal::standard();
         let z = |v: f64| normal.inverse_cdf(v.clamp(1e-12, 1.0 - 1e-12));
@@ -130,9 +148,7 @@ impl Repair<'_> {
         let mut k = k0.clamp(1, order.len().max(1));
         let mut trials = 0;
         while trials < TRIALS && k > lo.0 && k <= order.len() && hi.is_none_or(|h| k < h.0) {
-            let mut trial = replicas.to_vec();
-            order[..k].iter().for_each(|&i| trial[i] -= 1);
-            let (v, f) = self.value(&trial);
+            let (v, f) = self.value_less(replicas, &order[..k], known);
             trials += 1;
             if v >= target {
                 lo = (k, z(v), v);
@@ -246,7 +262,7 @@ pub fn plan(
             })
             .collect();
         let k0 = model.longest(&steps, target);
-        let (k, v, parts, trials) = repair.prefix(&replicas, &order, k0, value);
+        let (k, v, parts, trials) = repair.prefix(&replicas, &per_graph, &order, k0, value);
         evaluations += trials;
         if k == 0 {
             break;

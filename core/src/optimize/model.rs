@@ -32,6 +32,8 @@ pub(super) struct Model {
     terms: Vec<Term>,
     /// Each service's (term, slope) pairs.
     by_service: Vec<Vec<(usize, f64)>>,
+    /// The services some term reads (the only rates [`Model::value`] looks at).
+    read: Vec<usize>,
 }
 
 /// `F (1 - F)` kept off zero, where `logit` clamps (`F` within 1e-15 of 0 or 1).
@@ -84,7 +86,13 @@ impl Model {
                 by_service[i].push((k, *s));
             }
         }
-        Model { kind, base, terms, by_service }
+        let read = (0..base.len()).filter(|&i| !by_service[i].is_empty()).collect();
+        Model { kind, base, terms, by_service, read }
+    }
+
+    /// The services whose rates the model reads, in increasing order.
+    pub(super) fn services(&self) -> &[usize] {
+        &self.read
     }
 
     /// Moves the model to `rates`, where the graphs' values are known (`None` for those

@@ -119,7 +119,7 @@ pub(super) fn forward(
                 let (av, bv) = (&av[..support(av)], &bv[..support(bv)]);
                 for (ia, &x) in av.iter().enumerate() {
                     for (o, &y) in ov[ia..].iter_mut().zip(bv) {
-                        *o += x * y;
+                        *o = x.mul_add(y, *o);
                     }
                 }
             }
@@ -153,8 +153,8 @@ pub(super) fn forward(
                     let mut cum: f64 = kv[..skip].iter().sum();
                     for (j, &w) in kv[skip..].iter().enumerate() {
                         cum += w;
-                        e2[j] = e2[j] * cum + e1[j] * w;
-                        e1[j] = e1[j] * cum + e0[j] * w;
+                        e2[j] = e2[j].mul_add(cum, e1[j] * w);
+                        e1[j] = e1[j].mul_add(cum, e0[j] * w);
                         e0[j] *= cum;
                     }
                 }
@@ -203,12 +203,12 @@ pub(super) fn backward(plan: Plan<'_>, part: &mut Adjoints<'_>, tmp: &mut Vec<f6
                 let (na, nb) = (av.len(), bv.len());
                 for (jb, &y) in bv.iter().enumerate() {
                     for (a, &o) in aa[..na].iter_mut().zip(&ov[jb..]) {
-                        *a += y * o;
+                        *a = y.mul_add(o, *a);
                     }
                 }
                 for (ia, &x) in av.iter().enumerate() {
                     for (b, &o) in ba[..nb].iter_mut().zip(&ov[ia..]) {
-                        *b += x * o;
+                        *b = x.mul_add(o, *b);
                     }
                 }
             }
@@ -291,8 +291,8 @@ fn max_backward(plan: Plan<'_>, part: &mut Adjoints<'_>, tmp: &mut Vec<f64>, kid
         p[2 * len..].copy_from_slice(s2);
         for j in 0..len {
             let (big, w) = (cum[c * len + j], kw[j]);
-            s2[j] = s2[j] * big + s1[j] * w;
-            s1[j] = s1[j] * big + s0[j] * w;
+            s2[j] = s2[j].mul_add(big, s1[j] * w);
+            s1[j] = s1[j].mul_add(big, s0[j] * w);
             s0[j] *= big;
         }
     }
@@ -320,8 +320,8 @@ fn max_backward(plan: Plan<'_>, part: &mut Adjoints<'_>, tmp: &mut Vec<f64>, kid
             acc += pbar[j] * (big_e0 - TIE * big_e2);
             ka[skip + j] = acc - TIE * pbar[j] * big_e1;
             let (big, w) = (cum[c * len + j], kv[skip + j]);
-            s2[j] = s2[j] * big + s1[j] * w;
-            s1[j] = s1[j] * big + s0[j] * w;
+            s2[j] = s2[j].mul_add(big, s1[j] * w);
+            s1[j] = s1[j].mul_add(big, s0[j] * w);
             s0[j] *= big;
         }
         ka[..skip].fill(acc);
