@@ -243,7 +243,9 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
     let mut alpha = vec![1.0f64; rates.len()];
     let mut direction = vec![0.0f64; rates.len()];
     let mut history: Vec<f64> = Vec::new();
-    let mut best: Option<(f64, Vec<f64>)> = None;
+    // The best iterate: objective, rates, and its constraint value when the search left it in
+    // the cache (its accepted trial), which spares evaluating it again at the end.
+    let mut best: Option<(f64, Vec<f64>, Option<f64>)> = None;
     let mut iterations = 0;
     while iterations < cap {
         iterations += 1;
@@ -296,8 +298,9 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         // service still moving by more than TOLERANCE while the total no longer changes.
         let obj = objective(problem, &space, &rates);
         history.push(obj);
-        if best.as_ref().is_none_or(|(o, _)| obj < *o) {
-            best = Some((obj, rates.clone()));
+        if best.as_ref().is_none_or(|(o, ..)| obj < *o) {
+            let known = last.borrow().0.eq(&rates).then(|| last.borrow().1);
+            best = Some((obj, rates.clone(), known));
         }
         let stalled = history.len() > window && {
             let old = history[history.len() - 1 - window];
@@ -309,7 +312,10 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         }
     }
     evaluations.tight = count.replace(0);
-    if let Some((_, r)) = best {
+    if let Some((_, r, known)) = best {
+        if let Some(v) = known {
+            *last.borrow_mut() = (r.clone(), v);
+        }
         rates = r;
     }
     // Make the point feasible (tight): raise the rates not held at their floor towards the

@@ -146,12 +146,35 @@ pub(super) fn forward(
                 let (before, after) = part.val.split_at_mut(o.off);
                 let e0 = &mut after[..len];
                 e0.fill(1.0);
-                for &k in &plan.kids[kids.0..kids.1] {
+                // A child's cumulative weight below the window, and its weights on it (the
+                // child's window ends where the maximum's does).
+                let child = |k: usize| {
                     let kb = plan.buf(k, base);
                     let kv = &before[kb.range()];
                     let skip = (o.lo - kb.lo) as usize;
-                    let mut cum: f64 = kv[..skip].iter().sum();
-                    for (j, &w) in kv[skip..].iter().enumerate() {
+                    debug_assert_eq!(kv.len() - skip, len);
+                    (kv[..skip].iter().sum::<f64>(), &kv[skip..])
+                };
+                // Children two at a time: each one's running sum is a chain of dependent adds,
+                // and two chains in flight halve the time they bound. Every node still takes
+                // its children in order, with the same operations: the same bits as one at a
+                // time.
+                let mut pairs = plan.kids[kids.0..kids.1].chunks_exact(2);
+                for pair in &mut pairs {
+                    let ((mut c1, v1), (mut c2, v2)) = (child(pair[0]), child(pair[1]));
+                    for (j, (&w1, &w2)) in v1.iter().zip(v2).enumerate() {
+                        c1 += w1;
+                        c2 += w2;
+                        let (a0, a1, a2) = (e0[j], e1[j], e2[j]);
+                        let (b0, b1, b2) = (a0 * c1, a1.mul_add(c1, a0 * w1), a2.mul_add(c1, a1 * w1));
+                        e2[j] = b2.mul_add(c2, b1 * w2);
+                        e1[j] = b1.mul_add(c2, b0 * w2);
+                        e0[j] = b0 * c2;
+                    }
+                }
+                for &k in pairs.remainder() {
+                    let (mut cum, kv) = child(k);
+                    for (j, &w) in kv.iter().enumerate() {
                         cum += w;
                         e2[j] = e2[j].mul_add(cum, e1[j] * w);
                         e1[j] = e1[j].mul_add(cum, e0[j] * w);
