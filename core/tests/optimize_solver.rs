@@ -34,6 +34,14 @@ fn ticket_services(n: usize) -> (Profiles, Vec<String>) {
     (profiles, names)
 }
 
+/// Derm's plan for `problem`, its rate box, and the plan's replicas in service order.
+fn derm_plan(problem: &Problem) -> (optimize::Plan, kkt::Space, Vec<u32>) {
+    let plan = optimize::solve(problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
+    let space = kkt::Space::new(problem);
+    let replicas = problem.services.iter().map(|s| plan.services[&s.name].replicas).collect();
+    (plan, space, replicas)
+}
+
 #[test]
 fn kkt_is_within_one_percent_of_the_reference_optimum() {
     for seed in 0..8u64 {
@@ -101,9 +109,7 @@ fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
     let weights = problem.weights();
     let rare = weights.iter().filter(|w| **w <= 0.0).count();
     assert!(rare > 20, "{rare} rare graphs");
-    let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
-    let space = kkt::Space::new(&problem);
-    let replicas: Vec<u32> = problem.services.iter().map(|s| plan.services[&s.name].replicas).collect();
+    let (plan, space, replicas) = derm_plan(&problem);
     let params = problem.params(&integer::rates(&problem, &space, &replicas));
     // The constraint's parts: the frequent graphs only, at the plan's value.
     let (value, parts) = eval::value_parts(&problem, Kind::Weighted, &weights, &params);
@@ -125,9 +131,7 @@ fn moving_a_few_services_reevaluates_only_their_graphs_bit_for_bit() {
     let inp = input(&inst.profiles, &inst.graphs, 2_000.0, inst.sla_ms);
     let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
     let weights = problem.weights();
-    let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
-    let space = kkt::Space::new(&problem);
-    let replicas: Vec<u32> = problem.services.iter().map(|s| plan.services[&s.name].replicas).collect();
+    let (_, space, replicas) = derm_plan(&problem);
     let base = problem.params(&integer::rates(&problem, &space, &replicas));
     let (_, known) = eval::value_parts(&problem, Kind::Weighted, &weights, &base);
     // Services of one graph only, then services spread over several, then none.
