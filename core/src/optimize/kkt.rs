@@ -299,7 +299,10 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         let obj = objective(problem, &space, &rates);
         history.push(obj);
         if best.as_ref().is_none_or(|(o, ..)| obj < *o) {
-            let known = last.borrow().0.eq(&rates).then(|| last.borrow().1);
+            let known = {
+                let l = last.borrow();
+                (l.0 == rates).then_some(l.1)
+            };
             best = Some((obj, rates.clone(), known));
         }
         let stalled = history.len() > window && {
