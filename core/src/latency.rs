@@ -107,6 +107,9 @@ pub enum Evaluator {
     Grid,
 }
 
+/// The next [`Compiled`]'s id.
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A graph compiled against a service index: flat arrays of sums and maxima in post-order
 /// (children first, the root sum last).
 #[derive(Debug, Clone)]
@@ -124,6 +127,9 @@ pub struct Compiled {
     calls: Vec<u32>,
     grid_cells: usize,
     evaluator: Evaluator,
+    /// Distinct for every compiled graph (clones share it: same structure), so that an
+    /// evaluator may keep a graph's plan ([`grid`]'s layouts).
+    id: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +183,7 @@ impl Compiled {
             calls: Vec::new(),
             grid_cells: DEFAULT_GRID_CELLS,
             evaluator: Evaluator::Chain,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         c.sum(root, &index)?;
         let mut all = c.sum_services.clone();
@@ -520,5 +527,52 @@ mod tests {
         assert_eq!(f1, f2);
         assert_eq!(g1, g2);
         assert_eq!(f1, c.cdf(&params, 40.0));
+    }
+
+    #[test]
+    fn kept_layouts_give_a_fresh_workspace_s_results_bit_for_bit() {
+        // Two graphs over the same services, rates that change which phase of each sum is the
+        // slowest (it absorbs the lattice's variance) and which root phase is applied last,
+        // and more lattices than a workspace keeps layouts for, so that some are rebuilt.
+        let graphs = [
+            Node::leaf("a")
+                .with_parallel([Node::chain(["b", "c"]), Node::leaf("d")])
+                .with_parallel([Node::leaf("e"), Node::leaf("b")])
+                .then(Node::leaf("c")),
+            Node::chain(["a", "b"]).with_parallel([Node::chain(["c", "d", "e"]), Node::chain(["b", "a"])]),
+        ]
+        .map(|g| Compiled::new(&g, index).expect("known"));
+        let rates = [0.5, 0.3, 0.2, 0.9, 0.1];
+        let params_at = |turn: usize, l0: f64| -> Vec<Params> {
+            (0..5).map(|i| p(l0 + 0.3 * i as f64, rates[(i + turn) % 5])).collect()
+        };
+        let mut ws = Workspace::new();
+        let mut check = |c: &Compiled, params: &[Params], t: f64| {
+            let (mut kept, mut fresh) = ([0.0; 5], [0.0; 5]);
+            let f = c.cdf_grad_with(&mut ws, params, t, &mut kept);
+            let want = c.cdf_grad_with(&mut Workspace::new(), params, t, &mut fresh);
+            assert!(f > 0.01 && f < 0.999, "t {t}: {f} says little");
+            assert_eq!((f.to_bits(), kept.map(f64::to_bits)), (want.to_bits(), fresh.map(f64::to_bits)), "t {t}");
+            assert_eq!(c.cdf_with(&mut ws, params, t).to_bits(), f.to_bits(), "t {t}: value only");
+        };
+        // Each layout is built, then used again with other rates; past the 32nd lattice
+        // they are rebuilt in place of others, and the first ones come back rebuilt.
+        for k in (0..40).chain(0..4) {
+            let t = 25.0 + 0.25 * k as f64;
+            for c in &graphs {
+                for turn in 0..3 {
+                    check(c, &params_at(turn + k, 1.0), t);
+                }
+            }
+        }
+        // A layout is kept across rates, not across shifts or lattices.
+        let mut ws = Workspace::new();
+        let mut layouts = |params: &[Params], t: f64| {
+            graphs[0].cdf_with(&mut ws, params, t);
+            ws.grid.layouts()
+        };
+        assert_eq!([0, 1, 2].map(|turn| layouts(&params_at(turn, 1.0), 30.0)), [1, 1, 1]);
+        assert_eq!(layouts(&params_at(0, 1.1), 30.0), 2);
+        assert_eq!(layouts(&params_at(0, 1.0), 31.0), 3);
     }
 }

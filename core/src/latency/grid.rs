@@ -20,16 +20,19 @@
 //! A sum of many factors may be planned as two partial sums joined by one convolution, so
 //! that [`fork`] can run each side on its own thread (the same plan serially).
 //!
-//! This module plans (windows, operations, buffers) and reads the root; [`ops`] runs the
-//! operations, [`exps`] fuses a sum's exponential phases, and [`fork`] runs independent
-//! subtrees on separate threads when the caller allows it.
+//! This module keeps each graph's plan and reads the root; [`layout`] plans (windows,
+//! operations, buffers), [`ops`] runs the operations, [`exps`] fuses a sum's exponential
+//! phases, and [`fork`] runs independent subtrees on separate threads when the caller allows
+//! it.
 
 mod exps;
 mod fork;
+mod layout;
 mod ops;
 
 use super::special::{chi, phi, psi};
-use super::{Compiled, Item, Params};
+use super::{Compiled, Params};
+use layout::Layout;
 use ops::{Adjoints, Plan, Values};
 
 /// The tie correction of a maximum. On the lattice, children that fall in the same cell tie;
@@ -90,31 +93,22 @@ enum Op {
     },
 }
 
-/// Buffers reused across calls (the plan, the values and adjoints of every operation).
+/// Most layouts a [`Scratch`] keeps: the 2,500-service benchmark's solve evaluates 11 graphs
+/// on two lattices and, once, its 29 rare graphs.
+const LAYOUTS: usize = 64;
+
+/// Buffers reused across calls: the layouts of the graphs evaluated lately ([`layout`]), and
+/// the values and adjoints of every operation.
 #[derive(Debug, Default, Clone)]
 pub(super) struct Scratch {
-    sum_lo: Vec<i64>,
-    sum_hi: Vec<i64>,
-    sum_pos: Vec<f64>,
-    sum_out: Vec<usize>,
-    max_lo: Vec<i64>,
-    max_hi: Vec<i64>,
-    max_out: Vec<usize>,
-    bufs: Vec<Buf>,
-    ops: Vec<Op>,
-    kids: Vec<usize>,
-    /// (service, absorbed variance) of every phase, and its kernel (set by the forward pass).
-    exps: Vec<(usize, f64)>,
-    kernels: Vec<Kernel>,
-    sums: Vec<exps::Sums>,
+    /// Layouts with the evaluation that last used each; `cur` is this evaluation's.
+    layouts: Vec<(u64, Layout)>,
+    cur: usize,
+    clock: u64,
     /// Whether the caller lets this evaluation fork ([`Scratch::set_forking`]).
     forking: bool,
-    /// The graph's tree over the plan ([`fork`]; it also decides which sums split), and each
-    /// sum's and maximum's node.
-    nodes: Vec<fork::Node>,
-    node_kids: Vec<usize>,
-    sum_node: Vec<usize>,
-    max_node: Vec<usize>,
+    kernels: Vec<Kernel>,
+    sums: Vec<exps::Sums>,
     val: Vec<f64>,
     adj: Vec<f64>,
     tmp: Vec<f64>,
@@ -146,6 +140,7 @@ pub(super) fn eval(
     }
     s.plan(c, params, h, off_root, top, fin);
     s.forward(params, h);
+    let lay = &s.layouts[s.cur].1;
 
     // The slowest root phase, applied exactly to the piecewise-linear CDF through the cell
     // averages W_j (at j + 1/2, and t sits at top + 1/2):
@@ -154,7 +149,7 @@ pub(super) fn eval(
     let x = rate(service) * h;
     let (q, ph, ch) = ((-x).exp(), phi(x), chi(x));
     let (alpha, gamma) = (psi(x), x * ph * ph);
-    let rb = s.bufs[s.sum_out[root]];
+    let rb = lay.bufs[lay.sum_out[root]];
     let w = &s.val[rb.range()];
     let len = w.len();
     s.tmp.clear();
@@ -191,227 +186,29 @@ pub(super) fn eval(
 }
 
 impl Scratch {
-    /// Windows bottom-up (`lo`) and top-down (`hi`), then the operation list and buffers.
+    /// Makes `c`'s layout for this lattice current (kept, or built in place of the one used
+    /// longest ago), with its phases for these rates, and sizes the buffers.
     fn plan(&mut self, c: &Compiled, params: &[Params], h: f64, off_root: f64, top: i64, fin: usize) {
-        let root = c.sums.len() - 1;
-        let (ns, nm) = (c.sums.len(), c.maxes.len());
-        self.sum_lo.resize(ns, 0);
-        self.sum_hi.resize(ns, 0);
-        self.sum_pos.resize(ns, 0.0);
-        self.sum_out.resize(ns, 0);
-        self.max_lo.resize(nm, 0);
-        self.max_hi.resize(nm, 0);
-        self.max_out.resize(nm, 0);
-        for item in &c.order {
-            match *item {
-                Item::Sum(i) => {
-                    let off = if i == root { off_root } else { 0.0 };
-                    let shift: f64 = c.sum_services(i).iter().map(|&k| params[k].l0_ms).sum();
-                    let pos = (shift - off) / h;
-                    self.sum_pos[i] = pos;
-                    let gens: i64 = c.sum_generals(i).iter().map(|&g| self.max_lo[g]).sum();
-                    self.sum_lo[i] = pos.floor() as i64 + gens;
-                }
-                Item::Max(m) => {
-                    self.max_lo[m] = c.max_children(m).iter().map(|&k| self.sum_lo[k]).max().unwrap_or(0);
-                }
+        self.clock += 1;
+        let found = self.layouts.iter().position(|(_, l)| l.fits(c, params, h, off_root, top));
+        self.cur = match found {
+            Some(n) => n,
+            None if self.layouts.len() < LAYOUTS => {
+                self.layouts.push((0, Layout::new(c, params, h, off_root, top)));
+                self.layouts.len() - 1
             }
-        }
-        self.sum_hi[root] = top;
-        for item in c.order.iter().rev() {
-            match *item {
-                Item::Sum(i) => {
-                    for &g in c.sum_generals(i) {
-                        self.max_hi[g] = self.sum_hi[i] - (self.sum_lo[i] - self.max_lo[g]);
-                    }
-                }
-                Item::Max(m) => {
-                    for &k in c.max_children(m) {
-                        self.sum_hi[k] = self.max_hi[m];
-                    }
-                }
+            None => {
+                let n = (0..self.layouts.len()).min_by_key(|&n| self.layouts[n].0).unwrap_or(0);
+                self.layouts[n].1.rebuild(c, params, h, off_root, top);
+                n
             }
-        }
-
-        self.bufs.clear();
-        self.ops.clear();
-        self.kids.clear();
-        self.exps.clear();
-        self.nodes.clear();
-        self.node_kids.clear();
-        self.sum_node.resize(ns, 0);
-        self.max_node.resize(nm, 0);
-        let mut total = 0;
-        let mut split_any = false;
-        for item in &c.order {
-            let (op0, off0, phase0, kids0) = (self.ops.len(), total, self.exps.len(), self.node_kids.len());
-            let buf0 = self.bufs.len();
-            let mut chain = 0;
-            match *item {
-                Item::Sum(i) => {
-                    let (pos, lo, hi) = (self.sum_pos[i], self.sum_lo[i], self.sum_hi[i]);
-                    let services = c.sum_services(i);
-                    let skip = if i == root { fin } else { usize::MAX };
-                    // The slowest remaining phase absorbs the variance the lattice adds: the
-                    // binned shift's th (1 - th), and at the root the 1/12 of reading the CDF
-                    // piecewise-linearly.
-                    let th = pos - pos.floor();
-                    let absorb = th * (1.0 - th) + if i == root { 1.0 / 12.0 } else { 0.0 };
-                    let mut slowest = usize::MAX;
-                    for (n, &k) in services.iter().enumerate() {
-                        if n != skip
-                            && (slowest == usize::MAX || params[k].rate_per_ms < params[services[slowest]].rate_per_ms)
-                        {
-                            slowest = n;
-                        }
-                    }
-                    let gens = c.sum_generals(i);
-                    let mut cur = usize::MAX;
-                    if gens.is_empty() {
-                        cur = self.alloc(&mut total, lo, hi);
-                        self.ops.push(Op::Point { pos, out: cur });
-                    } else {
-                        // The factors split where their work does (`fork::Tree::split_with`: each
-                        // one's subtree and the convolution that takes it in): the partial sums
-                        // of each side, then one convolution of the two, so each side's chain
-                        // runs on the thread that computed its factors.
-                        self.node_kids.extend(gens.iter().map(|&g| self.max_node[g]));
-                        let m = fork::Tree { nodes: &self.nodes, kids: &self.node_kids }
-                            .split_with(&self.node_kids[kids0..], fork::conv_cost(hi - lo + 1))
-                            .unwrap_or(gens.len());
-                        chain = if m < gens.len() { m } else { 0 };
-                        split_any |= chain > 0;
-                        // Partial sums: lo grows with each factor, hi leaves room for the rest.
-                        let mut plo = pos.floor() as i64;
-                        let mut rest: i64 = gens.iter().map(|&g| self.max_lo[g]).sum();
-                        for (n, &g) in gens[..m].iter().enumerate() {
-                            plo += self.max_lo[g];
-                            rest -= self.max_lo[g];
-                            let out = self.alloc(&mut total, plo, hi - rest);
-                            let b = self.max_out[g];
-                            self.ops.push(if n == 0 { Op::Shift { pos, b, out } } else { Op::Conv { a: cur, b, out } });
-                            cur = out;
-                        }
-                        if let Some((&g0, right)) = gens[m..].split_first() {
-                            // The right side's partial sums leave room for the left's minimum.
-                            let (mut rlo, mut rcur) = (self.max_lo[g0], self.max_out[g0]);
-                            rest -= self.max_lo[g0];
-                            for &g in right {
-                                rlo += self.max_lo[g];
-                                rest -= self.max_lo[g];
-                                let out = self.alloc(&mut total, rlo, hi - plo - rest);
-                                self.ops.push(Op::Conv { a: rcur, b: self.max_out[g], out });
-                                rcur = out;
-                            }
-                            let out = self.alloc(&mut total, lo, hi);
-                            self.ops.push(Op::Conv { a: cur, b: rcur, out });
-                            cur = out;
-                        }
-                    }
-                    let (first, input) = (self.exps.len(), cur);
-                    for (n, &service) in services.iter().enumerate() {
-                        if n == skip {
-                            continue;
-                        }
-                        cur = self.alloc(&mut total, lo, hi);
-                        self.exps.push((service, if n == slowest { absorb } else { 0.0 }));
-                    }
-                    let count = self.exps.len() - first;
-                    if count > 0 {
-                        self.ops.push(Op::Exps { first, count, input, out: cur + 1 - count });
-                    }
-                    self.sum_out[i] = cur;
-                    self.sum_node[i] = self.nodes.len();
-                }
-                Item::Max(m) => {
-                    let start = self.kids.len();
-                    for &k in c.max_children(m) {
-                        self.kids.push(self.sum_out[k]);
-                    }
-                    let out = self.alloc(&mut total, self.max_lo[m], self.max_hi[m]);
-                    self.ops.push(Op::Max { kids: (start, self.kids.len()), out });
-                    self.max_out[m] = out;
-                    self.max_node[m] = self.nodes.len();
-                    self.node_kids.extend(c.max_children(m).iter().map(|&k| self.sum_node[k]));
-                }
-            }
-            self.push_node(op0, off0, phase0, kids0, (buf0, chain));
-        }
-        if split_any {
-            self.layout();
-        }
-        self.val.resize(total, 0.0);
-        self.kernels.resize(self.exps.len(), Kernel::default());
-        self.sums.resize(self.exps.len(), [0.0; 4]);
-    }
-
-    /// The node of the item just planned: its own operations from `op0` (buffers from
-    /// `off0`, phases from `phase0`), its children `node_kids[kids0..]`.
-    fn push_node(&mut self, op0: usize, off0: usize, phase0: usize, kids0: usize, (buf0, chain): (usize, usize)) {
-        let kids = (kids0, self.node_kids.len());
-        let first = self.node_kids[kids.0..kids.1].first().map(|&k| self.nodes[k]);
-        let (start, off, phase) = first.map_or((op0, off0, phase0), |k| (k.start, k.off, k.phase));
-        let own: f64 = self.ops[op0..].iter().map(|op| fork::cost(op, &self.bufs)).sum();
-        let below: f64 = self.node_kids[kids.0..kids.1].iter().map(|&k| self.nodes[k].cost).sum();
-        let bufs = (buf0, self.bufs.len());
-        let node = fork::Node {
-            start,
-            own: op0,
-            end: self.ops.len(),
-            off,
-            phase,
-            kids,
-            cost: own + below,
-            fork: false,
-            bufs,
-            chain,
         };
-        self.nodes.push(node);
-        let n = self.nodes.len() - 1;
-        self.nodes[n].fork = fork::Tree { nodes: &self.nodes, kids: &self.node_kids }.forks(n);
-    }
-
-    /// Buffer offsets again, subtree by subtree, with a split sum's left partial sums right
-    /// after its left factors' subtrees: each side of the split is then one contiguous part
-    /// ([`fork`]), and every operation still reads only buffers before its output.
-    fn layout(&mut self) {
-        let mut next = 0;
-        self.place(self.nodes.len() - 1, &mut next);
-    }
-
-    fn place(&mut self, n: usize, next: &mut usize) {
-        let node = self.nodes[n];
-        let first = *next;
-        let count = node.kids.1 - node.kids.0;
-        let m = if node.chain > 0 { node.chain } else { count };
-        // A split sum's left side: its first partial sum and `m - 1` convolutions.
-        let left_bufs = node.bufs.0 + if node.chain > 0 { m } else { 0 };
-        for j in 0..count {
-            if j == m {
-                self.assign(node.bufs.0..left_bufs, next);
-            }
-            self.place(self.node_kids[node.kids.0 + j], next);
-        }
-        if m == count {
-            self.assign(node.bufs.0..left_bufs, next);
-        }
-        self.assign(left_bufs..node.bufs.1, next);
-        self.nodes[n].off = first;
-    }
-
-    fn assign(&mut self, bufs: std::ops::Range<usize>, next: &mut usize) {
-        for buf in &mut self.bufs[bufs] {
-            buf.off = *next;
-            *next += buf.len();
-        }
-    }
-
-    fn alloc(&mut self, total: &mut usize, lo: i64, hi: i64) -> usize {
-        debug_assert!(hi >= lo, "empty window [{lo}, {hi}]");
-        let buf = Buf { off: *total, lo, hi };
-        *total += buf.len();
-        self.bufs.push(buf);
-        self.bufs.len() - 1
+        let (used, layout) = &mut self.layouts[self.cur];
+        *used = self.clock;
+        layout.phases(c, params, fin);
+        self.val.resize(layout.total, 0.0);
+        self.kernels.resize(layout.exps.len(), Kernel::default());
+        self.sums.resize(layout.exps.len(), [0.0; 4]);
     }
 
     /// Lets evaluations split their subtrees over threads ([`fork`]); off by default: worth
@@ -420,22 +217,31 @@ impl Scratch {
         self.forking = on;
     }
 
+    /// How many layouts this scratch keeps.
+    #[cfg(test)]
+    pub(super) fn layouts(&self) -> usize {
+        self.layouts.len()
+    }
+
     /// How many sums the last plan split in two ([`fork::Node::chain`]).
     #[cfg(test)]
     pub(super) fn split_sums(&self) -> usize {
-        self.nodes.iter().filter(|n| n.chain > 0).count()
+        self.layouts[self.cur].1.nodes.iter().filter(|n| n.chain > 0).count()
     }
 
     /// Whether this evaluation splits its subtrees over threads: when allowed, and only from
     /// a rayon worker (from outside the pool every fork would be a cross-thread hand-off).
     fn forks(&self) -> bool {
-        self.forking && self.nodes.last().is_some_and(|n| n.fork) && rayon::current_thread_index().is_some()
+        self.forking
+            && self.layouts[self.cur].1.nodes.last().is_some_and(|n| n.fork)
+            && rayon::current_thread_index().is_some()
     }
 
     #[inline(always)]
     fn forward(&mut self, params: &[Params], h: f64) {
         let forks = self.forks();
-        let Scratch { ops, bufs, kids, exps, nodes, node_kids, val, kernels, tmp, .. } = self;
+        let Scratch { layouts, cur, val, kernels, tmp, .. } = self;
+        let Layout { ops, bufs, kids, exps, nodes, node_kids, .. } = &layouts[*cur].1;
         let plan = Plan { ops, bufs, kids, exps };
         let mut part = Values { val, base: 0, kernels, ebase: 0 };
         if forks {
@@ -449,7 +255,8 @@ impl Scratch {
     #[inline(always)]
     fn backward(&mut self, h: f64, grad: &mut [f64]) {
         let forks = self.forks();
-        let Scratch { ops, bufs, kids, exps, nodes, node_kids, val, adj, kernels, sums, tmp, .. } = self;
+        let Scratch { layouts, cur, val, adj, kernels, sums, tmp, .. } = self;
+        let Layout { ops, bufs, kids, exps, nodes, node_kids, .. } = &layouts[*cur].1;
         let plan = Plan { ops, bufs, kids, exps };
         let mut part = Adjoints { val, kernels, adj, base: 0, sums, ebase: 0 };
         if forks {

@@ -48,7 +48,7 @@ pub(super) struct Node {
     pub fork: bool,
     /// Its own buffers (indices).
     pub bufs: (usize, usize),
-    /// A sum split in two ([`super::Scratch::plan`]): how many of its factors are on the left
+    /// A sum split in two ([`super::layout::Layout`]): how many of its factors are on the left
     /// (its first `chain` operations are their partial sums, the next `kids - chain - 1` the
     /// right side's, then the convolution of the two); 0 when not split.
     pub chain: usize,
