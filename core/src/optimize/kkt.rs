@@ -208,12 +208,6 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
         *last.borrow_mut() = (rates.to_vec(), v);
         v
     };
-    // From a nearby solution the target is all but known to be reachable: the check at the
-    // box top (an evaluation) is left to the end, where a point that cannot be made
-    // feasible means the same.
-    if !matches!(init, Init::Near(_)) && g_of(&space.full(&space.hi)) < target {
-        return Err(infeasible(problem, kind, weights, &space));
-    }
     // From a nearby solution one step on the fine lattice: a second step only ever served
     // as the stopping test, and was worse than the first on all three benchmark instances
     // (the 2,500-service app: 32,142 continuous containers against 28,473).
@@ -234,6 +228,14 @@ fn iterate(problem: &Problem, kind: Kind, weights: &[f64], init: Init<'_>) -> Re
             .map(|(i, r)| if space.active[i] { space.clip(i, *r) } else { space.fixed[i] })
             .collect(),
     };
+    // Whether the target is reachable at all (the box top, an evaluation) is asked only when
+    // the start's search ended below it: its last evaluation is usually the point it returns,
+    // so a reachable target costs nothing more. From a nearby solution the target is all but
+    // known to be reachable: the check is left to the end, where a point that cannot be made
+    // feasible means the same.
+    if !matches!(init, Init::Near(_)) && g_of(&rates) < target && g_of(&space.full(&space.hi)) < target {
+        return Err(infeasible(problem, kind, weights, &space));
+    }
     let mut evaluations = Evaluations { start: count.replace(0), ..Evaluations::default() };
     let active: Vec<usize> = (0..rates.len()).filter(|i| space.active[*i]).collect();
     let mut grad = vec![0.0; rates.len()];
