@@ -295,6 +295,37 @@ impl Compiled {
         self.max_children(m).iter().map(|&s| self.min_sum(s, params)).fold(f64::NEG_INFINITY, f64::max)
     }
 
+    /// A normal stand-in for the latency, `(mean, variance)`: moments summed along sequences
+    /// and, at each parallel stage, those of the branch with the largest `mean + 2 sd`. One
+    /// pass over the calls, and rough (the tail of a sum of exponentials is heavier): the
+    /// optimizer's start uses it only to guess where to look.
+    pub fn normal_moments(&self, params: &[Params]) -> (f64, f64) {
+        self.moments_sum(self.sums.len() - 1, params)
+    }
+
+    fn moments_sum(&self, s: usize, params: &[Params]) -> (f64, f64) {
+        let (mut mean, mut var) = (0.0, 0.0);
+        for &i in self.sum_services(s) {
+            let inv = 1.0 / params[i].rate_per_ms;
+            mean += params[i].l0_ms + inv;
+            var += inv * inv;
+        }
+        for &m in self.sum_generals(s) {
+            let (a, b) = self.moments_max(m, params);
+            mean += a;
+            var += b;
+        }
+        (mean, var)
+    }
+
+    fn moments_max(&self, m: usize, params: &[Params]) -> (f64, f64) {
+        let high = |(mean, var): (f64, f64)| mean + 2.0 * var.sqrt();
+        self.max_children(m)
+            .iter()
+            .map(|&s| self.moments_sum(s, params))
+            .fold((f64::NEG_INFINITY, 0.0), |best, x| if high(x) > high(best) { x } else { best })
+    }
+
     /// `P(Z <= t)`. Allocates a workspace; see [`Compiled::cdf_with`].
     ///
     /// # Panics
@@ -527,6 +558,23 @@ mod tests {
         assert_eq!(f1, f2);
         assert_eq!(g1, g2);
         assert_eq!(f1, c.cdf(&params, 40.0));
+    }
+
+    #[test]
+    fn normal_moments_sum_sequences_and_take_the_high_branch() {
+        // a; (b; c | d); e: the branch b; c has the larger mean + 2 sd.
+        let g = Node::leaf("a").with_parallel([Node::chain(["b", "c"]), Node::leaf("d")]).then(Node::leaf("e"));
+        let c = Compiled::new(&g, index).expect("known");
+        let params = [p(1.0, 0.5), p(2.0, 0.25), p(0.5, 1.0), p(3.0, 2.0), p(0.1, 0.1)];
+        let (mean, var) = c.normal_moments(&params);
+        // Means l0 + 1/rate: a 3, b 6, c 1.5, d 3.5, e 10.1; variances 1/rate^2.
+        assert_relative_eq!(mean, 3.0 + 6.0 + 1.5 + 10.1, epsilon = 1e-12);
+        assert_relative_eq!(var, 4.0 + 16.0 + 1.0 + 100.0, epsilon = 1e-12);
+        // A branch with a lower mean but a wider spread wins when its mean + 2 sd is higher.
+        let wide = [p(1.0, 0.5), p(2.0, 0.25), p(0.5, 1.0), p(0.0, 0.08), p(0.1, 0.1)];
+        let (mean, var) = c.normal_moments(&wide);
+        assert_relative_eq!(mean, 3.0 + 12.5 + 10.1, epsilon = 1e-12);
+        assert_relative_eq!(var, 4.0 + 156.25 + 100.0, epsilon = 1e-12);
     }
 
     #[test]

@@ -6,6 +6,8 @@
 
 use std::cell::RefCell;
 
+use statrs::distribution::{ContinuousCDF, Normal};
+
 use super::awake;
 use super::problem::Problem;
 use crate::latency::{Params, Workspace};
@@ -127,6 +129,24 @@ pub fn value(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params]) 
 pub fn value_parts(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params]) -> (f64, Vec<Option<f64>>) {
     let f = per_graph_of(problem, params, &constrained(weights));
     (combine(kind, weights, &f).0, f)
+}
+
+/// A rough and cheap stand-in for [`value`]: each constrained graph's latency taken as a
+/// normal ([`crate::latency::Compiled::normal_moments`]). Only to guess where a search starts.
+pub fn approx_value(problem: &Problem, kind: Kind, weights: &[f64], params: &[Params]) -> f64 {
+    let normal = Normal::standard();
+    let f: Vec<Option<f64>> = problem
+        .graphs
+        .iter()
+        .zip(weights)
+        .map(|(g, w)| {
+            (*w > 0.0).then(|| {
+                let (mean, var) = g.compiled.normal_moments(params);
+                normal.cdf((problem.sla_ms - mean) / var.sqrt().max(f64::MIN_POSITIVE))
+            })
+        })
+        .collect();
+    combine(kind, weights, &f).0
 }
 
 /// [`value_parts`] at `params`, given each constrained graph's value at a point that

@@ -12,6 +12,7 @@ pub(super) fn point(
     start: Start,
     w: root::Window,
     g_of: &dyn Fn(&[f64]) -> f64,
+    approx: &dyn Fn(&[f64]) -> f64,
 ) -> Vec<f64> {
     let n = problem.services.len();
     let sens: Vec<f64> = problem.services.iter().map(|s| (-s.a).max(0.0).sqrt()).collect();
@@ -44,10 +45,24 @@ pub(super) fn point(
             })
             .collect()
     };
-    // In x = -ln s the constraint increases: from s = 1, the boundary.
+    // In x = -ln s the constraint increases. The exact search starts where the normal
+    // stand-in meets the window (from s = 1), its first step the stand-in's log-odds slope
+    // there; from s = 1 itself when the stand-in never meets it.
     let g = |x: f64| g_of(&family((-x).exp()));
-    let g0 = g(0.0);
-    family((-root::search(&g, w, (0.0, g0), 2.0f64.copysign(w.target - g0))).exp())
+    let guess = |x: f64| approx(&family((-x).exp()));
+    let a0 = guess(0.0);
+    let x0 = root::search(&guess, w, (0.0, a0), 2.0f64.copysign(w.target - a0));
+    let x0 = if x0.abs() < root::LIMIT { x0 } else { 0.0 };
+    let g0 = g(x0);
+    let d = 0.05;
+    let slope = (root::logit(guess(x0 + d)) - root::logit(guess(x0 - d))) / (2.0 * d);
+    let miss = root::logit(w.target + 0.5 * w.tol) - root::logit(g0);
+    let first = if slope > 0.0 && slope.is_finite() && miss != 0.0 {
+        (miss / slope).clamp(-4.0, 4.0)
+    } else {
+        2.0f64.copysign(w.target - g0)
+    };
+    family((-root::search(&g, w, (x0, g0), first)).exp())
 }
 
 /// The shape (`ln kappa`) for which the start is stationary, `kappa_i ~ W_i |a_i| / u_i^2` with
