@@ -1,27 +1,16 @@
 //! Optimizer benchmarks on generated instances (seeded): 50 services / 5 graphs, one
 //! 400-service graph, and an Alibaba-scale app of 2,500 services and 40 graph types.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use derm_core::generate::instance::{self, Instance, Spec};
 use derm_core::optimize::eval::{self, Kind};
-use derm_core::optimize::{self, Input, Policy, Problem, Start, awake, integer, kkt};
+use derm_core::optimize::{self, Policy, Problem, Start, awake, integer, kkt};
 
 fn problem(inst: &Instance, load: f64) -> Problem {
-    let input = Input {
-        profiles: &inst.profiles,
-        graphs: &inst.graphs,
-        load_rps: load,
-        sla_ms: inst.sla_ms,
-        percentile: 0.95,
-        rare_threshold: 0.02,
-        bounds: BTreeMap::new(),
-        max_utilization: 0.9,
-    };
-    Problem::new(&input).unwrap_or_else(|e| panic!("{e}"))
+    Problem::new(&inst.input(load)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn cases() -> [(&'static str, Spec, f64); 3] {

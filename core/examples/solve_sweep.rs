@@ -3,11 +3,9 @@
 //! plan, the continuous objective, exact evaluations (KKT and repair) and the median of five
 //! solves. `cargo run --release -p derm-core --example solve_sweep [-- FIRST_SEED LAST_SEED]`.
 
-use std::collections::BTreeMap;
-
 use derm_core::generate::instance::{self, Spec};
 use derm_core::optimize::eval::Kind;
-use derm_core::optimize::{self, Input, Policy, Problem, Start, integer, kkt};
+use derm_core::optimize::{self, Policy, Problem, Start, integer, kkt};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<u64> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
@@ -20,17 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let (mut replicas, mut objective, mut evaluations, mut ms) = (0u64, 0.0, 0u32, 0.0);
         for seed in first..=last {
             let inst = Spec { seed, ..spec.clone() }.generate();
-            let input = Input {
-                profiles: &inst.profiles,
-                graphs: &inst.graphs,
-                load_rps: load,
-                sla_ms: inst.sla_ms,
-                percentile: 0.95,
-                rare_threshold: 0.02,
-                bounds: BTreeMap::new(),
-                max_utilization: 0.9,
-            };
-            let p = Problem::new(&input)?;
+            let p = Problem::new(&inst.input(load))?;
             let w = p.weights();
             let sol = kkt::solve(&p, Kind::Weighted, &w, Start::Paired)?;
             let int = integer::plan(&p, Kind::Weighted, &w, &kkt::Space::new(&p), &sol.rates, Some(&sol.gradient));

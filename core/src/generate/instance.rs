@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::graph::Node;
 use crate::graph::catalog::Entry;
+use crate::optimize::Input;
 use crate::profile::{Profile, Profiles};
 
 /// Shape of a random instance.
@@ -29,6 +30,24 @@ pub struct Instance {
     pub profiles: Profiles,
     pub graphs: Vec<Entry>,
     pub sla_ms: f64,
+}
+
+impl Instance {
+    /// The optimizer's input for this instance at `load_rps`, with the settings the benchmark
+    /// and `derm solve`'s defaults use: P95, graphs below a 2% share left out of the
+    /// constraint, no replica bounds, containers at most 90% busy.
+    pub fn input(&self, load_rps: f64) -> Input<'_> {
+        Input {
+            profiles: &self.profiles,
+            graphs: &self.graphs,
+            load_rps,
+            sla_ms: self.sla_ms,
+            percentile: 0.95,
+            rare_threshold: 0.02,
+            bounds: BTreeMap::new(),
+            max_utilization: 0.9,
+        }
+    }
 }
 
 /// The optimizer benchmark's instances (`cargo bench --bench optimize`, `derm generate
