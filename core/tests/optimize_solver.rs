@@ -34,6 +34,12 @@ fn ticket_services(n: usize) -> (Profiles, Vec<String>) {
     (profiles, names)
 }
 
+/// The problem of a generated instance at `load` (`Instance::input`'s settings).
+fn generated(spec: &Spec, load: f64) -> Problem {
+    let seed = spec.seed;
+    Problem::new(&spec.generate().input(load)).unwrap_or_else(|e| panic!("seed {seed}: {e}"))
+}
+
 /// Derm's plan for `problem`, its rate box, and the plan's replicas in service order.
 fn derm_plan(problem: &Problem) -> (optimize::Plan, kkt::Space, Vec<u32>) {
     let plan = optimize::solve(problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
@@ -47,9 +53,7 @@ fn kkt_is_within_one_percent_of_the_reference_optimum() {
     for seed in 0..8u64 {
         let services = 3 + (seed as usize % 6); // 3..=8
         let spec = Spec { services, graphs: 1 + (seed as usize % 4), graph_size: (2, 6), parallel: 0.4, seed };
-        let inst = spec.generate();
-        let inp = input(&inst.profiles, &inst.graphs, 300.0, inst.sla_ms);
-        let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let problem = generated(&spec, 300.0);
         let w = problem.weights();
         let kkt = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         assert!(kkt.probability >= 0.95 - 1e-9, "seed {seed}: infeasible {}", kkt.probability);
@@ -69,9 +73,7 @@ fn integer_plan_is_within_one_container_of_exhaustive_search() {
             parallel: 0.4,
             seed: 100 + seed,
         };
-        let inst = spec.generate();
-        let inp = input(&inst.profiles, &inst.graphs, 120.0, inst.sla_ms);
-        let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+        let problem = generated(&spec, 120.0);
         let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
         let (_, best) = reference::exhaustive(&problem, Kind::Weighted, &problem.weights(), 8)
             .unwrap_or_else(|| panic!("seed {seed}: exhaustive found nothing"));
@@ -84,9 +86,7 @@ fn integer_plan_is_within_one_container_of_exhaustive_search() {
 #[test]
 fn every_plan_meets_its_constraint_exactly() {
     for seed in 0..6u64 {
-        let inst = Spec { services: 30, graphs: 5, graph_size: (5, 20), parallel: 0.3, seed }.generate();
-        let inp = input(&inst.profiles, &inst.graphs, 500.0, inst.sla_ms);
-        let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+        let problem = generated(&Spec { services: 30, graphs: 5, graph_size: (5, 20), parallel: 0.3, seed }, 500.0);
         for policy in [Policy::Derm, Policy::Uniform] {
             let plan = optimize::solve(&problem, policy, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
             let freq: Vec<_> = plan.graphs.values().filter(|g| g.frequent).collect();
@@ -103,9 +103,7 @@ fn every_plan_meets_its_constraint_exactly() {
 #[test]
 fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
     // Zipf shares over 40 graphs: ranks 12-40 are below the 2% threshold.
-    let inst = Spec { services: 60, graphs: 40, graph_size: (3, 8), parallel: 0.3, seed: 7 }.generate();
-    let inp = input(&inst.profiles, &inst.graphs, 500.0, inst.sla_ms);
-    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let problem = generated(&Spec { services: 60, graphs: 40, graph_size: (3, 8), parallel: 0.3, seed: 7 }, 500.0);
     let weights = problem.weights();
     let rare = weights.iter().filter(|w| **w <= 0.0).count();
     assert!(rare > 20, "{rare} rare graphs");
@@ -127,9 +125,8 @@ fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
 
 #[test]
 fn moving_a_few_services_reevaluates_only_their_graphs_bit_for_bit() {
-    let inst = Spec { services: 200, graphs: 12, graph_size: (10, 40), parallel: 0.3, seed: 11 }.generate();
-    let inp = input(&inst.profiles, &inst.graphs, 2_000.0, inst.sla_ms);
-    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let problem =
+        generated(&Spec { services: 200, graphs: 12, graph_size: (10, 40), parallel: 0.3, seed: 11 }, 2_000.0);
     let weights = problem.weights();
     let (_, space, replicas) = derm_plan(&problem);
     let base = problem.params(&integer::rates(&problem, &space, &replicas));
@@ -167,9 +164,8 @@ fn repeated_solves_on_two_threads_always_return() {
     // did not catch it in 5,000 solves before the fix, so it guards, it does not prove.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let inst = Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }.generate();
         let problem =
-            Problem::new(&input(&inst.profiles, &inst.graphs, 1_000.0, inst.sla_ms)).unwrap_or_else(|e| panic!("{e}"));
+            generated(&Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap_or_else(|e| panic!("{e}"));
         for i in 0..SOLVES {
             let plan = pool.install(|| optimize::solve(&problem, Policy::Derm, Start::Paired));
@@ -191,9 +187,7 @@ fn repeated_solves_on_two_threads_always_return() {
 
 #[test]
 fn every_start_converges_to_the_same_optimum() {
-    let inst = Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 5 }.generate();
-    let inp = input(&inst.profiles, &inst.graphs, 1000.0, inst.sla_ms);
-    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let problem = generated(&Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 5 }, 1000.0);
     let w = problem.weights();
     let mut objectives = Vec::new();
     for start in [Start::Paired, Start::Erms, Start::Flat] {
@@ -213,9 +207,7 @@ fn coarse_to_fine_lands_on_the_fine_optimum() {
         (Spec { services: 50, graphs: 5, graph_size: (10, 30), parallel: 0.3, seed: 1 }, 1_000.0),
         (Spec { services: 400, graphs: 1, graph_size: (400, 400), parallel: 0.3, seed: 2 }, 1_000.0),
     ] {
-        let inst = spec.generate();
-        let problem =
-            Problem::new(&input(&inst.profiles, &inst.graphs, load, inst.sla_ms)).unwrap_or_else(|e| panic!("{e}"));
+        let problem = generated(&spec, load);
         assert!(problem.coarse(kkt::COARSE_FACTOR, kkt::COARSE_MIN_CELLS).is_some());
         let w = problem.weights();
         let both = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
@@ -238,9 +230,7 @@ fn a_step_never_leaves_a_feasible_start_for_a_worse_answer() {
     // landed on 102,677 continuous containers against the fine-only descent's 23,321, and
     // the repair then took about 4,900 evaluations (4.5 s) to bring 76,657 replicas down.
     let (_, spec, load) = instance::benchmarks()[2].clone();
-    let inst = Spec { seed: 11, ..spec }.generate();
-    let problem =
-        Problem::new(&input(&inst.profiles, &inst.graphs, load, inst.sla_ms)).unwrap_or_else(|e| panic!("{e}"));
+    let problem = generated(&Spec { seed: 11, ..spec }, load);
     let w = problem.weights();
     let both = kkt::solve(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
     let fine = kkt::solve_fine(&problem, Kind::Weighted, &w, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
@@ -328,12 +318,12 @@ fn load_only_change_scales_replicas_linearly() {
     // Every graph frequent: services kept at a safe minimum (rare-only ones) have rounded,
     // load-dependent rates that would shift the optimum slightly.
     let inst = Spec { services: 20, graphs: 3, graph_size: (5, 12), parallel: 0.3, seed: 9 }.generate();
-    let inp = Input { rare_threshold: 0.0, ..input(&inst.profiles, &inst.graphs, 5_000.0, inst.sla_ms) };
+    let inp = Input { rare_threshold: 0.0, ..inst.input(5_000.0) };
     let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
     let plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
     let scaled = optimize::rescale(&plan, 10_000.0, &BTreeMap::new());
     // The re-solved plan at double load has the same per-container targets...
-    let inp2 = Input { rare_threshold: 0.0, ..input(&inst.profiles, &inst.graphs, 10_000.0, inst.sla_ms) };
+    let inp2 = Input { rare_threshold: 0.0, ..inst.input(10_000.0) };
     let again = optimize::solve(&Problem::new(&inp2).unwrap_or_else(|e| panic!("{e}")), Policy::Derm, Start::Paired)
         .unwrap_or_else(|e| panic!("{e}"));
     for (name, s) in &plan.services {
@@ -354,7 +344,7 @@ fn load_only_change_scales_replicas_linearly() {
 #[test]
 fn bad_input_names_the_field() {
     let inst = Spec { services: 4, graphs: 2, graph_size: (2, 4), parallel: 0.3, seed: 1 }.generate();
-    let base = input(&inst.profiles, &inst.graphs, 100.0, inst.sla_ms);
+    let base = inst.input(100.0);
     let err = |inp: Input<'_>| Problem::new(&inp).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err(Input { load_rps: 0.0, ..base.clone() }).contains("load_rps"));
     assert!(err(Input { load_rps: f64::NAN, ..base.clone() }).contains("load_rps"));
@@ -390,9 +380,7 @@ fn bad_input_names_the_field() {
 
 #[test]
 fn rescale_never_explodes_on_a_target_at_the_rate_ceiling() {
-    let inst = Spec { services: 10, graphs: 2, graph_size: (4, 8), parallel: 0.3, seed: 4 }.generate();
-    let inp = input(&inst.profiles, &inst.graphs, 300.0, inst.sla_ms);
-    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let problem = generated(&Spec { services: 10, graphs: 2, graph_size: (4, 8), parallel: 0.3, seed: 4 }, 300.0);
     let mut plan = optimize::solve(&problem, Policy::Derm, Start::Paired).unwrap_or_else(|e| panic!("{e}"));
     // A continuous optimum at the ceiling b * (1 - 1e-9) gives w* of about zero.
     let name = plan.services.keys().next().cloned().unwrap_or_default();
