@@ -143,12 +143,17 @@ pub(crate) mod fixtures {
 
     /// Window `t` (30 s each) with share `a` of graph `a`, the rest `b`.
     pub fn two_graphs(t: i64, a: f64) -> Window {
+        with_mix(30 * t, &[("a", a), ("b", 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect::<Vec<_>>())
+    }
+
+    /// A 30 s window from `start_s` with the given graph shares, as given.
+    pub fn with_mix(start_s: i64, mix: &[(&str, f64)]) -> Window {
         Window {
-            start_s: 30 * t,
+            start_s,
             duration_s: 30,
             load_rps: 10.0,
             requests: 10,
-            graph_mix: [("a".to_owned(), a), ("b".to_owned(), 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect(),
+            graph_mix: mix.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect(),
             arg_mix: BTreeMap::new(),
             containers: BTreeMap::new(),
             calls_rps: BTreeMap::new(),

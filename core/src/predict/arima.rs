@@ -136,19 +136,7 @@ fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Vec<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn window(start_s: i64, mix: &[(&str, f64)]) -> Window {
-        Window {
-            start_s,
-            duration_s: 30,
-            load_rps: 10.0,
-            requests: 10,
-            graph_mix: mix.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect(),
-            arg_mix: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            calls_rps: BTreeMap::new(),
-        }
-    }
+    use crate::predict::fixtures::with_mix as window;
 
     #[test]
     fn solves_a_small_system() {

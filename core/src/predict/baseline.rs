@@ -113,19 +113,7 @@ impl Predictor for Ewma {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn window(start_s: i64, mix: &[(&str, f64)]) -> Window {
-        Window {
-            start_s,
-            duration_s: 30,
-            load_rps: 10.0,
-            requests: 10,
-            graph_mix: mix.iter().map(|(g, s)| ((*g).to_owned(), *s)).collect(),
-            arg_mix: BTreeMap::new(),
-            containers: BTreeMap::new(),
-            calls_rps: BTreeMap::new(),
-        }
-    }
+    use crate::predict::fixtures::with_mix as window;
 
     fn history() -> Vec<Window> {
         vec![window(0, &[("a", 1.0)]), window(30, &[("a", 0.5), ("b", 0.5)]), window(60, &[("b", 1.0)])]

@@ -68,6 +68,15 @@ pub struct Stats {
     pub first_error: Option<String>,
 }
 
+impl Stats {
+    /// Counts a decision that started at `t0`, its wall time into the running mean.
+    pub fn decided(&mut self, t0: std::time::Instant) {
+        self.decisions += 1;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        self.mean_decision_ms += (ms - self.mean_decision_ms) / self.decisions as f64;
+    }
+}
+
 /// A scaling policy.
 pub trait Policy: Send {
     fn name(&self) -> &str;

@@ -175,7 +175,6 @@ pub struct Derm {
     /// Entry rates of the last [`TREND_POINTS`] intervals, oldest first.
     loads: Vec<f64>,
     stats: Stats,
-    spent_ms: f64,
     insight: Option<Insight>,
 }
 
@@ -205,7 +204,6 @@ impl Derm {
             since_solve: 0,
             loads: Vec::new(),
             stats: Stats::default(),
-            spent_ms: 0.0,
             insight: None,
         }
     }
@@ -526,15 +524,12 @@ impl Policy for Derm {
     fn decide(&mut self, mut view: View<'_>) -> Vec<u32> {
         let t0 = Instant::now();
         let out = self.decide_inner(&mut view);
-        self.stats.decisions += 1;
-        self.spent_ms += t0.elapsed().as_secs_f64() * 1e3;
+        self.stats.decided(t0);
         out
     }
 
     fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.mean_decision_ms = self.spent_ms / s.decisions.max(1) as f64;
-        s
+        self.stats.clone()
     }
 }
 

@@ -38,12 +38,11 @@ pub struct Hpa {
     /// Per service: (time, recommendation) over the stabilisation window.
     history: Vec<VecDeque<(f64, u32)>>,
     stats: Stats,
-    spent_ms: f64,
 }
 
 impl Hpa {
     pub fn new(services: usize, config: Config) -> Self {
-        Hpa { config, history: vec![VecDeque::new(); services], stats: Stats::default(), spent_ms: 0.0 }
+        Hpa { config, history: vec![VecDeque::new(); services], stats: Stats::default() }
     }
 
     /// One service's recommendation before stabilisation and rate limits.
@@ -100,15 +99,12 @@ impl Policy for Hpa {
             let up_limit = (cur * 2).max(cur + 4);
             out.push(desired.min(up_limit).clamp(1, self.config.max_replicas));
         }
-        self.stats.decisions += 1;
-        self.spent_ms += t0.elapsed().as_secs_f64() * 1e3;
+        self.stats.decided(t0);
         out
     }
 
     fn stats(&self) -> Stats {
-        let mut s = self.stats.clone();
-        s.mean_decision_ms = self.spent_ms / s.decisions.max(1) as f64;
-        s
+        self.stats.clone()
     }
 }
 
