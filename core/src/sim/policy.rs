@@ -190,3 +190,21 @@ impl Policy for StaticPeak {
         self.stats.clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::Stats;
+
+    #[test]
+    fn decided_counts_and_keeps_the_mean_time() {
+        let mut stats = Stats::default();
+        let ago = |ms: u64| Instant::now().checked_sub(Duration::from_millis(ms)).expect("a clock past boot");
+        stats.decided(ago(10));
+        stats.decided(ago(50));
+        assert_eq!(stats.decisions, 2);
+        // The mean of at least 10 and 50 ms; not their sum, nor the last alone.
+        assert!((30.0..45.0).contains(&stats.mean_decision_ms), "{}", stats.mean_decision_ms);
+    }
+}
