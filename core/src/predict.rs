@@ -143,7 +143,9 @@ pub(crate) mod fixtures {
 
     /// Window `t` (30 s each) with share `a` of graph `a`, the rest `b`.
     pub fn two_graphs(t: i64, a: f64) -> Window {
-        with_mix(30 * t, &[("a", a), ("b", 1.0 - a)].into_iter().filter(|(_, s)| *s > 0.0).collect::<Vec<_>>())
+        let mut w = with_mix(30 * t, &[("a", a), ("b", 1.0 - a)]);
+        w.graph_mix.retain(|_, s| *s > 0.0);
+        w
     }
 
     /// A 30 s window from `start_s` with the given graph shares, as given.
