@@ -84,7 +84,9 @@ pub struct DermAppSpec {
     #[serde(default = "default_interval_seconds")]
     #[schemars(range(min = 1, max = 3600))]
     pub interval_seconds: u32,
-    /// Graphs with a predicted share below this leave the SLA constraint (0..1).
+    /// Graphs with a predicted share below this leave the SLA constraint (0..1). Default 0:
+    /// every graph counts with its share, as every request counts in the SLA (the paper
+    /// uses 0.02, which in simulation starved rare long graphs into violations).
     #[serde(default = "default_rare_graph_threshold")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub rare_graph_threshold: f64,
@@ -98,7 +100,7 @@ fn default_interval_seconds() -> u32 {
 }
 
 fn default_rare_graph_threshold() -> f64 {
-    0.02
+    derm_core::sim::policy::derm::DERM_RARE_THRESHOLD
 }
 
 /// The latency objective: `percentile` percent of requests within `latencyMs`.

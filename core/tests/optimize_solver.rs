@@ -124,6 +124,40 @@ fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
 }
 
 #[test]
+fn at_threshold_zero_every_request_counts() {
+    // A rare long graph on the services of a frequent short one (as TrainTicket's longest
+    // ticket queries): with the paper's 2% threshold the solver sizes the shared services for
+    // the short graph alone, and the share of *all* requests within the SLA falls short of
+    // p; with no threshold the weighted constraint is over every request.
+    let (profiles, names) = ticket_services(5);
+    let short = Node::chain(names.iter().cloned());
+    let long = Node::chain(names.iter().cycle().take(15).cloned());
+    let graphs = vec![
+        Entry { id: "short".into(), share: 0.981, count: 0, root: short },
+        Entry { id: "long".into(), share: 0.019, count: 0, root: long.clone() },
+    ];
+    let sla = 1.5 * instance::critical_path_ms(&long, &profiles);
+    let mut inp = input(&profiles, &graphs, 20_000.0, sla);
+    let all_requests = |plan: &optimize::Plan| plan.graphs.values().map(|g| g.share * g.sla_probability).sum::<f64>();
+    let paper = derm_plan(&Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"))).0;
+    inp.rare_threshold = 0.0;
+    let every = derm_plan(&Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"))).0;
+    eprintln!(
+        "2%: {} replicas, all requests {:.4}, long {:.3}; 0: {} replicas, all requests {:.4}, long {:.3}",
+        paper.total_replicas,
+        all_requests(&paper),
+        paper.graphs["long"].sla_probability,
+        every.total_replicas,
+        all_requests(&every),
+        every.graphs["long"].sla_probability
+    );
+    assert!(!paper.graphs["long"].frequent && every.graphs["long"].frequent);
+    assert!(all_requests(&paper) < inp.percentile, "{}", all_requests(&paper));
+    assert!((every.predicted_sla_probability - all_requests(&every)).abs() < 1e-9);
+    assert!(all_requests(&every) >= inp.percentile - 1e-9, "{}", all_requests(&every));
+}
+
+#[test]
 fn moving_a_few_services_reevaluates_only_their_graphs_bit_for_bit() {
     let problem =
         generated(&Spec { services: 200, graphs: 12, graph_size: (10, 40), parallel: 0.3, seed: 11 }, 2_000.0);

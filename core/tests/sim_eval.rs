@@ -197,3 +197,13 @@ fn sim_long_run_floor_raises_services_and_can_be_turned_off() {
     assert_eq!(off.stats.long_run_raised, 0);
     assert!(on.mean_containers > off.mean_containers, "{} vs {}", on.mean_containers, off.mean_containers);
 }
+
+#[test]
+fn sim_rare_threshold_reaches_the_derm_family_only() {
+    let run = |t| deterministic_part(&Config { rare_threshold: t, ..small(vec![Name::Derm, Name::Uniform]) });
+    let (every, paper) = (run(0.0), run(0.02));
+    assert_ne!(every["series"]["derm"], paper["series"]["derm"], "--rare-threshold must reach derm");
+    assert_eq!(every["series"]["uniform"], paper["series"]["uniform"], "uniform keeps the paper's threshold");
+    let bad = eval::evaluate(&Config { rare_threshold: 1.0, ..small(vec![Name::Derm]) }, &|_| {}, None);
+    assert!(bad.is_err_and(|e| e.to_string().contains("--rare-threshold")));
+}

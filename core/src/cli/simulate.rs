@@ -63,6 +63,11 @@ pub(crate) struct Sim {
     /// target (0.4: p = 0.95 is solved as 0.97).
     #[arg(long, default_value_t = crate::sim::policy::derm::TAIL_MARGIN, value_parser = unit_closed_open)]
     tail_margin: f64,
+    /// Graphs below this predicted share leave the SLA constraint of `derm`, `derm-oracle`
+    /// and `derm-static` (0: every graph counts with its share; the paper's 0.02 for
+    /// ablations). `uniform` always holds only graphs of >= 0.02 to the target.
+    #[arg(long, default_value_t = crate::sim::policy::derm::DERM_RARE_THRESHOLD, value_parser = unit_closed_open)]
+    rare_threshold: f64,
     /// Plan `derm` and `uniform` on the forecast mix alone, without raising any service to
     /// what the long-run mean mix needs (the long-run floor; for ablations).
     #[arg(long)]
@@ -95,6 +100,7 @@ impl Sim {
             refit_every: self.refit_every,
             tail_margin: self.tail_margin,
             long_run_floor: !self.no_long_run_floor,
+            rare_threshold: self.rare_threshold,
             ..Config::default()
         }
     }

@@ -60,6 +60,8 @@ pub struct Config {
     pub hpa_target: f64,
     /// `derm` and `uniform` never plan below the long-run mix's plan.
     pub long_run_floor: bool,
+    /// Graphs below this predicted share leave the constraint of the `derm` family.
+    pub rare_threshold: f64,
 }
 
 impl Default for Config {
@@ -85,6 +87,7 @@ impl Default for Config {
             load_headroom: derm::LOAD_HEADROOM,
             hpa_target: hpa::Config::default().target,
             long_run_floor: true,
+            rare_threshold: derm::DERM_RARE_THRESHOLD,
         }
     }
 }
@@ -126,6 +129,9 @@ impl Config {
         }
         if !(self.tail_margin >= 0.0 && self.tail_margin < 1.0) {
             return Err(invalid("--tail-margin", self.tail_margin, "a share in [0, 1)"));
+        }
+        if !(self.rare_threshold >= 0.0 && self.rare_threshold < 1.0) {
+            return Err(invalid("--rare-threshold", self.rare_threshold, "a share in [0, 1)"));
         }
         if !(self.load_headroom.is_finite() && self.load_headroom > -MAX_SHORTFALL) {
             return Err(invalid("--load-headroom", self.load_headroom, "a fraction > -0.5"));
@@ -385,6 +391,7 @@ pub fn prepare(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Prepa
         tail_margin: config.tail_margin,
         load_headroom: config.load_headroom,
         long_run_floor: config.long_run_floor,
+        rare_threshold: config.rare_threshold,
     };
     Ok(Prepared { scenario, pattern, run, derm, profiled })
 }
