@@ -157,6 +157,22 @@ fn at_threshold_zero_every_request_counts() {
     assert!(all_requests(&every) >= inp.percentile - 1e-9, "{}", all_requests(&every));
 }
 
+/// With every graph counted, a rare graph near its SLA flips between the repair's trials and
+/// the probit line through them overshoots: the first round's four trials all failed and the
+/// repair stopped at 0.9905 against 0.95 (402 replicas more) before it learnt to halve.
+#[test]
+fn repair_gets_back_to_the_target_when_every_trial_overshoots() {
+    let spec = Spec { services: 1_500, graphs: 40, graph_size: (20, 300), parallel: 0.3, seed: 6 };
+    let instance = spec.generate();
+    let mut inp = instance.input(10_000.0);
+    inp.rare_threshold = 0.0;
+    let problem = Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"));
+    let (plan, space, replicas) = derm_plan(&problem);
+    let exact = integer::verify(&problem, Kind::Weighted, &problem.weights(), &space, &replicas);
+    assert!(exact >= inp.percentile, "{exact}");
+    assert!(exact < inp.percentile + 0.005, "stopped at {exact}, {} replicas", plan.total_replicas);
+}
+
 #[test]
 fn moving_a_few_services_reevaluates_only_their_graphs_bit_for_bit() {
     let problem =
