@@ -85,6 +85,26 @@ fn rates_of(problem: &Problem, space: &Space, replicas: &[u32]) -> Vec<f64> {
         .collect()
 }
 
+/// What a prefix search knows: the longest prefix known to hold (length, probit, value) with
+/// its per-graph values, and the shortest known not to (length, probit).
+struct Bracket {
+    lo: (usize, f64, f64),
+    hi: Option<(usize, f64)>,
+    parts: Vec<Option<f64>>,
+}
+
+impl Bracket {
+    /// Record the trial of the first `k` services and its value.
+    fn record(&mut self, k: usize, (v, parts): (f64, Vec<Option<f64>>), target: f64, z: impl Fn(f64) -> f64) {
+        if v >= target {
+            self.lo = (k, z(v), v);
+            self.parts = parts;
+        } else {
+            self.hi = Some((k, z(v)));
+        }
+    }
+}
+
 /// The problem and constraint a plan is repaired against.
 struct Repair<'a> {
     problem: &'a Problem,
@@ -141,22 +161,14 @@ impl Repair<'_> {
         let normal = Normal::standard();
         let z = |v: f64| normal.inverse_cdf(v.clamp(1e-12, 1.0 - 1e-12));
         let (z0, zt) = (z(v0), z(target));
-        // The longest prefix known to hold (k, z, value) and the shortest known not to (k, z).
-        let mut lo = (0, z0, v0);
-        let mut parts = Vec::new();
-        let mut hi: Option<(usize, f64)> = None;
+        let mut b = Bracket { lo: (0, z0, v0), hi: None, parts: Vec::new() };
         let mut k = k0.clamp(1, order.len().max(1));
         let mut trials = 0;
-        while trials < TRIALS && k > lo.0 && k <= order.len() && hi.is_none_or(|h| k < h.0) {
-            let (v, f) = self.value_less(replicas, &order[..k], known);
+        while trials < TRIALS && k > b.lo.0 && k <= order.len() && b.hi.is_none_or(|h| k < h.0) {
+            b.record(k, self.value_less(replicas, &order[..k], known), target, z);
             trials += 1;
-            if v >= target {
-                lo = (k, z(v), v);
-                parts = f;
-            } else {
-                hi = Some((k, z(v)));
-            }
-            k = match hi {
+            let lo = b.lo;
+            k = match b.hi {
                 Some((kh, zh)) if kh > lo.0 + 1 => {
                     let f = (lo.1 - zt) / (lo.1 - zh).max(f64::MIN_POSITIVE);
                     ((lo.0 as f64 + f * (kh - lo.0) as f64).floor() as usize).clamp(lo.0 + 1, kh - 1)
@@ -173,21 +185,14 @@ impl Repair<'_> {
         // between trials (a rare long graph in the constraint: the first round stopped at
         // 0.993 against 0.95 on the 2,500-service app with every graph counted). Halve the
         // shortest failing prefix until one holds or one service alone fails.
-        while lo.0 == 0
-            && let Some((kh, _)) = hi
+        while b.lo.0 == 0
+            && let Some((kh, _)) = b.hi
             && kh > 1
         {
-            let k = kh / 2;
-            let (v, f) = self.value_less(replicas, &order[..k], known);
+            b.record(kh / 2, self.value_less(replicas, &order[..kh / 2], known), target, z);
             trials += 1;
-            if v >= target {
-                lo = (k, z(v), v);
-                parts = f;
-            } else {
-                hi = Some((k, z(v)));
-            }
         }
-        (lo.0, lo.2, parts, trials)
+        (b.lo.0, b.lo.2, b.parts, trials)
     }
 }
 
