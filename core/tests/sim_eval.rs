@@ -207,3 +207,30 @@ fn sim_rare_threshold_reaches_the_derm_family_only() {
     let bad = eval::evaluate(&Config { rare_threshold: 1.0, ..small(vec![Name::Derm]) }, &|_| {}, None);
     assert!(bad.is_err_and(|e| e.to_string().contains("--rare-threshold")));
 }
+
+#[test]
+fn sim_decisions_say_what_the_plan_predicts_for_all_requests() {
+    let run = |t| {
+        let config = Config { rare_threshold: t, ..small(vec![Name::Derm, Name::HpaCpu]) };
+        eval::evaluate(&config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let every = run(0.0);
+    let decisions = &every.decisions["derm"];
+    assert_eq!(decisions.len(), (120 / 30) as usize, "{decisions:?}");
+    // Until its first window is in, `derm` holds and says nothing of a plan.
+    let planned: Vec<_> = decisions.iter().filter(|d| d.predicted_sla_probability.is_some()).collect();
+    assert!(planned.len() >= 2, "{decisions:?}");
+    for d in planned {
+        let (p, all) = (d.predicted_sla_probability.unwrap_or(-1.0), d.all_requests_probability.unwrap_or(-2.0));
+        assert!((p - all).abs() < 1e-9, "every graph is in the constraint: {d:?}");
+        assert!(d.replicas > 0 && d.load_rps.is_some_and(|l| l > 0.0), "{d:?}");
+    }
+    assert!(every.decisions["hpa-cpu"].iter().all(|d| d.predicted_sla_probability.is_none()));
+    // With the paper's threshold the constraint leaves graphs out, and the log shows it.
+    let paper = run(0.02);
+    assert!(
+        paper.decisions["derm"].iter().any(|d| d.all_requests_probability != d.predicted_sla_probability),
+        "{:?}",
+        paper.decisions["derm"]
+    );
+}

@@ -1,4 +1,5 @@
-//! `derm simulate`: scenario x policies -> results.json, results.md, series.json and plots.
+//! `derm simulate`: scenario x policies -> results.json, results.md, series.json,
+//! decisions.json and plots.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -281,6 +282,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     super::write_json(&out_dir.join("results.json"), &evaluation.report)?;
     super::write_json(&out_dir.join("series.json"), &evaluation.series)?;
+    super::write_json(&out_dir.join("decisions.json"), &evaluation.decisions)?;
     let md = eval::markdown(&evaluation.report);
     std::fs::write(out_dir.join("results.md"), &md)
         .with_context(|| format!("{}: cannot write", out_dir.join("results.md").display()))?;

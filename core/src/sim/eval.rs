@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::policy::derm::{self, Derm};
 use super::policy::hpa::{self, Hpa};
 use super::policy::{Name, Policy, StaticPeak};
-use super::run::{self, Outcome, Point, Summary, TraceSink};
+use super::run::{self, Decision, Outcome, Point, Summary, TraceSink};
 use super::{Error, Pattern, Scenario, profiling};
 use crate::graph::Window;
 use crate::graph::window::ArgSpec;
@@ -271,11 +271,43 @@ pub struct Report {
     pub policies: BTreeMap<String, PolicyReport>,
 }
 
-/// The report with every policy's time series (for plots and `series.json`).
+/// One decision of a measured run (`decisions.json`): what the policy planned for, when it
+/// says, next to what it decided.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionPoint {
+    pub now_s: f64,
+    pub arrivals_rps: f64,
+    pub replicas: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_rps: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub predicted_sla_probability: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub all_requests_probability: Option<f64>,
+}
+
+impl DecisionPoint {
+    fn of(d: &Decision<'_>) -> Self {
+        let insight = d.insight.as_ref();
+        DecisionPoint {
+            now_s: d.now_s,
+            arrivals_rps: d.arrivals_rps,
+            replicas: d.replicas.iter().map(|n| u64::from(*n)).sum(),
+            load_rps: insight.map(|i| i.load_rps),
+            predicted_sla_probability: insight.map(|i| i.predicted_sla_probability),
+            all_requests_probability: insight.map(|i| i.all_requests_probability),
+        }
+    }
+}
+
+/// The report with every policy's time series (for plots and `series.json`) and decisions
+/// (`decisions.json`).
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub report: Report,
     pub series: BTreeMap<String, Vec<Point>>,
+    /// Per policy, its decisions of the measured run (warm-up excluded).
+    pub decisions: BTreeMap<String, Vec<DecisionPoint>>,
 }
 
 /// Total simulated seconds of an evaluation (for a progress bar).
@@ -415,7 +447,7 @@ pub fn evaluate(
             Mutex::new(Some(prepared.derm_policy_with(*name, &config.predictor, config.model.as_deref())?)),
         );
     }
-    let outcomes: Vec<(Outcome, f64)> = config
+    let outcomes: Vec<(Outcome, f64, Vec<DecisionPoint>)> = config
         .policies
         .par_iter()
         .enumerate()
@@ -433,19 +465,34 @@ pub fn evaluate(
                 },
             };
             let mut own_sink = if i == 0 { sink.lock().ok().and_then(|mut s| s.take()) } else { None };
-            let outcome = run::run(scenario, pattern, policy.as_mut(), run_config, progress, own_sink.take());
-            (outcome, t0.elapsed().as_secs_f64())
+            let mut decisions = Vec::new();
+            let mut observe = |d: &Decision<'_>| {
+                if d.now_s >= 0.0 {
+                    decisions.push(DecisionPoint::of(d));
+                }
+            };
+            let outcome = run::run_observed(
+                scenario,
+                pattern,
+                policy.as_mut(),
+                run_config,
+                progress,
+                own_sink.take(),
+                Some(&mut observe),
+            );
+            (outcome, t0.elapsed().as_secs_f64(), decisions)
         })
         .collect();
 
-    let hpa = outcomes.iter().find(|(o, _)| o.name == Name::HpaCpu.as_str()).map(|(o, _)| o.summary.mean_containers);
+    let hpa = outcomes.iter().find(|(o, ..)| o.name == Name::HpaCpu.as_str()).map(|(o, ..)| o.summary.mean_containers);
     let mut policies = BTreeMap::new();
     let mut series = BTreeMap::new();
-    for (o, wall_s) in outcomes.iter() {
+    let mut decided = BTreeMap::new();
+    for (o, wall_s, decisions) in outcomes {
         let containers_vs_hpa = hpa.filter(|h| *h > 0.0).map(|h| o.summary.mean_containers / h);
-        policies
-            .insert(o.name.clone(), PolicyReport { summary: o.summary.clone(), containers_vs_hpa, wall_s: *wall_s });
-        series.insert(o.name.clone(), o.series.clone());
+        policies.insert(o.name.clone(), PolicyReport { summary: o.summary, containers_vs_hpa, wall_s });
+        series.insert(o.name.clone(), o.series);
+        decided.insert(o.name, decisions);
     }
     let profiling = profiled.as_ref().map(|p| ProfilingReport {
         requests: p.requests,
@@ -474,7 +521,7 @@ pub fn evaluate(
         order: config.policies.iter().map(|p| p.as_str().to_owned()).collect(),
         policies,
     };
-    Ok(Evaluation { report, series })
+    Ok(Evaluation { report, series, decisions: decided })
 }
 
 /// `results.md`: one row per policy, containers normalised to `hpa-cpu`.

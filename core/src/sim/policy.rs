@@ -100,6 +100,9 @@ pub struct Insight {
     pub load_rps: f64,
     /// The plan's predicted weighted probability of meeting the SLA.
     pub predicted_sla_probability: f64,
+    /// The predicted share of *all* requests within the SLA, graphs outside the constraint
+    /// included: below the target when rare graphs are starved.
+    pub all_requests_probability: f64,
 }
 
 /// Policy names accepted by `--policies`.

@@ -142,6 +142,13 @@ fn rescale(plan: &Plan, load_rps: f64) -> Plan {
     out
 }
 
+/// The predicted share of all requests within the SLA: every graph of the plan by its share.
+fn all_requests(plan: &Plan) -> f64 {
+    let (within, total) =
+        plan.graphs.values().fold((0.0, 0.0), |(w, t), g| (w + g.share * g.sla_probability, t + g.share));
+    if total > 0.0 { within / total } else { plan.predicted_sla_probability }
+}
+
 /// Online windows the predictor looks at.
 const RECENT: usize = 20;
 
@@ -483,6 +490,7 @@ impl Derm {
             mix: m.clone(),
             load_rps: plan.load_rps,
             predicted_sla_probability: plan.predicted_sla_probability,
+            all_requests_probability: all_requests(&plan),
         });
         tracing::debug!(
             policy = self.name.as_str(),
