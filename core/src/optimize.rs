@@ -106,6 +106,16 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+impl Plan {
+    /// The predicted share of *all* requests within the SLA: every graph of the plan by its
+    /// share, rare ones included (`predicted_sla_probability` covers the constraint's graphs).
+    pub fn all_requests_probability(&self) -> f64 {
+        let (within, total) =
+            self.graphs.values().fold((0.0, 0.0), |(w, t), g| (w + g.share * g.sla_probability, t + g.share));
+        if total > 0.0 { within / total } else { self.predicted_sla_probability }
+    }
+}
+
 /// Solve a problem with a policy, from a starting point.
 ///
 /// The whole solve runs on a rayon worker: each evaluation fans its graphs out to the pool,

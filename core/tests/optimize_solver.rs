@@ -125,10 +125,10 @@ fn rare_graphs_are_reported_but_never_evaluated_in_the_constraint() {
 
 #[test]
 fn at_threshold_zero_every_request_counts() {
-    // A rare long graph on the services of a frequent short one (as TrainTicket's longest
-    // ticket queries): with the paper's 2% threshold the solver sizes the shared services for
-    // the short graph alone, and the share of *all* requests within the SLA falls short of
-    // p; with no threshold the weighted constraint is over every request.
+    // A rare long graph on the services of a frequent short one: with the paper's 2%
+    // threshold the solver sizes the shared services for the short graph alone, and the share
+    // of *all* requests within the SLA falls short of p; with no threshold the weighted
+    // constraint is over every request.
     let (profiles, names) = ticket_services(5);
     let short = Node::chain(names.iter().cloned());
     let long = Node::chain(names.iter().cycle().take(15).cloned());
@@ -138,7 +138,7 @@ fn at_threshold_zero_every_request_counts() {
     ];
     let sla = 1.5 * instance::critical_path_ms(&long, &profiles);
     let mut inp = input(&profiles, &graphs, 20_000.0, sla);
-    let all_requests = |plan: &optimize::Plan| plan.graphs.values().map(|g| g.share * g.sla_probability).sum::<f64>();
+    let all_requests = optimize::Plan::all_requests_probability;
     let paper = derm_plan(&Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"))).0;
     inp.rare_threshold = 0.0;
     let every = derm_plan(&Problem::new(&inp).unwrap_or_else(|e| panic!("{e}"))).0;

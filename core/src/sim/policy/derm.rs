@@ -57,8 +57,8 @@
 //! SLA, a whole-population probability of 0.941-0.966 against the 0.97 solved for. A
 //! weighted constraint still lets a rare graph sit at a low probability; it just pays for it
 //! with its share. `uniform` keeps the threshold: it holds every frequent graph to the
-//! target on its own, and every graph would cost it 14% more containers (seed 3) for no
-//! violation it has.
+//! target on its own, and every graph would cost it 14% more containers for no violation it
+//! has (`trainticket` seed 3, in a temporary build: no flag turns it on).
 //!
 //! Online refits are sanity-checked against the profiling phase ([`profile::plausible_refit`]):
 //! windows of an overload episode (queues growing within the window, latencies of minutes)
@@ -140,13 +140,6 @@ fn rescale(plan: &Plan, load_rps: f64) -> Plan {
     }
     out.total_replicas = out.services.values().map(|s| u64::from(s.replicas)).sum();
     out
-}
-
-/// The predicted share of all requests within the SLA: every graph of the plan by its share.
-fn all_requests(plan: &Plan) -> f64 {
-    let (within, total) =
-        plan.graphs.values().fold((0.0, 0.0), |(w, t), g| (w + g.share * g.sla_probability, t + g.share));
-    if total > 0.0 { within / total } else { plan.predicted_sla_probability }
 }
 
 /// Online windows the predictor looks at.
@@ -490,7 +483,7 @@ impl Derm {
             mix: m.clone(),
             load_rps: plan.load_rps,
             predicted_sla_probability: plan.predicted_sla_probability,
-            all_requests_probability: all_requests(&plan),
+            all_requests_probability: plan.all_requests_probability(),
         });
         tracing::debug!(
             policy = self.name.as_str(),
