@@ -234,3 +234,20 @@ fn sim_decisions_say_what_the_plan_predicts_for_all_requests() {
         paper.decisions["derm"]
     );
 }
+
+#[test]
+fn sim_series_share_within_the_sla_agrees_with_the_window_p95() {
+    // A tight SLA (the rule gives 4870 ms), so that windows fall on both sides of it.
+    let config = Config { sla_ms: Some(3000.0), ..small(vec![Name::Derm, Name::HpaCpu]) };
+    let e = eval::evaluate(&config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"));
+    let (mut over, mut under) = (0, 0);
+    for (policy, series) in &e.series {
+        for w in series.iter().filter(|w| w.requests > 0) {
+            assert!((0.0..=1.0).contains(&w.within_sla), "{policy}: {w:?}");
+            // Nearest-rank P95 above the SLA means fewer than 95% of the window within it.
+            assert_eq!(w.p95_ms > 3000.0, w.within_sla < 0.95, "{policy}: {w:?}");
+            if w.within_sla < 0.95 { over += 1 } else { under += 1 }
+        }
+    }
+    assert!(over > 0 && under > 0, "windows on both sides of the SLA: {over} over, {under} within");
+}

@@ -3,7 +3,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::simulate::{Sim, dedup, parse_policy, shortfall, unit_closed, unit_half_open};
+use super::simulate::{Sim, dedup, parse_policy, shortfall, unit_closed, unit_closed_open, unit_half_open};
 use crate::sim::policy::Name;
 use crate::sim::{plot, tradeoff};
 
@@ -21,6 +21,10 @@ pub struct Args {
     /// values, down to -0.5, plan for less).
     #[arg(long, value_delimiter = ',', default_value = "0,0.1,0.2,0.3,0.4,0.5,0.6", value_parser = shortfall, allow_negative_numbers = true)]
     load_headrooms: Vec<f64>,
+    /// Tail margins of the profile-based policies, each run with every headroom (default:
+    /// `--tail-margin` alone). A policy's best point is its cheapest over both knobs.
+    #[arg(long, value_delimiter = ',', value_parser = unit_closed_open)]
+    tail_margins: Option<Vec<f64>>,
     /// CPU utilisation targets of `hpa-cpu`.
     #[arg(long, value_delimiter = ',', default_value = "0.3,0.4,0.5,0.6,0.7", value_parser = unit_half_open)]
     hpa_targets: Vec<f64>,
@@ -30,8 +34,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    let base = args.sim.config();
     let config = tradeoff::Config {
-        base: args.sim.config(),
+        tail_margins: args.tail_margins.unwrap_or_else(|| vec![base.tail_margin]),
+        base,
         seeds: args.seeds,
         policies: dedup(args.policies),
         load_headrooms: args.load_headrooms,

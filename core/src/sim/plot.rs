@@ -7,7 +7,7 @@
 //! plotters' `ab_glyph` backend, so PNGs render the same on any machine, with no system
 //! fonts or fontconfig.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
@@ -258,17 +258,31 @@ impl Figure for tradeoff::Report {
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
             .draw()?;
-        for (i, name) in self.order.iter().enumerate() {
+        // One line per policy and tail margin (the margin named only when there are several).
+        let mut curves: Vec<(&str, Option<f64>)> = Vec::new();
+        for name in &self.order {
+            for p in self.points.iter().filter(|p| &p.policy == name) {
+                if !curves.contains(&(name.as_str(), p.tail_margin)) {
+                    curves.push((name.as_str(), p.tail_margin));
+                }
+            }
+        }
+        let margins = self.points.iter().filter_map(|p| p.tail_margin.map(f64::to_bits)).collect::<BTreeSet<_>>().len();
+        for (i, &(name, margin)) in curves.iter().enumerate() {
             let c = colour(i);
             let data: Vec<(f64, f64, f64)> = self
                 .points
                 .iter()
-                .filter(|p| &p.policy == name)
+                .filter(|p| p.policy == name && p.tail_margin == margin)
                 .map(|p| (100.0 * p.window_violation_rate, p.mean_containers, p.value))
                 .collect();
+            let label = match margin {
+                Some(m) if margins > 1 => format!("{name}, tail margin {m}"),
+                _ => name.to_owned(),
+            };
             chart
                 .draw_series(LineSeries::new(data.iter().map(|d| (d.0, d.1)), c.stroke_width(2)))?
-                .label(name.as_str())
+                .label(label)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
             chart.draw_series(data.iter().map(|d| Circle::new((d.0, d.1), 3, c.filled())))?;
             // Beside the marker, so that a value's minus sign is not drawn under it.

@@ -37,6 +37,9 @@ pub struct Point {
     pub requests: u64,
     /// P95 of the E2E latency of requests started in the window (0 without requests).
     pub p95_ms: f64,
+    /// Share of those requests within the SLA (1 without requests): what a plan's predicted
+    /// probability of all requests is checked against.
+    pub within_sla: f64,
 }
 
 /// A policy's results.
@@ -157,6 +160,7 @@ pub fn run_observed(
                     containers: (cms - prev) / (config.interval_s * 1000.0),
                     requests: 0,
                     p95_ms: 0.0,
+                    within_sla: 1.0,
                 });
             } else {
                 cms_at_zero = cms;
@@ -232,6 +236,7 @@ pub fn run_observed(
             containers: (cms_end - prev) / ((end - window_start) * 1000.0),
             requests: 0,
             p95_ms: 0.0,
+            within_sla: 1.0,
         });
     }
     let container_ms = cms_end - cms_at_zero;
@@ -259,11 +264,15 @@ fn summarise(
     let (mut windows, mut violated, mut over) = (0u64, 0u64, 0u64);
     for (k, mut w) in recorder.windows.into_iter().enumerate() {
         w.sort_by(f32::total_cmp);
-        over += w.iter().filter(|x| **x > sla).count() as u64;
+        let late = w.iter().filter(|x| **x > sla).count() as u64;
+        over += late;
         let p95 = quantile(&w, 0.95);
         if let Some(p) = series.get_mut(k) {
             p.requests = w.len() as u64;
             p.p95_ms = p95;
+            if !w.is_empty() {
+                p.within_sla = 1.0 - late as f64 / w.len() as f64;
+            }
         }
         if !w.is_empty() {
             windows += 1;

@@ -5,7 +5,9 @@
 //! different violation rates: a policy that under-provisions looks cheap. Turning each
 //! policy's knob (the profile-based policies' load headroom, `hpa-cpu`'s CPU target) traces
 //! its curve, and the fewest containers at which a policy keeps the window violation rate
-//! within a goal compares them at the same SLA compliance.
+//! within a goal compares them at the same SLA compliance. The profile-based policies have a
+//! second knob, the tail margin (how far above `p` the optimizer's target sits): with several
+//! margins each gets one curve per margin, and its best point is the cheapest over all of them.
 //!
 //! Every point of a seed shares that seed's profiling phase and arrivals (as in
 //! [`super::eval`]); points run in parallel.
@@ -33,6 +35,8 @@ pub struct Config {
     pub policies: Vec<Name>,
     /// Load headrooms of the profile-based policies.
     pub load_headrooms: Vec<f64>,
+    /// Tail margins of the profile-based policies (each with every headroom).
+    pub tail_margins: Vec<f64>,
     /// CPU targets of `hpa-cpu`.
     pub hpa_targets: Vec<f64>,
     /// Window violation rate a point must keep to count as meeting the SLA.
@@ -68,6 +72,12 @@ impl Config {
         if self.policies.contains(&Name::HpaCpu) && self.hpa_targets.is_empty() {
             return Err(invalid("--hpa-targets", "(none)", "at least one target"));
         }
+        if self.policies.iter().any(|p| p.needs_profiles()) && self.tail_margins.is_empty() {
+            return Err(invalid("--tail-margins", "(none)", "at least one margin"));
+        }
+        if let Some(m) = self.tail_margins.iter().find(|m| !(**m >= 0.0 && **m < 1.0)) {
+            return Err(invalid("--tail-margins", m, "shares in [0, 1)"));
+        }
         if let Some(t) = self.hpa_targets.iter().find(|t| !(**t > 0.0 && **t <= 1.0)) {
             return Err(invalid("--hpa-targets", t, "utilisations in (0, 1]"));
         }
@@ -80,6 +90,16 @@ impl Config {
     /// The knob a policy turns and its values.
     fn knob(&self, name: Name) -> (&'static str, &[f64]) {
         if name == Name::HpaCpu { ("hpa_target", &self.hpa_targets) } else { ("load_headroom", &self.load_headrooms) }
+    }
+
+    /// A policy's settings: (knob value, tail margin), the margin `None` for `hpa-cpu`.
+    fn settings(&self, name: Name) -> Vec<(f64, Option<f64>)> {
+        let values = self.knob(name).1;
+        if name == Name::HpaCpu {
+            return values.iter().map(|v| (*v, None)).collect();
+        }
+        let margins = &self.tail_margins;
+        margins.iter().flat_map(|m| values.iter().map(move |v| (*v, Some(*m)))).collect()
     }
 }
 
@@ -99,6 +119,9 @@ pub struct Point {
     /// `load_headroom` or `hpa_target`.
     pub knob: &'static str,
     pub value: f64,
+    /// The profile-based policies' tail margin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_margin: Option<f64>,
     pub mean_containers: f64,
     pub window_violation_rate: f64,
     pub request_violation_rate: f64,
@@ -109,6 +132,8 @@ pub struct Point {
 #[derive(Debug, Clone, Serialize)]
 pub struct Best {
     pub value: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_margin: Option<f64>,
     pub mean_containers: f64,
     pub window_violation_rate: f64,
     /// Mean containers over those of `hpa-cpu`'s best point (absent without one).
@@ -141,7 +166,7 @@ pub fn work_s(config: &Config) -> u64 {
     } else {
         0
     };
-    let runs: usize = config.policies.iter().map(|p| config.knob(*p).1.len()).sum();
+    let runs: usize = config.policies.iter().map(|p| config.settings(*p).len()).sum();
     let run_s = (config.base.duration_s + f64::from(config.base.warmup_s)).ceil() as u64;
     config.seeds.len() as u64 * (profiling + runs as u64 * run_s)
 }
@@ -155,21 +180,22 @@ pub fn run(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, E
         let eval_config = EvalConfig { seed, policies: config.policies.clone(), ..config.base.clone() };
         let prepared = eval::prepare(&eval_config, progress)?;
         sla_ms = prepared.run.sla_ms;
-        let jobs: Vec<(usize, usize, f64)> = config
+        let jobs: Vec<(usize, usize, f64, Option<f64>)> = config
             .policies
             .iter()
             .enumerate()
-            .flat_map(|(p, name)| config.knob(*name).1.iter().enumerate().map(move |(k, v)| (p, k, *v)))
+            .flat_map(|(p, name)| config.settings(*name).into_iter().enumerate().map(move |(k, (v, m))| (p, k, v, m)))
             .collect();
         let outcomes = jobs
             .par_iter()
-            .map(|&(p, k, value)| {
+            .map(|&(p, k, value, margin)| {
                 let name = config.policies[p];
                 let mut policy: Box<dyn Policy> = if name == Name::HpaCpu {
                     let hpa_config = hpa::Config { target: value, ..hpa::Config::default() };
                     Box::new(Hpa::new(prepared.scenario.app.services.len(), hpa_config))
                 } else {
-                    let derm = derm::Config { load_headroom: value, ..prepared.derm.clone() };
+                    let tail_margin = margin.unwrap_or(prepared.derm.tail_margin);
+                    let derm = derm::Config { load_headroom: value, tail_margin, ..prepared.derm.clone() };
                     let model = config.base.model.as_deref();
                     Box::new(prepared.derm_policy_at(name, &config.base.predictor, model, derm)?)
                 };
@@ -195,12 +221,13 @@ pub fn run(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, E
         .into_iter()
         .map(|((p, k), runs)| {
             let name = config.policies[p];
-            let (knob, values) = config.knob(name);
+            let (value, tail_margin) = config.settings(name)[k];
             let mean = |f: fn(&Run) -> f64| runs.iter().map(f).sum::<f64>() / runs.len() as f64;
             Point {
                 policy: name.as_str().to_owned(),
-                knob,
-                value: values[k],
+                knob: config.knob(name).0,
+                value,
+                tail_margin,
                 mean_containers: mean(|r| r.mean_containers),
                 window_violation_rate: mean(|r| r.window_violation_rate),
                 request_violation_rate: mean(|r| r.request_violation_rate),
@@ -238,6 +265,7 @@ pub fn best_points(order: &[String], points: &[Point], goal: f64) -> BTreeMap<St
         .map(|name| {
             let best = cheapest(name).map(|p| Best {
                 value: p.value,
+                tail_margin: p.tail_margin,
                 mean_containers: p.mean_containers,
                 window_violation_rate: p.window_violation_rate,
                 vs_hpa: hpa.map(|h| p.mean_containers / h),
@@ -260,41 +288,47 @@ pub fn markdown(report: &Report) -> String {
         report.sla_ms,
         report.predictor
     );
-    let _ = writeln!(s, "| policy | knob | value | mean containers | window violations | request violations |");
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| policy | knob | value | tail margin | mean containers | window violations | request violations |");
+    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
     for p in &report.points {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.1} | {:.1}% | {:.2}% |",
+            "| {} | {} | {} | {} | {:.1} | {:.1}% | {:.2}% |",
             p.policy,
             p.knob,
             p.value,
+            margin(p.tail_margin),
             p.mean_containers,
             100.0 * p.window_violation_rate,
             100.0 * p.request_violation_rate
         );
     }
     let _ = writeln!(s, "\nFewest containers with at most {:.1}% of windows violating:\n", 100.0 * report.goal);
-    let _ = writeln!(s, "| policy | value | mean containers | vs hpa-cpu | window violations |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| policy | value | tail margin | mean containers | vs hpa-cpu | window violations |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
     for name in &report.order {
         match report.best.get(name).and_then(Option::as_ref) {
             Some(b) => {
                 let vs = b.vs_hpa.map_or("-".to_owned(), |v| format!("{v:.3}"));
                 let _ = writeln!(
                     s,
-                    "| {name} | {} | {:.1} | {vs} | {:.1}% |",
+                    "| {name} | {} | {} | {:.1} | {vs} | {:.1}% |",
                     b.value,
+                    margin(b.tail_margin),
                     b.mean_containers,
                     100.0 * b.window_violation_rate
                 );
             }
             None => {
-                let _ = writeln!(s, "| {name} | none within the goal | - | - | - |");
+                let _ = writeln!(s, "| {name} | none within the goal | - | - | - | - |");
             }
         }
     }
     s
+}
+
+fn margin(m: Option<f64>) -> String {
+    m.map_or("-".to_owned(), |m| m.to_string())
 }
 
 #[cfg(test)]
@@ -306,6 +340,7 @@ mod tests {
             policy: policy.into(),
             knob: "load_headroom",
             value,
+            tail_margin: Some(0.4),
             mean_containers: containers,
             window_violation_rate: violations,
             request_violation_rate: 0.0,
@@ -355,6 +390,7 @@ mod tests {
             seeds: vec![1],
             policies: vec![Name::Derm, Name::HpaCpu],
             load_headrooms: vec![0.1],
+            tail_margins: vec![0.4],
             hpa_targets: vec![0.5],
             goal: 0.05,
         };
@@ -369,6 +405,10 @@ mod tests {
         assert!(Config { load_headrooms: vec![-0.2], ..good.clone() }.validate().is_ok());
         assert_eq!(field(Config { load_headrooms: vec![], ..good.clone() }), "--load-headrooms");
         assert_eq!(field(Config { hpa_targets: vec![1.5], ..good.clone() }), "--hpa-targets");
+        assert_eq!(field(Config { tail_margins: vec![], ..good.clone() }), "--tail-margins");
+        assert_eq!(field(Config { tail_margins: vec![1.0], ..good.clone() }), "--tail-margins");
+        let hpa_only = Config { policies: vec![Name::HpaCpu], tail_margins: vec![], ..good.clone() };
+        assert!(hpa_only.validate().is_ok(), "hpa-cpu needs no margin");
         assert_eq!(field(Config { goal: 2.0, ..good.clone() }), "--goal");
         let base = EvalConfig { duration_s: 0.0, ..EvalConfig::default() };
         assert_eq!(field(Config { base, ..good }), "--duration-s");
