@@ -258,36 +258,28 @@ impl Figure for tradeoff::Report {
             .label_style((FONT, 14))
             .axis_desc_style((FONT, 15))
             .draw()?;
-        // One line per policy and tail margin (the margin named only when there are several).
-        let mut curves: Vec<(&str, Option<f64>)> = Vec::new();
-        for name in &self.order {
-            for p in self.points.iter().filter(|p| &p.policy == name) {
-                if !curves.contains(&(name.as_str(), p.tail_margin)) {
-                    curves.push((name.as_str(), p.tail_margin));
-                }
-            }
-        }
+        // With one tail margin, one line per policy through its knob values. With several, a
+        // policy's points form a cloud: its line is the frontier (no other of its points has
+        // fewer containers at no more violations), labelled `headroom/margin`.
         let margins = self.points.iter().filter_map(|p| p.tail_margin.map(f64::to_bits)).collect::<BTreeSet<_>>().len();
-        for (i, &(name, margin)) in curves.iter().enumerate() {
+        for (i, name) in self.order.iter().enumerate() {
             let c = colour(i);
-            let data: Vec<(f64, f64, f64)> = self
-                .points
-                .iter()
-                .filter(|p| p.policy == name && p.tail_margin == margin)
-                .map(|p| (100.0 * p.window_violation_rate, p.mean_containers, p.value))
-                .collect();
-            let label = match margin {
-                Some(m) if margins > 1 => format!("{name}, tail margin {m}"),
-                _ => name.to_owned(),
+            let points: Vec<&tradeoff::Point> = self.points.iter().filter(|p| &p.policy == name).collect();
+            let xy = |p: &tradeoff::Point| (100.0 * p.window_violation_rate, p.mean_containers);
+            let line: Vec<&tradeoff::Point> = if margins > 1 { frontier(&points) } else { points.clone() };
+            let label = |p: &tradeoff::Point| match p.tail_margin {
+                Some(m) if margins > 1 => format!("{}/{m}", p.value),
+                _ => format!("{}", p.value),
             };
             chart
-                .draw_series(LineSeries::new(data.iter().map(|d| (d.0, d.1)), c.stroke_width(2)))?
-                .label(label)
+                .draw_series(LineSeries::new(line.iter().map(|p| xy(p)), c.stroke_width(2)))?
+                .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
-            chart.draw_series(data.iter().map(|d| Circle::new((d.0, d.1), 3, c.filled())))?;
+            chart.draw_series(points.iter().map(|p| Circle::new(xy(p), 2, c.mix(0.5))))?;
+            chart.draw_series(line.iter().map(|p| Circle::new(xy(p), 3, c.filled())))?;
             // Beside the marker, so that a value's minus sign is not drawn under it.
-            chart.draw_series(data.iter().map(|d| {
-                EmptyElement::at((d.0, d.1)) + Text::new(format!("{}", d.2), (5, -13), (FONT, 11).into_font().color(&c))
+            chart.draw_series(line.iter().map(|p| {
+                EmptyElement::at(xy(p)) + Text::new(label(p), (5, -13), (FONT, 11).into_font().color(&c))
             }))?;
         }
         let goal = 100.0 * self.goal;
@@ -296,8 +288,51 @@ impl Figure for tradeoff::Report {
     }
 }
 
+/// The points no other point beats on both axes (fewer containers at no more violations),
+/// by violation rate.
+fn frontier<'a>(points: &[&'a tradeoff::Point]) -> Vec<&'a tradeoff::Point> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| {
+        a.window_violation_rate.total_cmp(&b.window_violation_rate).then(a.mean_containers.total_cmp(&b.mean_containers))
+    });
+    let mut line: Vec<&tradeoff::Point> = Vec::new();
+    for p in sorted {
+        if line.last().is_none_or(|l| p.mean_containers < l.mean_containers) {
+            line.push(p);
+        }
+    }
+    line
+}
+
 /// Write `tradeoff` as SVG and PNG into `dir`; returns the paths.
 pub fn write_tradeoff(dir: &Path, report: &tradeoff::Report) -> Result<Vec<PathBuf>, Error> {
     register_font();
     both(dir, "tradeoff", report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(value: f64, containers: f64, violations: f64) -> tradeoff::Point {
+        tradeoff::Point {
+            policy: "derm".into(),
+            knob: "load_headroom",
+            value,
+            tail_margin: Some(0.4),
+            mean_containers: containers,
+            window_violation_rate: violations,
+            request_violation_rate: 0.0,
+            runs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn frontier_keeps_the_points_nothing_beats() {
+        let points = [point(0.0, 140.0, 0.10), point(0.1, 150.0, 0.02), point(0.2, 155.0, 0.03), point(0.3, 160.0, 0.0)];
+        let refs: Vec<&tradeoff::Point> = points.iter().collect();
+        let values: Vec<f64> = frontier(&refs).iter().map(|p| p.value).collect();
+        // 0.2 has more containers than 0.1 at more violations.
+        assert_eq!(values, [0.3, 0.1, 0.0]);
+    }
 }
