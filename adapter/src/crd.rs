@@ -90,6 +90,18 @@ pub struct DermAppSpec {
     #[serde(default = "default_rare_graph_threshold")]
     #[schemars(range(min = 0.0, max = 1.0))]
     pub rare_graph_threshold: f64,
+    /// Extra load planned for, as a fraction of the forecast entry rate (default 0.1; above
+    /// -0.5, at most 10). With `tailMargin`, the safety knob: more of either means more
+    /// replicas and fewer intervals over the SLA (`derm tradeoff` draws the curve).
+    #[serde(default = "default_load_headroom")]
+    #[schemars(range(min = -0.5, max = 10.0))]
+    pub load_headroom: f64,
+    /// Share of the allowed tail `1 - percentile` removed from the optimizer's target
+    /// (0..1, default 0.4: P95 is solved as P97). A plan's predicted share is met on average;
+    /// a short interval's scatters around it, and the margin covers that scatter.
+    #[serde(default = "default_tail_margin")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub tail_margin: f64,
     /// How long published values stay good without an update.
     #[serde(default)]
     pub staleness: StalenessSpec,
@@ -101,6 +113,14 @@ fn default_interval_seconds() -> u32 {
 
 fn default_rare_graph_threshold() -> f64 {
     derm_core::sim::policy::derm::DERM_RARE_THRESHOLD
+}
+
+fn default_load_headroom() -> f64 {
+    derm_core::sim::policy::derm::LOAD_HEADROOM
+}
+
+fn default_tail_margin() -> f64 {
+    derm_core::sim::policy::derm::TAIL_MARGIN
 }
 
 /// The latency objective: `percentile` percent of requests within `latencyMs`.
@@ -384,6 +404,12 @@ impl DermAppSpec {
         if !(0.0..1.0).contains(&self.rare_graph_threshold) {
             bad("spec.rareGraphThreshold".into(), "must be in [0, 1)");
         }
+        if !(self.load_headroom > -0.5 && self.load_headroom <= 10.0) {
+            bad("spec.loadHeadroom".into(), "must be in (-0.5, 10]");
+        }
+        if !(0.0..1.0).contains(&self.tail_margin) {
+            bad("spec.tailMargin".into(), "must be in [0, 1)");
+        }
         if self.staleness.error_after_seconds == 0 {
             bad("spec.staleness.errorAfterSeconds".into(), "must be at least 1");
         }
@@ -425,6 +451,8 @@ mod tests {
         assert_eq!(app.spec.services[1].scale_target_ref.kind, "Deployment");
         assert_eq!(app.spec.services[0].min_replicas, 1);
         assert_eq!(app.spec.staleness, StalenessSpec::default());
+        // The safety knobs default to the simulator's evaluated settings.
+        assert_eq!((app.spec.load_headroom, app.spec.tail_margin), (0.1, 0.4));
         app.spec.validate().unwrap();
     }
 
@@ -438,6 +466,8 @@ mod tests {
         spec.services[1].scale_target_ref.kind = "Pod".into();
         spec.entry_service = "nope".into();
         spec.staleness.hold_seconds = 9999;
+        spec.load_headroom = -0.5;
+        spec.tail_margin = 1.0;
         let err = spec.validate().unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -449,6 +479,8 @@ mod tests {
                 "spec.services[1].scaleTargetRef.kind",
                 "spec.services[1].maxReplicas",
                 "spec.entryService",
+                "spec.loadHeadroom",
+                "spec.tailMargin",
                 "spec.staleness.holdSeconds",
             ]
         );

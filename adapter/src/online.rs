@@ -45,10 +45,6 @@ pub use hedge::{Choice, Hedge, LAG};
 pub use long_run::LongRun;
 pub use refit::{CONFIRM, Refits};
 
-/// Extra load planned for, as a fraction of the measured load (as the simulator's `derm`).
-pub const LOAD_HEADROOM: f64 = 0.10;
-/// Share of the allowed tail `1 - p` removed from the optimisation target.
-pub const TAIL_MARGIN: f64 = 0.4;
 /// Refit profiles every this many intervals.
 pub const REFIT_EVERY: u32 = 4;
 /// Windows the predictor looks at.
@@ -321,17 +317,18 @@ impl OnlineApp {
         if entries.is_empty() {
             return Tick::Hold("no predicted graph has profiles for all its services yet".into());
         }
-        let load_rps = planned.max(load).max(1e-3) * (1.0 + LOAD_HEADROOM);
+        let headroom = 1.0 + self.spec.load_headroom;
+        let load_rps = planned.max(load).max(1e-3) * headroom;
         // The trust region (as the simulator's policies): no service is planned above 1.1x the
         // highest per-container load its profile saw, nor below the last window's call rate;
         // the spec's bounds win over it.
         let observed: BTreeMap<&str, f64> = self
             .windows
             .last()
-            .map(|w| w.calls_rps.iter().map(|(s, r)| (s.as_str(), r * (1.0 + LOAD_HEADROOM))).collect())
+            .map(|w| w.calls_rps.iter().map(|(s, r)| (s.as_str(), r * headroom)).collect())
             .unwrap_or_default();
         // The spec's percentile is in percent (95 for P95).
-        let percentile = 1.0 - (1.0 - self.spec.sla.percentile / 100.0) * (1.0 - TAIL_MARGIN);
+        let percentile = 1.0 - (1.0 - self.spec.sla.percentile / 100.0) * (1.0 - self.spec.tail_margin);
         let solve = |graphs: &[Entry]| {
             let demand = trust::demand(graphs, load_rps, &observed);
             let floors =
@@ -517,7 +514,7 @@ mod tests {
         for (svc, n) in &last_plan.desired_replicas {
             let (w_max, calls) = (app.profiles().services[svc].w_max_rps, last_window.calls_rps[svc]);
             assert!(
-                f64::from(*n) * w_max * TRUST_REGION >= calls * (1.0 + LOAD_HEADROOM),
+                f64::from(*n) * w_max * TRUST_REGION >= calls * (1.0 + app.spec.load_headroom),
                 "{svc}: {n} x {w_max} < {calls}"
             );
         }
@@ -563,6 +560,30 @@ mod tests {
         let mut fresh = OnlineApp::new(spec(40.0), scenario.sampling);
         fresh.restore(State { long_run: LongRun::default(), ..state.clone() });
         assert_eq!(fresh.long_run, LongRun::over(&state.windows));
+    }
+
+    #[test]
+    fn the_spec_safety_knobs_reach_the_plan() {
+        let scenario = Scenario::acceptance(4);
+        // An SLA tight enough that the plan is the SLA's, not the trust region's floors.
+        let mut app = OnlineApp::new(spec(30.0), scenario.sampling);
+        let _ = run(&mut app, &scenario);
+        let mix = app.long_run.mix().expect("a long-run mix after the run");
+        let mut plan = |load_headroom: f64, tail_margin: f64| {
+            app.spec.load_headroom = load_headroom;
+            app.spec.tail_margin = tail_margin;
+            // The scenario's top load.
+            match app.solve(&mix, 220.0, 220.0, PredictorReport::default()) {
+                Tick::Plan(u) => (u.desired_replicas.values().sum::<u32>(), u.predicted_sla_probability),
+                Tick::Hold(why) => panic!("{why}"),
+            }
+        };
+        let (base, p_base) = plan(0.1, 0.4);
+        let (margin, p_margin) = plan(0.1, 0.8);
+        let (headroom, _) = plan(0.5, 0.4);
+        // P95 with 40% of the tail removed is solved as 0.97; with 80%, as 0.99.
+        assert!(p_base >= 0.97 - 1e-6 && p_margin >= 0.99 - 1e-6, "{p_base} {p_margin}");
+        assert!(margin > base && headroom > base, "{base} {margin} {headroom}");
     }
 
     #[test]
