@@ -97,6 +97,11 @@ pub struct State {
     pub long_run: LongRun,
 }
 
+/// A graph leaves the catalog and the long-run mix once no kept window names it and its
+/// long-run share is below this: the catalog stays bounded however many shapes the traces
+/// show over months (partial traces, releases), and so does the stored state.
+pub const CATALOG_MIN_SHARE: f64 = 1e-4;
+
 /// Version of [`State`]; a stored state of another version is ignored (logged).
 pub const STATE_VERSION: u32 = 1;
 
@@ -294,7 +299,20 @@ impl OnlineApp {
         self.windows.extend(out.windows.windows);
         let excess = self.windows.len().saturating_sub(KEEP);
         self.windows.drain(..excess);
+        self.prune();
         load
+    }
+
+    /// Forgets graphs no kept window names whose long-run share fell below
+    /// [`CATALOG_MIN_SHARE`].
+    fn prune(&mut self) {
+        let total: f64 = self.long_run.weights.values().sum();
+        let seen: std::collections::BTreeSet<&str> =
+            self.windows.iter().flat_map(|w| w.graph_mix.keys().map(String::as_str)).collect();
+        let keep = |id: &str, weight: f64| seen.contains(id) || weight >= CATALOG_MIN_SHARE * total;
+        let weights = &self.long_run.weights;
+        self.catalog.retain(|id, _| keep(id, weights.get(id).copied().unwrap_or(0.0)));
+        self.long_run.weights.retain(|id, w| keep(id, *w));
     }
 
     /// The graphs of `mix` whose services all have a usable profile.
@@ -584,6 +602,34 @@ mod tests {
         // P95 with 40% of the tail removed is solved as 0.97; with 80%, as 0.99.
         assert!(p_base >= 0.97 - 1e-6 && p_margin >= 0.99 - 1e-6, "{p_base} {p_margin}");
         assert!(margin > base && headroom > base, "{base} {margin} {headroom}");
+    }
+
+    #[test]
+    fn graphs_gone_from_windows_and_rare_in_the_long_run_are_forgotten() {
+        let mut app = OnlineApp::new(spec(40.0), 0.1);
+        for id in ["now", "rare", "usual"] {
+            app.catalog.insert(id.into(), Node::leaf("frontend"));
+        }
+        app.windows.push(Window {
+            start_s: 0,
+            duration_s: 30,
+            load_rps: 10.0,
+            requests: 10,
+            graph_mix: [("now".to_owned(), 1.0)].into(),
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: BTreeMap::new(),
+        });
+        // Long-run shares: "rare" 5e-5, "usual" 1e-3, "now" the rest.
+        let weights = [("now", 1e6 - 1050.0), ("rare", 50.0), ("usual", 1000.0)];
+        app.long_run = LongRun { weights: weights.map(|(g, w)| (g.to_owned(), w)).into(), requests: 1e6 };
+        app.prune();
+        assert_eq!(app.catalog.keys().collect::<Vec<_>>(), ["now", "usual"]);
+        assert_eq!(app.long_run.weights.keys().collect::<Vec<_>>(), ["now", "usual"]);
+        // A graph a kept window names stays, however rare in the long run.
+        app.long_run.weights.insert("now".into(), 0.0);
+        app.prune();
+        assert!(app.catalog.contains_key("now"));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //!
 //! Each save is one server-side apply of the whole object: a reader sees the previous state or
 //! the new one, never a mix. The ConfigMap is owned by the DermApp (deleted with it). States
-//! over [`MAX_BYTES`] drop their oldest windows first (a ConfigMap holds at most 1 MiB).
+//! over [`MAX_BYTES`] drop their oldest windows first, then the catalog's graphs of least
+//! long-run weight (a ConfigMap holds at most 1 MiB; an oversized one would not be stored at
+//! all, and a restart would start from nothing).
 
 use std::collections::BTreeMap;
 
@@ -77,22 +79,36 @@ pub async fn save(client: &Client, app: &DermApp, state: &State) -> Result<(), k
     Ok(())
 }
 
-/// JSON of `state`, dropping the oldest windows until it fits.
+/// JSON of `state`, dropping the oldest windows until it fits, then the catalog's graphs of
+/// least long-run weight (profiles are never dropped: they are what a restart needs most).
 fn encode(state: &State) -> String {
     let mut state = state.clone();
     loop {
         let text = serde_json::to_string(&state).unwrap_or_default();
-        if text.len() <= MAX_BYTES || state.windows.is_empty() {
+        if text.len() <= MAX_BYTES || (state.windows.is_empty() && state.catalog.is_empty()) {
             return text;
         }
-        let drop = state.windows.len().div_ceil(2);
-        state.windows.drain(..drop);
+        if !state.windows.is_empty() {
+            let drop = state.windows.len().div_ceil(2);
+            state.windows.drain(..drop);
+            continue;
+        }
+        let weight = |id: &str| state.long_run.weights.get(id).copied().unwrap_or(0.0);
+        let mut ids: Vec<(f64, String)> = state.catalog.keys().map(|id| (weight(id), id.clone())).collect();
+        ids.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, id) in ids.into_iter().take(state.catalog.len().div_ceil(2)) {
+            state.catalog.remove(&id);
+            state.long_run.weights.remove(&id);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use derm_core::graph::Node;
     use derm_core::graph::window::Window;
+
+    use crate::online::LongRun;
 
     use super::*;
 
@@ -117,5 +133,35 @@ mod tests {
         assert_eq!(back.windows.last().unwrap().start_s, 199, "the newest window stays");
         let small = State { version: STATE_VERSION, windows: (0..3).map(window).collect(), ..State::default() };
         assert_eq!(serde_json::from_str::<State>(&encode(&small)).unwrap(), small);
+    }
+
+    #[test]
+    fn a_catalog_too_large_alone_loses_its_lightest_graphs() {
+        // A call tree of 120 calls per graph, about 3 KB each: 400 graphs are 1.4x the limit.
+        let tree = |g: usize| {
+            let mut root = Node::leaf(format!("svc-{g}-0"));
+            for k in 1..120 {
+                root.stages.push(vec![Node::leaf(format!("svc-{g}-{k}"))]);
+            }
+            root
+        };
+        let ids: Vec<String> = (0..400).map(|g| format!("graph-{g:04}")).collect();
+        let state = State {
+            version: STATE_VERSION,
+            catalog: ids.iter().enumerate().map(|(g, id)| (id.clone(), tree(g))).collect(),
+            // The weight grows with the index: the last graphs matter most.
+            long_run: LongRun {
+                weights: ids.iter().enumerate().map(|(g, id)| (id.clone(), g as f64)).collect(),
+                requests: 1.0,
+            },
+            ..State::default()
+        };
+        assert!(serde_json::to_string(&state).unwrap().len() > MAX_BYTES);
+        let text = encode(&state);
+        assert!(text.len() <= MAX_BYTES, "{} bytes", text.len());
+        let back: State = serde_json::from_str(&text).unwrap();
+        assert!(!back.catalog.is_empty() && back.catalog.len() < 400);
+        assert!(back.catalog.contains_key("graph-0399") && !back.catalog.contains_key("graph-0000"));
+        assert!(back.catalog.keys().all(|id| back.long_run.weights.contains_key(id)));
     }
 }

@@ -278,9 +278,10 @@ impl Figure for tradeoff::Report {
             chart.draw_series(points.iter().map(|p| Circle::new(xy(p), 2, c.mix(0.5))))?;
             chart.draw_series(line.iter().map(|p| Circle::new(xy(p), 3, c.filled())))?;
             // Beside the marker, so that a value's minus sign is not drawn under it.
-            chart.draw_series(line.iter().map(|p| {
-                EmptyElement::at(xy(p)) + Text::new(label(p), (5, -13), (FONT, 11).into_font().color(&c))
-            }))?;
+            chart
+                .draw_series(line.iter().map(|p| {
+                    EmptyElement::at(xy(p)) + Text::new(label(p), (5, -13), (FONT, 11).into_font().color(&c))
+                }))?;
         }
         let goal = 100.0 * self.goal;
         reference_and_legend(&mut chart, Some(([(goal, y_min), (goal, y_max * 1.08)], format!("goal {goal}%"))))?;
@@ -293,7 +294,9 @@ impl Figure for tradeoff::Report {
 fn frontier<'a>(points: &[&'a tradeoff::Point]) -> Vec<&'a tradeoff::Point> {
     let mut sorted = points.to_vec();
     sorted.sort_by(|a, b| {
-        a.window_violation_rate.total_cmp(&b.window_violation_rate).then(a.mean_containers.total_cmp(&b.mean_containers))
+        a.window_violation_rate
+            .total_cmp(&b.window_violation_rate)
+            .then(a.mean_containers.total_cmp(&b.mean_containers))
     });
     let mut line: Vec<&tradeoff::Point> = Vec::new();
     for p in sorted {
@@ -329,7 +332,8 @@ mod tests {
 
     #[test]
     fn frontier_keeps_the_points_nothing_beats() {
-        let points = [point(0.0, 140.0, 0.10), point(0.1, 150.0, 0.02), point(0.2, 155.0, 0.03), point(0.3, 160.0, 0.0)];
+        let points =
+            [point(0.0, 140.0, 0.10), point(0.1, 150.0, 0.02), point(0.2, 155.0, 0.03), point(0.3, 160.0, 0.0)];
         let refs: Vec<&tradeoff::Point> = points.iter().collect();
         let values: Vec<f64> = frontier(&refs).iter().map(|p| p.value).collect();
         // 0.2 has more containers than 0.1 at more violations.

@@ -288,7 +288,10 @@ pub fn markdown(report: &Report) -> String {
         report.sla_ms,
         report.predictor
     );
-    let _ = writeln!(s, "| policy | knob | value | tail margin | mean containers | window violations | request violations |");
+    let _ = writeln!(
+        s,
+        "| policy | knob | value | tail margin | mean containers | window violations | request violations |"
+    );
     let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|");
     for p in &report.points {
         let _ = writeln!(
