@@ -251,3 +251,16 @@ fn sim_series_share_within_the_sla_agrees_with_the_window_p95() {
     }
     assert!(over > 0 && under > 0, "windows on both sides of the SLA: {over} over, {under} within");
 }
+
+#[test]
+fn sim_a_decision_that_holds_reports_no_plan() {
+    // Load stops at 60 s: the decision at 90 s sees no arrivals and holds.
+    let pattern = Pattern::parse("steps:-1000=150,60=0").unwrap_or_else(|e| panic!("{e}"));
+    let config = Config { pattern: Some(pattern), ..small(vec![Name::Derm]) };
+    let e = eval::evaluate(&config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"));
+    let decisions = &e.decisions["derm"];
+    let at = |t: f64| decisions.iter().find(|d| (d.now_s - t).abs() < 1e-9).unwrap_or_else(|| panic!("{decisions:?}"));
+    assert!(at(60.0).predicted_sla_probability.is_some(), "a plan while the load runs: {decisions:?}");
+    assert_eq!(at(90.0).arrivals_rps, 0.0);
+    assert!(at(90.0).predicted_sla_probability.is_none(), "a hold: {decisions:?}");
+}

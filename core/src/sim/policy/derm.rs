@@ -434,6 +434,8 @@ impl Derm {
     }
 
     fn decide_inner(&mut self, view: &mut View<'_>) -> Vec<u32> {
+        // A decision that holds says nothing of a plan (not the previous decision's).
+        self.insight = None;
         let traces = std::mem::take(&mut view.traces);
         self.learn(view, traces);
         if self.loads.len() == TREND_POINTS {
