@@ -2,6 +2,7 @@
 //!
 //! [`Predictor`] is the contract the online loop and `derm simulate` use; [`baseline`] holds
 //! the simple predictors (last value, moving average, EWMA), [`arima`] an autoregressive one,
+//! [`trend`] Holt's damped trend, [`loadmix`] a mix log-linear in the load,
 //! `lstm` (feature `lstm`, libtorch) the attention LSTM of the paper; [`metrics`] measures
 //! predictions and [`evaluate`] compares predictors on a time split. Every prediction is a
 //! distribution: non-negative shares over graph ids that sum to 1. [`load`] forecasts the
@@ -11,6 +12,7 @@ pub mod arima;
 pub mod baseline;
 pub mod evaluate;
 pub mod load;
+pub mod loadmix;
 #[cfg(feature = "lstm")]
 pub mod lstm;
 pub mod metrics;
@@ -22,6 +24,7 @@ use crate::graph::Window;
 
 pub use arima::Arima;
 pub use baseline::{Ewma, Last, MovingAverage};
+pub use loadmix::LoadMix;
 pub use metrics::Tracker;
 pub use trend::Trend;
 
@@ -66,6 +69,11 @@ pub trait Predictor: Send + Sync {
     fn fit(&mut self, history: &[Window]) -> Result<(), Error>;
     /// The next window's mix after `recent` (time order, newest last).
     fn predict(&self, recent: &[Window]) -> Result<BTreeMap<String, f64>, Error>;
+    /// Learn from the whole history seen so far, online, keeping what `fit` chose (an online
+    /// loop calls it as windows accumulate). Most predictors learn nothing here.
+    fn update(&mut self, _history: &[Window]) -> Result<(), Error> {
+        Ok(())
+    }
     /// What `fit` chose, for reports (`None`: nothing worth saying).
     fn describe(&self) -> Option<String> {
         None

@@ -264,3 +264,20 @@ fn sim_a_decision_that_holds_reports_no_plan() {
     assert_eq!(at(90.0).arrivals_rps, 0.0);
     assert!(at(90.0).predicted_sla_probability.is_none(), "a hold: {decisions:?}");
 }
+
+#[test]
+fn sim_loadmix_learns_from_the_profiling_phase_and_plans() {
+    let run = |predictor: &str| {
+        let config = Config { predictor: predictor.into(), ..small(vec![Name::Derm]) };
+        eval::evaluate(&config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let (loadmix, trend) = (run("loadmix"), run("trend"));
+    // Fitted on the profiling windows before the first decision, it plans as early as the
+    // trend does (unfitted, it would hold until the first refit).
+    let first = |e: &eval::Evaluation| {
+        e.decisions["derm"].iter().find(|d| d.predicted_sla_probability.is_some()).map(|d| d.now_s)
+    };
+    assert!(first(&loadmix).is_some() && first(&loadmix) == first(&trend), "{:?}", loadmix.decisions["derm"]);
+    assert_eq!(loadmix.report.policies["derm"].summary.stats.first_error, None);
+    assert_ne!(loadmix.series["derm"], trend.series["derm"], "the predictor must reach the policy");
+}

@@ -10,14 +10,14 @@ use super::train::LstmArgs;
 use crate::graph::Window;
 use crate::pipeline::WindowsFile;
 use crate::predict::evaluate::{self, Row};
-use crate::predict::{Arima, Error, Ewma, Last, MovingAverage, Predictor, Trend};
+use crate::predict::{Arima, Error, Ewma, Last, LoadMix, MovingAverage, Predictor, Trend};
 
 /// Why LSTM commands fail in a build without libtorch.
 pub(crate) const NO_LSTM: &str = "this derm was built without the `lstm` feature (libtorch); build it with \
      `hack/with-libtorch.sh cargo build --release -p derm-core --features lstm`";
 
 /// Model names of `--models`.
-const MODELS: [&str; 7] = ["lstm", "lstm-noattn", "arima", "trend", "ewma", "ma", "last"];
+const MODELS: [&str; 8] = ["lstm", "lstm-noattn", "arima", "trend", "loadmix", "ewma", "ma", "last"];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -126,6 +126,7 @@ fn baseline(name: &str, horizon: usize) -> Result<Box<dyn Predictor>, Error> {
     Ok(match name {
         "arima" => Box::new(Arima::new(3)?),
         "trend" => Box::new(Trend::ahead(horizon)?),
+        "loadmix" => Box::new(LoadMix::ahead(horizon)?),
         "ewma" => Box::new(Ewma::new(0.5)?),
         "ma" => Box::new(MovingAverage::new(5)?),
         _ => Box::new(Last),

@@ -16,7 +16,7 @@ use super::run::{self, Decision, Outcome, Point, Summary, TraceSink};
 use super::{Error, Pattern, Scenario, profiling};
 use crate::graph::Window;
 use crate::graph::window::ArgSpec;
-use crate::predict::{Ewma, Last, MovingAverage, Predictor, Trend, trend};
+use crate::predict::{Ewma, Last, LoadMix, MovingAverage, Predictor, Trend, trend};
 
 /// Unix time of scenario time 0 before alignment (2023-11-14 22:00:00 UTC, a whole hour).
 const ORIGIN_S: i64 = 1_699_999_200;
@@ -164,9 +164,10 @@ pub fn predictor(name: &str, model: Option<&Path>, windows: &[Window]) -> Result
         "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
         "last" => Box::new(Last),
         "trend" => Box::new(Trend::default()),
+        "loadmix" => Box::new(LoadMix::default()),
         t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..]).map_err(bad)?),
         "lstm" => lstm(model, windows)?,
-        other => return Err(invalid("--predictor", other, "one of trend, ewma, ma, last, lstm")),
+        other => return Err(invalid("--predictor", other, "one of trend, loadmix, ewma, ma, last, lstm")),
     })
 }
 

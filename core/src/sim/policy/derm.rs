@@ -207,7 +207,9 @@ impl std::fmt::Debug for Derm {
 
 impl Derm {
     /// `name` must be one of the four profile-based policies.
-    pub fn new(name: Name, config: Config, predictor: Box<dyn Predictor>, learned: Learned) -> Self {
+    pub fn new(name: Name, config: Config, mut predictor: Box<dyn Predictor>, learned: Learned) -> Self {
+        // A predictor that learns online (`loadmix`) starts from the profiling phase's windows.
+        let first_error = predictor.update(&learned.windows).err().map(|e| format!("predictor: {e}"));
         Derm {
             name,
             config,
@@ -221,7 +223,7 @@ impl Derm {
             plan: None,
             since_solve: 0,
             loads: Vec::new(),
-            stats: Stats::default(),
+            stats: Stats { first_error, ..Stats::default() },
             insight: None,
         }
     }
@@ -283,6 +285,10 @@ impl Derm {
             self.since_refit = 0;
             self.refitted = true;
             self.stats.profile_refits += 1;
+            let history: Vec<Window> = self.learned.windows.iter().chain(&self.online).cloned().collect();
+            if let Err(e) = self.predictor.update(&history) {
+                self.stats.first_error.get_or_insert_with(|| format!("predictor: {e}"));
+            }
         }
     }
 
