@@ -12,8 +12,13 @@ pub const TREND_POINTS: usize = 4;
 pub fn forecast(loads: &[f64]) -> f64 {
     let loads = &loads[loads.len().saturating_sub(TREND_POINTS)..];
     let Some(&last) = loads.last() else { return 0.0 };
+    last + slope(loads).max(0.0) * 1.5
+}
+
+/// Least-squares slope of `loads` per interval (0 for fewer than two).
+pub fn slope(loads: &[f64]) -> f64 {
     if loads.len() < 2 {
-        return last;
+        return 0.0;
     }
     let n = loads.len() as f64;
     let mean_x = (n - 1.0) / 2.0;
@@ -24,7 +29,7 @@ pub fn forecast(loads: &[f64]) -> f64 {
         sxy += dx * (y - mean_y);
         sxx += dx * dx;
     }
-    last + (sxy / sxx).max(0.0) * 1.5
+    sxy / sxx
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Error, Predictor, normalise, trend, usable};
+use super::{Error, Predictor, load, normalise, trend, usable};
 use crate::graph::Window;
 
 /// Load bins of the fit (equal width in log load over the range seen).
@@ -63,22 +63,12 @@ impl LoadMix {
     }
 }
 
-/// Load `horizon` windows after the newest, from the last four windows' loads (either
+/// Load `horizon` windows after the newest, from the last [`load::TREND_POINTS`] windows' loads (either
 /// direction; never below half the last).
 fn load_ahead(ws: &[&Window], horizon: usize) -> f64 {
-    let loads: Vec<f64> = ws[ws.len().saturating_sub(4)..].iter().map(|w| w.load_rps).collect();
+    let loads: Vec<f64> = ws[ws.len().saturating_sub(load::TREND_POINTS)..].iter().map(|w| w.load_rps).collect();
     let last = loads[loads.len() - 1];
-    if loads.len() < 2 {
-        return last;
-    }
-    let n = loads.len() as f64;
-    let (mx, my) = ((n - 1.0) / 2.0, loads.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (i, y) in loads.iter().enumerate() {
-        sxy += (i as f64 - mx) * (y - my);
-        sxx += (i as f64 - mx).powi(2);
-    }
-    (last + sxy / sxx * horizon as f64).max(0.5 * last)
+    (last + load::slope(&loads) * horizon as f64).max(0.5 * last)
 }
 
 impl Predictor for LoadMix {

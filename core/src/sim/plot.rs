@@ -318,16 +318,7 @@ mod tests {
     use super::*;
 
     fn point(value: f64, containers: f64, violations: f64) -> tradeoff::Point {
-        tradeoff::Point {
-            policy: "derm".into(),
-            knob: "load_headroom",
-            value,
-            tail_margin: Some(0.4),
-            mean_containers: containers,
-            window_violation_rate: violations,
-            request_violation_rate: 0.0,
-            runs: Vec::new(),
-        }
+        tradeoff::test_point("derm", value, containers, violations)
     }
 
     #[test]

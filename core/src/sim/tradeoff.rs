@@ -334,22 +334,25 @@ fn margin(m: Option<f64>) -> String {
     m.map_or("-".to_owned(), |m| m.to_string())
 }
 
+/// A profile-based policy's point at the default tail margin, for tests.
+#[cfg(test)]
+pub(crate) fn test_point(policy: &str, value: f64, containers: f64, violations: f64) -> Point {
+    Point {
+        policy: policy.into(),
+        knob: "load_headroom",
+        value,
+        tail_margin: Some(0.4),
+        mean_containers: containers,
+        window_violation_rate: violations,
+        request_violation_rate: 0.0,
+        runs: Vec::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_point as point;
     use super::*;
-
-    fn point(policy: &str, value: f64, containers: f64, violations: f64) -> Point {
-        Point {
-            policy: policy.into(),
-            knob: "load_headroom",
-            value,
-            tail_margin: Some(0.4),
-            mean_containers: containers,
-            window_violation_rate: violations,
-            request_violation_rate: 0.0,
-            runs: Vec::new(),
-        }
-    }
 
     #[test]
     fn best_is_the_cheapest_point_within_the_goal_relative_to_hpa() {
