@@ -266,7 +266,7 @@ impl Figure for tradeoff::Report {
             let c = colour(i);
             let points: Vec<&tradeoff::Point> = self.points.iter().filter(|p| &p.policy == name).collect();
             let xy = |p: &tradeoff::Point| (100.0 * p.window_violation_rate, p.mean_containers);
-            let line: Vec<&tradeoff::Point> = if margins > 1 { frontier(&points) } else { points.clone() };
+            let line: Vec<&tradeoff::Point> = if margins > 1 { tradeoff::frontier(&points) } else { points.clone() };
             let label = |p: &tradeoff::Point| match p.tail_margin {
                 Some(m) if margins > 1 => format!("{}/{m}", p.value),
                 _ => format!("{}", p.value),
@@ -289,45 +289,8 @@ impl Figure for tradeoff::Report {
     }
 }
 
-/// The points no other point beats on both axes (fewer containers at no more violations),
-/// by violation rate.
-fn frontier<'a>(points: &[&'a tradeoff::Point]) -> Vec<&'a tradeoff::Point> {
-    let mut sorted = points.to_vec();
-    sorted.sort_by(|a, b| {
-        a.window_violation_rate
-            .total_cmp(&b.window_violation_rate)
-            .then(a.mean_containers.total_cmp(&b.mean_containers))
-    });
-    let mut line: Vec<&tradeoff::Point> = Vec::new();
-    for p in sorted {
-        if line.last().is_none_or(|l| p.mean_containers < l.mean_containers) {
-            line.push(p);
-        }
-    }
-    line
-}
-
 /// Write `tradeoff` as SVG and PNG into `dir`; returns the paths.
 pub fn write_tradeoff(dir: &Path, report: &tradeoff::Report) -> Result<Vec<PathBuf>, Error> {
     register_font();
     both(dir, "tradeoff", report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn point(value: f64, containers: f64, violations: f64) -> tradeoff::Point {
-        tradeoff::test_point("derm", value, containers, violations)
-    }
-
-    #[test]
-    fn frontier_keeps_the_points_nothing_beats() {
-        let points =
-            [point(0.0, 140.0, 0.10), point(0.1, 150.0, 0.02), point(0.2, 155.0, 0.03), point(0.3, 160.0, 0.0)];
-        let refs: Vec<&tradeoff::Point> = points.iter().collect();
-        let values: Vec<f64> = frontier(&refs).iter().map(|p| p.value).collect();
-        // 0.2 has more containers than 0.1 at more violations.
-        assert_eq!(values, [0.3, 0.1, 0.0]);
-    }
 }

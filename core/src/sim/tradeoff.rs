@@ -275,7 +275,26 @@ pub fn best_points(order: &[String], points: &[Point], goal: f64) -> BTreeMap<St
         .collect()
 }
 
-/// `tradeoff.md`: every point, then each policy's cheapest point within the goal.
+/// The points no other point beats on both axes (fewer containers at no more violations),
+/// by violation rate.
+pub fn frontier<'a>(points: &[&'a Point]) -> Vec<&'a Point> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| {
+        a.window_violation_rate
+            .total_cmp(&b.window_violation_rate)
+            .then(a.mean_containers.total_cmp(&b.mean_containers))
+    });
+    let mut line: Vec<&Point> = Vec::new();
+    for p in sorted {
+        if line.last().is_none_or(|l| p.mean_containers < l.mean_containers) {
+            line.push(p);
+        }
+    }
+    line
+}
+
+/// `tradeoff.md`: every point, each policy's cheapest point within the goal, then each
+/// policy's frontier.
 pub fn markdown(report: &Report) -> String {
     let mut s = String::new();
     let seeds: Vec<String> = report.seeds.iter().map(u64::to_string).collect();
@@ -327,6 +346,22 @@ pub fn markdown(report: &Report) -> String {
             }
         }
     }
+    let _ = writeln!(
+        s,
+        "\nFrontiers (no other point of the policy has fewer containers at no more violations), \
+         value/tail margin: containers at window violations:\n"
+    );
+    for name in &report.order {
+        let points: Vec<&Point> = report.points.iter().filter(|p| &p.policy == name).collect();
+        let line: Vec<String> = frontier(&points)
+            .iter()
+            .map(|p| {
+                let knob = p.tail_margin.map_or(p.value.to_string(), |m| format!("{}/{m}", p.value));
+                format!("{knob}: {:.1} at {:.1}%", p.mean_containers, 100.0 * p.window_violation_rate)
+            })
+            .collect();
+        let _ = writeln!(s, "- {name}: {}", line.join("; "));
+    }
     s
 }
 
@@ -334,25 +369,22 @@ fn margin(m: Option<f64>) -> String {
     m.map_or("-".to_owned(), |m| m.to_string())
 }
 
-/// A profile-based policy's point at the default tail margin, for tests.
-#[cfg(test)]
-pub(crate) fn test_point(policy: &str, value: f64, containers: f64, violations: f64) -> Point {
-    Point {
-        policy: policy.into(),
-        knob: "load_headroom",
-        value,
-        tail_margin: Some(0.4),
-        mean_containers: containers,
-        window_violation_rate: violations,
-        request_violation_rate: 0.0,
-        runs: Vec::new(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::test_point as point;
     use super::*;
+
+    fn point(policy: &str, value: f64, containers: f64, violations: f64) -> Point {
+        Point {
+            policy: policy.into(),
+            knob: "load_headroom",
+            value,
+            tail_margin: Some(0.4),
+            mean_containers: containers,
+            window_violation_rate: violations,
+            request_violation_rate: 0.0,
+            runs: Vec::new(),
+        }
+    }
 
     #[test]
     fn best_is_the_cheapest_point_within_the_goal_relative_to_hpa() {
@@ -371,7 +403,23 @@ mod tests {
         assert!((derm.vs_hpa.expect("hpa has one") - 163.0 / 178.0).abs() < 1e-12);
         assert_eq!(best["hpa-cpu"].as_ref().map(|b| b.value), Some(0.5));
         assert!(best["derm-static"].is_none());
-        assert!(markdown_of(&order, points, best).contains("| derm-static | none within the goal |"));
+        let md = markdown_of(&order, points, best);
+        assert!(md.contains("| derm-static | none within the goal |"), "{md}");
+        assert!(md.contains("- derm: 0.5/0.4: 186.0 at 4.0%; 0.3/0.4: 163.0 at 5.0%; 0.1/0.4: 140.0 at 12.0%"), "{md}");
+    }
+
+    #[test]
+    fn frontier_keeps_the_points_nothing_beats() {
+        let points = [
+            point("derm", 0.0, 140.0, 0.10),
+            point("derm", 0.1, 150.0, 0.02),
+            point("derm", 0.2, 155.0, 0.03),
+            point("derm", 0.3, 160.0, 0.0),
+        ];
+        let refs: Vec<&Point> = points.iter().collect();
+        let values: Vec<f64> = frontier(&refs).iter().map(|p| p.value).collect();
+        // 0.2 has more containers than 0.1 at more violations.
+        assert_eq!(values, [0.3, 0.1, 0.0]);
     }
 
     fn markdown_of(order: &[String], points: Vec<Point>, best: BTreeMap<String, Option<Best>>) -> String {
