@@ -44,8 +44,9 @@ pub(crate) struct Sim {
     #[arg(long, value_parser = parse_pattern)]
     pattern: Option<Pattern>,
     /// Graph-mix predictor of `derm` and `uniform`: ewma, ma, last, trend (Holt's trend two
-    /// windows ahead; `trend:ALPHA,BETA,PHI` sets its parameters) or lstm (the attention LSTM
-    /// of --model, feature `lstm`).
+    /// windows ahead; `trend:ALPHA,BETA,PHI` sets its parameters), loadmix (shares log-linear
+    /// in the load, fitted on every window) or lstm (the attention LSTM of --model, feature
+    /// `lstm`).
     #[arg(long, default_value = "trend")]
     predictor: String,
     /// Model file of `--predictor lstm` (from `derm train -o`; its `.json` sidecar next to it).
