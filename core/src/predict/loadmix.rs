@@ -51,10 +51,13 @@ impl LoadMix {
         Ok(LoadMix { horizon, ..LoadMix::default() })
     }
 
-    /// The fitted mix at load `load_rps` (normalised over the fitted graphs).
-    fn at(&self, load_rps: f64) -> BTreeMap<String, f64> {
+    /// The fitted mix at load `load_rps` (normalised over the fitted graphs), by graph id.
+    fn at(&self, load_rps: f64) -> Vec<(&str, f64)> {
         let x = load_rps.max(1e-9).ln();
-        normalise(self.fit.iter().map(|(g, (a, b))| (g.clone(), (a + b * x).exp())).collect())
+        let mut mix: Vec<(&str, f64)> = self.fit.iter().map(|(g, (a, b))| (g.as_str(), (a + b * x).exp())).collect();
+        let total: f64 = mix.iter().map(|(_, s)| s).sum();
+        mix.iter_mut().for_each(|(_, s)| *s /= total);
+        mix
     }
 
     /// Graph -> `(a, b)`, for reports and tests.
@@ -155,9 +158,7 @@ impl Predictor for LoadMix {
             }
             if w.load_rps > 0.0 {
                 for (g, s) in self.at(w.load_rps) {
-                    if let Some((key, _)) = self.fit.get_key_value(&g) {
-                        *fitted.entry(key.as_str()).or_insert(0.0) += n * s;
-                    }
+                    *fitted.entry(g).or_insert(0.0) += n * s;
                 }
             }
         }
@@ -166,14 +167,14 @@ impl Predictor for LoadMix {
         let mut mix: BTreeMap<String, f64> = ahead
             .into_iter()
             .map(|(g, s)| {
-                let (o, e) = (observed.get(g.as_str()).copied().unwrap_or(0.0), fitted.get(g.as_str()).copied());
+                let (o, e) = (observed.get(g).copied().unwrap_or(0.0), fitted.get(g).copied());
                 // Shrunk towards 1 by PSEUDO requests at the graph's fitted share.
                 let prior = PSEUDO * e.unwrap_or(0.0) / fitted_total.max(1e-12);
                 let ratio = match e {
                     Some(e) if e + prior > 0.0 => (o + prior) / (e + prior),
                     _ => 1.0,
                 };
-                (g, s * ratio)
+                (g.to_owned(), s * ratio)
             })
             .collect();
         // Graphs the fit never saw: their recent observed share, the rest scaled to make room.

@@ -6,8 +6,9 @@
 //! policy's knob (the profile-based policies' load headroom, `hpa-cpu`'s CPU target) traces
 //! its curve, and the fewest containers at which a policy keeps the window violation rate
 //! within a goal compares them at the same SLA compliance. The profile-based policies have a
-//! second knob, the tail margin (how far above `p` the optimizer's target sits): with several
-//! margins each gets one curve per margin, and its best point is the cheapest over all of them.
+//! second knob, the tail margin (how far above `p` the optimizer's target sits): every headroom
+//! runs at every margin, a policy's best point is the cheapest over both, and its
+//! [`frontier`] is what no other of its points beats.
 //!
 //! Every point of a seed shares that seed's profiling phase and arrivals (as in
 //! [`super::eval`]); points run in parallel.
