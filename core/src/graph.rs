@@ -6,6 +6,7 @@
 //! is two nodes.
 
 pub mod catalog;
+pub mod counted;
 pub mod window;
 
 pub use catalog::Catalog;

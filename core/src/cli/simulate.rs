@@ -70,6 +70,12 @@ pub(crate) struct Sim {
     /// ablations). `uniform` always holds only graphs of >= 0.02 to the target.
     #[arg(long, default_value_t = crate::sim::policy::derm::DERM_RARE_THRESHOLD, value_parser = unit_closed_open)]
     rare_threshold: f64,
+    /// Where `derm` and `uniform` learn each interval's graph mix: `counters` (fitted to the
+    /// per-service call counters of the interval that just ended, forecast one interval
+    /// ahead) or `traces` (the sampled traces' windows, one interval older, forecast two
+    /// ahead; the policy before session 18).
+    #[arg(long, default_value = "counters")]
+    mix_source: crate::sim::policy::derm::MixSource,
     /// Plan `derm` and `uniform` on the forecast mix alone, without raising any service to
     /// what the long-run mean mix needs (the long-run floor; for ablations).
     #[arg(long)]
@@ -103,6 +109,7 @@ impl Sim {
             tail_margin: self.tail_margin,
             long_run_floor: !self.no_long_run_floor,
             rare_threshold: self.rare_threshold,
+            mix_source: self.mix_source,
             ..Config::default()
         }
     }

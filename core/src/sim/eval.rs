@@ -16,7 +16,7 @@ use super::run::{self, Decision, Outcome, Point, Summary, TraceSink};
 use super::{Error, Pattern, Scenario, profiling};
 use crate::graph::Window;
 use crate::graph::window::ArgSpec;
-use crate::predict::{Ewma, Last, LoadMix, MovingAverage, Predictor, Trend, trend};
+use crate::predict::{Ewma, Last, LoadMix, MovingAverage, Predictor, Trend};
 
 /// Unix time of scenario time 0 before alignment (2023-11-14 22:00:00 UTC, a whole hour).
 const ORIGIN_S: i64 = 1_699_999_200;
@@ -62,6 +62,8 @@ pub struct Config {
     pub long_run_floor: bool,
     /// Graphs below this predicted share leave the constraint of the `derm` family.
     pub rare_threshold: f64,
+    /// Where `derm` and `uniform` learn each interval's mix from.
+    pub mix_source: derm::MixSource,
 }
 
 impl Default for Config {
@@ -88,6 +90,7 @@ impl Default for Config {
             hpa_target: hpa::Config::default().target,
             long_run_floor: true,
             rare_threshold: derm::DERM_RARE_THRESHOLD,
+            mix_source: derm::MixSource::default(),
         }
     }
 }
@@ -142,7 +145,7 @@ impl Config {
         if self.refit_every == 0 {
             return Err(invalid("--refit-every", 0, "at least 1 interval"));
         }
-        predictor(&self.predictor, self.model.as_deref(), &[])?;
+        predictor(&self.predictor, self.model.as_deref(), &[], self.mix_source.horizon())?;
         if let Some(p) = &self.pattern {
             p.validate()?;
         }
@@ -151,8 +154,15 @@ impl Config {
 }
 
 /// The mix predictor by name; `lstm` loads `model` and, when `windows` (the profiling
-/// phase's) are given, refuses a model trained on another application's graphs.
-pub fn predictor(name: &str, model: Option<&Path>, windows: &[Window]) -> Result<Box<dyn Predictor>, Error> {
+/// phase's) are given, refuses a model trained on another application's graphs. The trend
+/// forecasts `horizon` windows ahead of the newest ([`derm::MixSource::horizon`]); the other
+/// predictors have no horizon but the one an LSTM was trained for.
+pub fn predictor(
+    name: &str,
+    model: Option<&Path>,
+    windows: &[Window],
+    horizon: usize,
+) -> Result<Box<dyn Predictor>, Error> {
     let bad = |e: crate::predict::Error| invalid("--predictor", e, "valid parameters");
     if name != "lstm"
         && let Some(m) = model
@@ -163,19 +173,19 @@ pub fn predictor(name: &str, model: Option<&Path>, windows: &[Window]) -> Result
         "ewma" => Box::new(Ewma::new(0.5).map_err(bad)?),
         "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
         "last" => Box::new(Last),
-        "trend" => Box::new(Trend::default()),
+        "trend" => Box::new(Trend::ahead(horizon).map_err(bad)?),
         "loadmix" => Box::new(LoadMix::default()),
-        t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..]).map_err(bad)?),
+        t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..], horizon).map_err(bad)?),
         "lstm" => lstm(model, windows)?,
         other => return Err(invalid("--predictor", other, "one of trend, loadmix, ewma, ma, last, lstm")),
     })
 }
 
 /// `ALPHA,BETA,PHI` of `--predictor trend:...`.
-fn trend_with(spec: &str) -> Result<Trend, crate::predict::Error> {
+fn trend_with(spec: &str, horizon: usize) -> Result<Trend, crate::predict::Error> {
     let values: Vec<f64> = spec.split(',').map(|v| v.trim().parse().unwrap_or(f64::NAN)).collect();
     match values[..] {
-        [alpha, beta, phi] => Trend::new(alpha, beta, phi, trend::LAG),
+        [alpha, beta, phi] => Trend::new(alpha, beta, phi, horizon),
         _ => Err(crate::predict::Error::Invalid {
             field: "trend",
             value: spec.to_owned(),
@@ -363,7 +373,7 @@ impl Prepared {
     ) -> Result<Derm, Error> {
         let learned = self.profiled.as_ref().map(|p| p.learned.clone()).unwrap_or_default();
         let pred = if matches!(name, Name::Derm | Name::Uniform) {
-            predictor(predictor_name, model, &learned.windows)?
+            predictor(predictor_name, model, &learned.windows, config.mix_source.horizon())?
         } else {
             Box::new(Last)
         };
@@ -425,6 +435,7 @@ pub fn prepare(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Prepa
         load_headroom: config.load_headroom,
         long_run_floor: config.long_run_floor,
         rare_threshold: config.rare_threshold,
+        mix_source: config.mix_source,
     };
     Ok(Prepared { scenario, pattern, run, derm, profiled })
 }

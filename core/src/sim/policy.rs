@@ -62,6 +62,9 @@ pub struct Stats {
     pub rejected_refits: u64,
     /// Decisions where the long-run mix's plan raised a service (`derm`, `uniform`).
     pub long_run_raised: u64,
+    /// Intervals whose call counters the catalog's graphs did not explain, so the mix came
+    /// from the traces (`derm`, `uniform` with the counters as mix source).
+    pub unexplained_counters: u64,
     /// Wall time spent deciding, ms (mean per decision).
     pub mean_decision_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]

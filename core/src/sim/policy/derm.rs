@@ -9,10 +9,20 @@
 //! 2. every `refit_every` intervals refits the profiles ([`crate::profile::fit_all`]) on all
 //!    samples so far: the profiling phase's plus the online ones;
 //! 3. chooses the graph mix and the load to plan for:
-//!    - `derm`: the predictor's mix over the online windows (by default Holt's trend
-//!      forecast two windows ahead, [`crate::predict::Trend`], because the newest window is
-//!      one interval old; or the attention LSTM: see [`crate::predict::resolve_other`] for
-//!      its "other" share), the last window's measured load;
+//!    - `derm`: the predictor's forecast (by default Holt's damped trend,
+//!      [`crate::predict::Trend`]; or the attention LSTM: see [`crate::predict::resolve_other`]
+//!      for its "other" share) over the mixes of the last intervals, from the source
+//!      [`Config::mix_source`] names:
+//!      - [`MixSource::Counters`] (the default, session 18): each interval's mix fitted to the
+//!        per-service call counters of that interval ([`crate::graph::counted`]), forecast
+//!        one interval ahead. The counters count every call, so the mix is several times
+//!        more precise than a 5%-sampled window's, and it is the interval that just ended.
+//!        An interval whose calls the catalog's graphs do not explain (more than
+//!        [`MAX_UNEXPLAINED`]: a graph no trace has shown yet) plans from the traces;
+//!      - [`MixSource::Traces`]: the ingested windows, forecast two windows ahead because the
+//!        newest is one interval old;
+//!
+//!      and the last interval's measured load;
 //!    - `derm-oracle`: the true mix averaged over the next interval and the true peak rate
 //!      in it (from the scenario's ground truth);
 //!    - `derm-static`: the request-weighted mean mix of all windows seen so far, profiling
@@ -145,6 +155,41 @@ fn rescale(plan: &Plan, load_rps: f64) -> Plan {
 /// Online windows the predictor looks at.
 const RECENT: usize = 20;
 
+/// Above this share of an interval's counted calls unexplained by the catalog's graphs, its
+/// mix from the counters is not used ([`crate::graph::counted::Estimate::unexplained`]).
+pub const MAX_UNEXPLAINED: f64 = 0.1;
+
+/// Where `derm` and `uniform` learn each interval's graph mix from (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MixSource {
+    /// The sampled traces' windows, one interval old.
+    Traces,
+    /// The per-service call counters of the last interval, fitted by the catalog's graphs.
+    #[default]
+    Counters,
+}
+
+impl MixSource {
+    /// How many intervals ahead of its newest mix the forecast looks.
+    pub fn horizon(self) -> usize {
+        match self {
+            MixSource::Traces => crate::predict::trend::LAG,
+            MixSource::Counters => 1,
+        }
+    }
+}
+
+impl std::str::FromStr for MixSource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "traces" => Ok(MixSource::Traces),
+            "counters" => Ok(MixSource::Counters),
+            other => Err(format!("{other}: expected counters or traces")),
+        }
+    }
+}
+
 /// What the profiling phase learned, shared by every profile-based policy.
 #[derive(Debug, Clone, Default)]
 pub struct Learned {
@@ -173,6 +218,8 @@ pub struct Config {
     /// Graphs below this predicted share leave the constraint of `derm`, `derm-oracle` and
     /// `derm-static` ([`DERM_RARE_THRESHOLD`] by default); `uniform` keeps [`RARE_THRESHOLD`].
     pub rare_threshold: f64,
+    /// Where `derm` and `uniform` learn the mix from.
+    pub mix_source: MixSource,
 }
 
 /// `derm`, `derm-oracle`, `derm-static` or `uniform`.
@@ -194,6 +241,10 @@ pub struct Derm {
     loads: Vec<f64>,
     stats: Stats,
     insight: Option<Insight>,
+    /// The last [`RECENT`] intervals' mixes from the call counters ([`MixSource::Counters`]).
+    counted: Vec<Window>,
+    /// Whether the last interval's counters gave a mix.
+    counted_fresh: bool,
 }
 
 impl std::fmt::Debug for Derm {
@@ -225,6 +276,8 @@ impl Derm {
             loads: Vec::new(),
             stats: Stats { first_error, ..Stats::default() },
             insight: None,
+            counted: Vec::new(),
+            counted_fresh: false,
         }
     }
 
@@ -311,7 +364,8 @@ impl Derm {
             }
             Name::DermStatic => Some((self.long_run_mix()?, last_load?)),
             _ => {
-                let recent = &self.online[self.online.len().saturating_sub(RECENT)..];
+                let recent = if self.counted_fresh { &self.counted } else { &self.online };
+                let recent = &recent[recent.len().saturating_sub(RECENT)..];
                 let mix = match self.predictor.predict(recent) {
                     Ok(m) => m,
                     // A model that needs more windows than seen so far (the LSTM's l):
@@ -322,6 +376,39 @@ impl Derm {
                 Some((resolve_other(mix, recent.last()?), last_load?))
             }
         }
+    }
+
+    /// Fits the last interval's mix to its call counters ([`MixSource::Counters`]).
+    fn count(&mut self, view: &View<'_>) {
+        self.counted_fresh = false;
+        let services = &view.scenario.app.services;
+        let calls: BTreeMap<&str, f64> =
+            services.iter().zip(&view.calls_rps).map(|(s, r)| (s.name.as_str(), *r)).collect();
+        let estimate = match crate::graph::counted::estimate(&self.learned.catalog, &calls, view.arrivals_rps) {
+            Ok(e) => e,
+            // No requests (nothing to learn) or no catalog yet: plan from the traces.
+            Err(crate::graph::counted::Error::Invalid { .. }) => return,
+            Err(e) => return self.note(e),
+        };
+        if estimate.unexplained > MAX_UNEXPLAINED {
+            self.stats.unexplained_counters += 1;
+            return;
+        }
+        let interval = self.config.interval_s;
+        if self.counted.len() == RECENT {
+            self.counted.remove(0);
+        }
+        self.counted.push(Window {
+            start_s: view.origin_s + (view.now_s - f64::from(interval)).round() as i64,
+            duration_s: interval,
+            load_rps: view.arrivals_rps,
+            requests: (view.arrivals_rps * f64::from(interval)).round() as u64,
+            graph_mix: estimate.mix,
+            arg_mix: BTreeMap::new(),
+            containers: BTreeMap::new(),
+            calls_rps: calls.into_iter().map(|(s, r)| (s.to_owned(), r)).collect(),
+        });
+        self.counted_fresh = true;
     }
 
     /// The request-weighted mean mix of every window seen, profiling included.
@@ -449,6 +536,9 @@ impl Derm {
         }
         self.loads.push(view.arrivals_rps);
         let view = &*view;
+        if self.config.mix_source == MixSource::Counters && matches!(self.name, Name::Derm | Name::Uniform) {
+            self.count(view);
+        }
         let current = view.replicas();
         let Some((mix, load)) = self.target(view) else {
             return current;
