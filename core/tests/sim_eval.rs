@@ -10,6 +10,7 @@ use derm_core::pipeline::Ingest;
 use derm_core::sim::engine::{Config as EngineConfig, Engine};
 use derm_core::sim::eval::{self, Config};
 use derm_core::sim::policy::Name;
+use derm_core::sim::policy::derm::MixSource;
 use derm_core::sim::{Pattern, Scenario, plot};
 use derm_core::trace::{self, Skips};
 
@@ -155,6 +156,8 @@ fn sim_bad_input_names_the_flag() {
     assert!(e.contains("--duration-s"), "{e}");
     let e = parse_error(&["--scenario", "alibaba", "--pattern", "diurnal:5,1,60"]);
     assert!(e.contains("--pattern") && e.contains("min_rps"), "{e}");
+    let e = parse_error(&["--scenario", "alibaba", "--mix-source", "logs"]);
+    assert!(e.contains("--mix-source") && e.contains("counters or traces"), "{e}");
 
     // The library says the same without clap.
     assert!(Scenario::named("kubeflow").unwrap_err().to_string().contains("--scenario"));
@@ -280,4 +283,19 @@ fn sim_loadmix_learns_from_the_profiling_phase_and_plans() {
     assert!(first(&loadmix).is_some() && first(&loadmix) == first(&trend), "{:?}", loadmix.decisions["derm"]);
     assert_eq!(loadmix.report.policies["derm"].summary.stats.first_error, None);
     assert_ne!(loadmix.series["derm"], trend.series["derm"], "the predictor must reach the policy");
+}
+
+#[test]
+fn sim_counters_give_derm_a_mix_closer_to_the_truth_than_the_traces() {
+    let run = |mix_source| {
+        let config = Config { mix_source, duration_s: 900.0, ..small(vec![Name::Derm]) };
+        let e = eval::evaluate(&config, &|_| {}, None).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(e.report.policies["derm"].summary.stats.unexplained_counters, 0);
+        let errors: Vec<f64> = e.decisions["derm"].iter().filter_map(|d| d.mix_error).collect();
+        assert!(errors.len() >= 25, "{errors:?}");
+        errors.iter().sum::<f64>() / errors.len() as f64
+    };
+    let (counters, traces) = (run(MixSource::Counters), run(MixSource::Traces));
+    eprintln!("mean TV of the planned mix from the truth: counters {counters:.4}, traces {traces:.4}");
+    assert!(counters < 0.7 * traces, "counters {counters} against traces {traces}");
 }

@@ -328,6 +328,16 @@ impl App {
         }
         acc
     }
+
+    /// [`Self::mean_mix`] by graph id (ground-truth graphs of the same shape share an id),
+    /// without graphs of no share: what a policy's mix is compared with.
+    pub fn mean_mix_by_id(&self, pattern: &super::Pattern, from_s: f64, to_s: f64) -> BTreeMap<String, f64> {
+        let mut mix = BTreeMap::new();
+        for (id, s) in self.ids.iter().zip(self.mean_mix(pattern, from_s, to_s)).filter(|(_, s)| *s > 0.0) {
+            *mix.entry(id.clone()).or_insert(0.0) += s;
+        }
+        mix
+    }
 }
 
 fn check_graph(node: &Node, index: &BTreeMap<&str, u32>, problem: &mut Option<String>) {

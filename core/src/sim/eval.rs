@@ -295,12 +295,17 @@ pub struct DecisionPoint {
     pub predicted_sla_probability: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub all_requests_probability: Option<f64>,
+    /// Total variation between the mix the plan was solved for and the true mean mix of the
+    /// next interval (the scenario's ground truth): how far off the mix forecast was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mix_error: Option<f64>,
 }
 
 impl DecisionPoint {
-    fn of(d: &Decision<'_>) -> Self {
+    fn of(d: &Decision<'_>, truth: impl FnOnce() -> BTreeMap<String, f64>) -> Self {
         let insight = d.insight.as_ref();
         DecisionPoint {
+            mix_error: insight.map(|i| crate::optimize::mix_distance(&i.mix, &truth())),
             now_s: d.now_s,
             arrivals_rps: d.arrivals_rps,
             replicas: d.replicas.iter().map(|n| u64::from(*n)).sum(),
@@ -480,7 +485,8 @@ pub fn evaluate(
             let mut decisions = Vec::new();
             let mut observe = |d: &Decision<'_>| {
                 if d.now_s >= 0.0 {
-                    decisions.push(DecisionPoint::of(d));
+                    let next = d.now_s + f64::from(config.interval_s);
+                    decisions.push(DecisionPoint::of(d, || scenario.app.mean_mix_by_id(pattern, d.now_s, next)));
                 }
             };
             let outcome = run::run_observed(

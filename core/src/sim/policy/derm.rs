@@ -352,15 +352,7 @@ impl Derm {
             Name::DermOracle => {
                 let app = &view.scenario.app;
                 let to = view.now_s + f64::from(self.config.interval_s);
-                let mix = app.mean_mix(view.pattern, view.now_s, to);
-                let mix = app.ids.iter().cloned().zip(mix).filter(|(_, s)| *s > 0.0).fold(
-                    BTreeMap::new(),
-                    |mut m, (id, s)| {
-                        *m.entry(id).or_insert(0.0) += s;
-                        m
-                    },
-                );
-                Some((mix, view.pattern.peak_rps(view.now_s, to)))
+                Some((app.mean_mix_by_id(view.pattern, view.now_s, to), view.pattern.peak_rps(view.now_s, to)))
             }
             Name::DermStatic => Some((self.long_run_mix()?, last_load?)),
             _ => {
