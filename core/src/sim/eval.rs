@@ -176,7 +176,7 @@ pub fn predictor(
         "trend" => Box::new(Trend::ahead(horizon).map_err(bad)?),
         "loadmix" => Box::new(LoadMix::default()),
         t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..], horizon).map_err(bad)?),
-        "lstm" => lstm(model, windows)?,
+        "lstm" => lstm(model, windows, horizon)?,
         other => return Err(invalid("--predictor", other, "one of trend, loadmix, ewma, ma, last, lstm")),
     })
 }
@@ -195,7 +195,7 @@ fn trend_with(spec: &str, horizon: usize) -> Result<Trend, crate::predict::Error
 }
 
 #[cfg(not(feature = "lstm"))]
-fn lstm(_: Option<&Path>, _: &[Window]) -> Result<Box<dyn Predictor>, Error> {
+fn lstm(_: Option<&Path>, _: &[Window], _: usize) -> Result<Box<dyn Predictor>, Error> {
     Err(invalid(
         "--predictor",
         "lstm",
@@ -210,7 +210,7 @@ const UNSEEN_WARN: f64 = 0.1;
 
 /// The attention LSTM on the CPU (a simulation makes one small prediction per interval).
 #[cfg(feature = "lstm")]
-fn lstm(model: Option<&Path>, windows: &[Window]) -> Result<Box<dyn Predictor>, Error> {
+fn lstm(model: Option<&Path>, windows: &[Window], horizon: usize) -> Result<Box<dyn Predictor>, Error> {
     let Some(path) = model else {
         return Err(invalid("--model", "(none)", "a model file from derm train for --predictor lstm"));
     };
@@ -225,12 +225,14 @@ fn lstm(model: Option<&Path>, windows: &[Window]) -> Result<Box<dyn Predictor>, 
                 "many profiling-phase requests are in graphs the model never saw (predicted as \"other\"): retrain"
             );
         }
-        if meta.horizon != 2 {
+        if meta.horizon != horizon {
             tracing::warn!(
                 model = %path.display(),
                 horizon = meta.horizon,
-                "the profile-based policies plan from a window one interval old: a model trained with \
-                 `derm train --horizon 2` predicts the interval they plan for"
+                planned = horizon,
+                "the interval planned for is `planned` windows after the newest mix (1 from the call \
+                 counters, 2 from the traces: --mix-source); a model trained with `derm train --horizon` \
+                 that many predicts it"
             );
         }
     }

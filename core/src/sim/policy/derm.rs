@@ -380,7 +380,10 @@ impl Derm {
             Ok(e) => e,
             // No requests (nothing to learn) or no catalog yet: plan from the traces.
             Err(crate::graph::counted::Error::Invalid { .. }) => return,
-            Err(e) => return self.note(e),
+            Err(e) => {
+                self.stats.first_error.get_or_insert_with(|| format!("mix from counters: {e}"));
+                return;
+            }
         };
         if estimate.unexplained > MAX_UNEXPLAINED {
             self.stats.unexplained_counters += 1;
