@@ -399,7 +399,9 @@ impl Derm {
             load_rps: view.arrivals_rps,
             requests: (view.arrivals_rps * f64::from(interval)).round() as u64,
             graph_mix: estimate.mix,
-            arg_mix: BTreeMap::new(),
+            // Counters say nothing of arguments: the newest traced window's (a model such as
+            // the LSTM reads them; TrainTicket's long graphs follow its `distance`).
+            arg_mix: self.online.last().map(|w| w.arg_mix.clone()).unwrap_or_default(),
             containers: BTreeMap::new(),
             calls_rps: calls.into_iter().map(|(s, r)| (s.to_owned(), r)).collect(),
         });
