@@ -5,8 +5,9 @@ Joins DIR/decisions.json (each decision's predicted probability that a request m
 SLA, over all requests) with DIR/series.json (each window's measured share within the SLA):
 the decision at time t governs the window that starts at t. Prints, per profile-based
 policy: the mean predicted and measured shares, how often the measured share fell below
-the prediction, and the windows whose P95 exceeded the SLA (measured share below 0.95)
-with what their plan had predicted.
+the prediction, the mean distance of the planned mix from the true one (`mix_error`), and
+the windows whose P95 exceeded the SLA (measured share below 0.95) with what their plan had
+predicted.
 
     python3 hack/calibration.py out/sim/alibaba-3 [--windows]
 """
@@ -37,7 +38,7 @@ def main() -> int:
             predicted = d.get("all_requests_probability")
             w = windows.get(round(d["now_s"]))
             if predicted is not None and w is not None and "within_sla" in w:
-                rows.append((d["now_s"], predicted, w["within_sla"], w["p95_ms"]))
+                rows.append((d["now_s"], predicted, w["within_sla"], w["p95_ms"], d.get("mix_error")))
         if not rows:
             continue
         predicted = statistics.fmean(r[1] for r in rows)
@@ -45,14 +46,17 @@ def main() -> int:
         spread = statistics.pstdev(r[2] - r[1] for r in rows)
         below = sum(r[2] < r[1] for r in rows)
         late = [r for r in rows if r[2] < args.percentile]
+        errors = [r[4] for r in rows if r[4] is not None]
+        mix = f", mix error {statistics.fmean(errors):.4f}" if errors else ""
         print(
             f"{policy}: {len(rows)} windows, predicted {predicted:.4f}, measured {measured:.4f} "
             f"(mean gap {measured - predicted:+.4f}, sd {spread:.4f}), measured below predicted in "
-            f"{below}, P95 over the SLA in {len(late)}"
+            f"{below}, P95 over the SLA in {len(late)}{mix}"
         )
         if args.windows:
-            for t, p, m, p95 in late:
-                print(f"  t={t:.0f} s: predicted {p:.4f}, measured {m:.4f}, P95 {p95:.0f} ms")
+            for t, p, m, p95, err in late:
+                e = f", mix error {err:.4f}" if err is not None else ""
+                print(f"  t={t:.0f} s: predicted {p:.4f}, measured {m:.4f}, P95 {p95:.0f} ms{e}")
     return 0
 
 
