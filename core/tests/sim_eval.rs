@@ -53,6 +53,7 @@ fn sim_same_seed_same_results() {
     assert!(a["policies"]["derm"]["requests"].as_u64().unwrap_or(0) > 10_000);
     // The default predictor is the trend forecast; another one changes the `derm` run.
     assert_eq!(a["predictor"], "trend");
+    assert_eq!(a["mix_source"], "counters", "the call counters are the default mix source");
     let ewma = deterministic_part(&Config { predictor: "ewma".into(), ..small(vec![Name::Derm, Name::HpaCpu]) });
     assert_eq!(ewma["predictor"], "ewma");
     assert_eq!(a["policies"]["hpa-cpu"], ewma["policies"]["hpa-cpu"], "hpa-cpu does not predict mixes");

@@ -276,6 +276,8 @@ pub struct Report {
     pub startup_s: f64,
     pub pattern: String,
     pub predictor: String,
+    /// Where `derm` and `uniform` learned the mix (`--mix-source`).
+    pub mix_source: &'static str,
     /// The `lstm` predictor's model file.
     pub model: Option<String>,
     pub profiling: Option<ProfilingReport>,
@@ -536,6 +538,7 @@ pub fn evaluate(
         startup_s: config.startup_s,
         pattern: format!("{pattern:?}"),
         predictor: config.predictor.clone(),
+        mix_source: config.mix_source.as_str(),
         model: config.model.as_ref().map(|m| m.display().to_string()),
         profiling,
         order: config.policies.iter().map(|p| p.as_str().to_owned()).collect(),
@@ -551,7 +554,7 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(s, "{}  ", report.description);
     let _ = writeln!(
         s,
-        "{} s measured after {} s warm-up, decisions every {} s, SLA P{:.0} <= {} ms, sampling {}, start-up {} s, predictor {}.\n",
+        "{} s measured after {} s warm-up, decisions every {} s, SLA P{:.0} <= {} ms, sampling {}, start-up {} s, predictor {}, mix from the {}.\n",
         report.duration_s,
         report.warmup_s,
         report.interval_s,
@@ -562,7 +565,8 @@ pub fn markdown(report: &Report) -> String {
         match &report.model {
             Some(m) => format!("{} ({m})", report.predictor),
             None => report.predictor.clone(),
-        }
+        },
+        report.mix_source
     );
     let _ = writeln!(
         s,

@@ -150,6 +150,8 @@ pub struct Report {
     pub sla_ms: f64,
     pub percentile: f64,
     pub predictor: String,
+    /// Where `derm` and `uniform` learned the mix (`--mix-source`).
+    pub mix_source: &'static str,
     pub goal: f64,
     /// Policies in the order asked for.
     pub order: Vec<String>,
@@ -245,6 +247,7 @@ pub fn run(config: &Config, progress: &(dyn Fn(u64) + Sync)) -> Result<Report, E
         sla_ms,
         percentile: config.base.percentile,
         predictor: config.base.predictor.clone(),
+        mix_source: config.base.mix_source.as_str(),
         goal: config.goal,
         order,
         points,
@@ -302,11 +305,12 @@ pub fn markdown(report: &Report) -> String {
     let _ = writeln!(s, "# {}: containers against window violations (seeds {})\n", report.scenario, seeds.join(", "));
     let _ = writeln!(
         s,
-        "{} s per run, SLA P{:.0} <= {:.0} ms, predictor {}; means over the seeds.\n",
+        "{} s per run, SLA P{:.0} <= {:.0} ms, predictor {}, mix from the {}; means over the seeds.\n",
         report.duration_s,
         100.0 * report.percentile,
         report.sla_ms,
-        report.predictor
+        report.predictor,
+        report.mix_source
     );
     let _ = writeln!(
         s,
@@ -431,6 +435,7 @@ mod tests {
             sla_ms: 100.0,
             percentile: 0.95,
             predictor: "trend".into(),
+            mix_source: "counters",
             goal: 0.05,
             order: order.to_vec(),
             points,

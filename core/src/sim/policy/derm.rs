@@ -170,6 +170,14 @@ pub enum MixSource {
 }
 
 impl MixSource {
+    /// The flag's value (`--mix-source`), as the reports name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MixSource::Traces => "traces",
+            MixSource::Counters => "counters",
+        }
+    }
+
     /// How many intervals ahead of its newest mix the forecast looks.
     pub fn horizon(self) -> usize {
         match self {
