@@ -154,9 +154,9 @@ impl Config {
 }
 
 /// The mix predictor by name; `lstm` loads `model` and, when `windows` (the profiling
-/// phase's) are given, refuses a model trained on another application's graphs. The trend
-/// forecasts `horizon` windows ahead of the newest ([`derm::MixSource::horizon`]); the other
-/// predictors have no horizon but the one an LSTM was trained for.
+/// phase's) are given, refuses a model trained on another application's graphs. The trend and
+/// `loadmix` forecast `horizon` windows ahead of the newest ([`derm::MixSource::horizon`]);
+/// `ewma`, `ma` and `last` have no horizon, and an LSTM keeps the one it was trained for.
 pub fn predictor(
     name: &str,
     model: Option<&Path>,
@@ -174,7 +174,7 @@ pub fn predictor(
         "ma" => Box::new(MovingAverage::new(5).map_err(bad)?),
         "last" => Box::new(Last),
         "trend" => Box::new(Trend::ahead(horizon).map_err(bad)?),
-        "loadmix" => Box::new(LoadMix::default()),
+        "loadmix" => Box::new(LoadMix::ahead(horizon).map_err(bad)?),
         t if t.starts_with("trend:") => Box::new(trend_with(&t["trend:".len()..], horizon).map_err(bad)?),
         "lstm" => lstm(model, windows, horizon)?,
         other => return Err(invalid("--predictor", other, "one of trend, loadmix, ewma, ma, last, lstm")),
