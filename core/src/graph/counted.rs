@@ -73,7 +73,9 @@ pub fn estimate(
     let ids: Vec<&String> = catalog.keys().collect();
     let mut rows: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for (g, id) in ids.iter().enumerate() {
-        catalog[*id].walk(&mut |n| rows.entry(n.service.as_str()).or_insert_with(|| vec![0.0; ids.len()])[g] += 1.0);
+        for (service, calls) in catalog[*id].calls() {
+            rows.entry(service).or_insert_with(|| vec![0.0; ids.len()])[g] = f64::from(calls);
+        }
     }
     let c: Vec<f64> = rows.keys().map(|s| calls_rps.get(s).copied().unwrap_or(0.0) / entry_rps).collect();
     let n: Vec<&Vec<f64>> = rows.values().collect();
@@ -164,10 +166,10 @@ mod tests {
         let cat = catalog();
         let mut out = BTreeMap::new();
         for (g, share) in mix {
-            cat[*g].walk(&mut |n| {
-                let s: &'static str = ["gw", "a", "b", "c", "d"].into_iter().find(|x| *x == n.service).expect("known");
-                *out.entry(s).or_insert(0.0) += share * rps;
-            });
+            for (service, calls) in cat[*g].calls() {
+                let s: &'static str = ["gw", "a", "b", "c", "d"].into_iter().find(|x| *x == service).expect("known");
+                *out.entry(s).or_insert(0.0) += share * rps * f64::from(calls);
+            }
         }
         out
     }

@@ -98,12 +98,7 @@ pub fn truth(scenario: &Scenario, pattern: &Pattern, count: usize, window_s: u32
     let app = &scenario.app;
     let out = (0..count).map(|k| {
         let (from, to) = (k as f64 * f64::from(window_s), (k + 1) as f64 * f64::from(window_s));
-        let mut graph_mix: BTreeMap<String, f64> = BTreeMap::new();
-        for (id, share) in app.ids.iter().zip(app.mean_mix(pattern, from, to)) {
-            if share > 0.0 {
-                *graph_mix.entry(id.clone()).or_insert(0.0) += share;
-            }
-        }
+        let graph_mix = app.mean_mix_by_id(pattern, from, to);
         let load = (0..window_s).map(|s| pattern.rps(from + f64::from(s) + 0.5)).sum::<f64>() / f64::from(window_s);
         Window {
             start_s: from as i64,
