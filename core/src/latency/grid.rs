@@ -210,9 +210,7 @@ impl Scratch {
         // truncating then growing again zeroed megabytes per evaluation (4% of the 2,500-service
         // solve's samples). Every operation writes its whole output, so what a larger graph
         // left behind is never read.
-        if self.val.len() < layout.total {
-            self.val.resize(layout.total, 0.0);
-        }
+        grow(&mut self.val, layout.total);
         if self.kernels.len() < layout.exps.len() {
             self.kernels.resize(layout.exps.len(), Kernel::default());
             self.sums.resize(layout.exps.len(), [0.0; 4]);
@@ -277,9 +275,10 @@ impl Scratch {
 }
 
 /// Makes `buf` at least `len` long without writing to it. What it held need not be kept
-/// (every adjoint is assigned before it is read), so it is replaced by fresh zeroed memory
-/// (`calloc`: no `memset` of megabytes that `resize` did). A process's first solve of the
-/// 400-service instance went from 11.2 to 10.6 ms (medians of ten processes).
+/// (every value and adjoint is assigned before it is read), so it is replaced by fresh
+/// zeroed memory (`calloc`: no `memset` of megabytes that `resize` did). For the adjoints, a
+/// process's first solve of the 400-service instance went from 11.2 to 10.6 ms (medians of
+/// ten processes).
 fn grow(buf: &mut Vec<f64>, len: usize) {
     if buf.len() < len {
         *buf = vec![0.0; len];
