@@ -28,14 +28,18 @@ fn now() -> Time {
 }
 
 /// PredictorReady: which predictor gave the planned mix (`Model`: the trained model;
-/// `Baseline`: Holt's trend, with why the model was not used; `Trend`: no model configured).
+/// `Baseline`: Holt's trend, with why the model was not used; `Trend`: no model configured),
+/// and, with `spec.callCounts`, whether the windows were counted or traced.
 pub fn predictor(p: &PredictorReport) -> Value {
     let tv = p.recent_tv.map_or_else(|| "not scored yet".to_owned(), |tv| format!("recent TV distance {tv:.3}"));
-    let (reason, message) = match &p.note {
+    let (reason, mut message) = match &p.note {
         Some(note) => ("Baseline", format!("{}: {tv}; model not used: {note}", p.name)),
         None if p.name == "trend" => ("Trend", format!("trend: {tv}")),
         None => ("Model", format!("{}: {tv}", p.name)),
     };
+    if let Some(counts) = &p.counts {
+        message += &format!("; {counts}");
+    }
     condition("PredictorReady", true, reason, &message, &now())
 }
 
@@ -119,7 +123,7 @@ mod tests {
     use super::*;
 
     fn report(note: Option<&str>) -> PredictorReport {
-        PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), note: note.map(str::to_owned) }
+        PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), note: note.map(str::to_owned), counts: None }
     }
 
     fn readiness(unprofiled: &[&str], infeasible: Option<&str>) -> Readiness {
@@ -140,11 +144,13 @@ mod tests {
             (Some("Model"), Some("lstm: recent TV distance 0.042"))
         );
         assert_eq!(predictor(&report(Some("worse")))["reason"], "Baseline");
-        let trend = PredictorReport { name: "trend".into(), recent_tv: None, note: None };
+        let trend = PredictorReport { name: "trend".into(), recent_tv: None, note: None, counts: None };
         assert_eq!(
             (predictor(&trend)["reason"].as_str(), predictor(&trend)["message"].as_str()),
             (Some("Trend"), Some("trend: not scored yet"))
         );
+        let counted = PredictorReport { counts: Some("mix from the call counters".into()), ..trend };
+        assert_eq!(predictor(&counted)["message"], "trend: not scored yet; mix from the call counters");
 
         let fitted = profiles(&readiness(&[], None));
         assert_eq!((fitted["status"].as_str(), fitted["reason"].as_str()), (Some("True"), Some("Fitted")));

@@ -10,6 +10,10 @@
 //! Pushed traces go only to apps whose source is `otlp`; a Jaeger-sourced app gets its traces
 //! from its poller, and ticks only windows the poller has fetched completely.
 //!
+//! An app with `spec.callCounts` also gets a Prometheus poller ([`crate::prometheus`]); its
+//! tick waits up to [`COUNT_WAIT_S`] past the interval's end for that interval's counts, so
+//! the mix is fitted to the interval that just ended.
+//!
 //! With `--leader-elect`, only the replica holding the Lease ([`crate::leader`]) ticks, polls
 //! and writes; the others drop their loops and pollers and wait. A new leader restores each
 //! app's learned state from its ConfigMap ([`crate::state`]), written after every solve. A
@@ -36,13 +40,15 @@ use kube::{Client, ResourceExt};
 use crate::audit::Auditor;
 use crate::conditions::{self, Kept};
 use crate::crd::{DermApp, DermAppSpec};
-use crate::jaeger::Pollers;
 use crate::leader::Lease;
 use crate::online::{OnlineApp, Readiness, Tick};
 use crate::telemetry::LoopMetrics;
 
 /// Largest OTLP request body accepted (after decompression too).
 pub const MAX_BODY_BYTES: usize = 16 << 20;
+/// Seconds past an interval's end a tick waits for the call counts of that interval (at most
+/// half the interval), then plans without them.
+pub const COUNT_WAIT_S: i64 = 10;
 
 /// One DermApp's loop.
 #[derive(Debug)]
@@ -51,6 +57,9 @@ struct Slot {
     online: OnlineApp,
     next_tick_s: i64,
     feed: Feed,
+    /// With `spec.callCounts`: the end of the newest interval counted (`Some(i64::MIN)`:
+    /// none yet); `None` without call counts.
+    counted_to_s: Option<i64>,
 }
 
 /// How a loop gets its traces.
@@ -117,6 +126,18 @@ impl Apps {
         }
     }
 
+    /// Hands a call-count poller's rates of `[start_s, start_s + duration_s)` to its app's
+    /// loop.
+    pub fn count(&self, key: &(String, String), start_s: i64, duration_s: u32, calls_rps: BTreeMap<String, f64>) {
+        if let Ok(mut slots) = self.slots.lock()
+            && let Some(slot) = slots.get_mut(key)
+        {
+            slot.online.add_counts(start_s, duration_s, calls_rps);
+            let end = start_s + i64::from(duration_s);
+            slot.counted_to_s = Some(slot.counted_to_s.map_or(end, |t| t.max(end)));
+        }
+    }
+
     /// Makes the set of loops match `apps` (edits keep learned state); returns the keys of
     /// the loops it created (empty: the caller restores their stored state).
     pub(crate) fn sync(&self, apps: &[DermApp], now_s: i64) -> Vec<(String, String)> {
@@ -137,9 +158,13 @@ impl Apps {
             let interval = i64::from(spec.interval_seconds.max(1));
             let feed =
                 if spec.trace_source.jaeger.is_some() { Feed::Polled { fetched_to_us: None } } else { Feed::Pushed };
+            let counting = spec.call_counts.is_some();
             slots
                 .entry(key)
                 .and_modify(|s| {
+                    if s.counted_to_s.is_some() != counting {
+                        s.counted_to_s = counting.then_some(i64::MIN);
+                    }
                     s.entry = spec.entry_service.clone();
                     s.online.set_spec(spec.clone());
                     // A new source starts unfetched (its poller restarts too).
@@ -157,6 +182,7 @@ impl Apps {
                         online,
                         next_tick_s: (now_s.div_euclid(interval) + 1) * interval,
                         feed,
+                        counted_to_s: counting.then_some(i64::MIN),
                     }
                 });
         }
@@ -195,6 +221,12 @@ impl Apps {
                 continue;
             }
             let interval = slot.online.interval_s();
+            // The counts of the interval that just ended, for a while.
+            let wait = COUNT_WAIT_S.min(i64::from(interval) / 2);
+            let boundary = now_s.div_euclid(i64::from(interval)) * i64::from(interval);
+            if slot.counted_to_s.is_some_and(|t| t < boundary) && now_s < boundary + wait {
+                continue;
+            }
             slot.next_tick_s = (now_s.div_euclid(i64::from(interval)) + 1) * i64::from(interval);
             let cutoff_us = crate::online::cutoff_us(now_s, interval);
             let tick = match slot.feed {
@@ -212,6 +244,13 @@ impl Apps {
         }
         out
     }
+}
+
+/// The pollers the controller's loop runs for the apps' sources.
+#[derive(Debug)]
+pub struct Sources {
+    pub jaeger: crate::jaeger::Pollers,
+    pub counts: crate::prometheus::Pollers,
 }
 
 /// The receiver's router.
@@ -278,7 +317,7 @@ fn decode(body: &[u8], gzip: bool) -> Result<(Vec<Trace>, Skips), String> {
 /// Lists DermApps and ticks the due loops every `period`, writing status and the learned
 /// state, and runs the Jaeger `pollers`; with a `lease`, only while this replica leads. Runs
 /// until dropped.
-pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lease>, mut pollers: Pollers) {
+pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lease>, mut pollers: Sources) {
     let api: Api<DermApp> = Api::all(client.clone());
     let mut timer = tokio::time::interval(period);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -304,7 +343,8 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
             leading = now_leading;
             apps.leading.store(leading, Ordering::Relaxed);
             if !leading {
-                pollers.clear();
+                pollers.jaeger.clear();
+                pollers.counts.clear();
                 apps.clear();
                 continue;
             }
@@ -330,7 +370,8 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
                     apps.restore(&key, state);
                 }
             }
-            pollers.sync(&apps, &list);
+            pollers.jaeger.sync(&apps, &list);
+            pollers.counts.sync(&apps, &list);
         }
         let ticks = match tokio::task::spawn_blocking({
             let apps = apps.clone();
@@ -469,7 +510,8 @@ mod tests {
         assert_eq!(hold["status"]["conditions"][0]["status"], "False");
         assert_eq!(hold["status"]["conditions"].as_array().map(Vec::len), Some(1));
         let audit = serde_json::json!({"type": "HPAsExact", "status": "True"});
-        let report = crate::online::PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), note: None };
+        let report =
+            crate::online::PredictorReport { name: "lstm".into(), recent_tv: Some(0.0421), ..Default::default() };
         let predictor = conditions::predictor(&report);
         let plan = status_patch(
             &Tick::Plan(crate::online::Update {

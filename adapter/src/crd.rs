@@ -74,6 +74,10 @@ pub struct DermAppSpec {
     pub entry_service: String,
     /// Where traces come from.
     pub trace_source: TraceSource,
+    /// Per-service call rates counted for every request (a service mesh's request counters),
+    /// from which each interval's graph mix is fitted instead of from the sampled traces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_counts: Option<CallCounts>,
     /// Request arguments (span tags) that change the call graph, with their buckets.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub argument_tags: Vec<ArgumentTag>,
@@ -173,6 +177,34 @@ pub enum JaegerApi {
     V3,
     /// `/api/traces`.
     V1,
+}
+
+/// Where per-service call rates come from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallCounts {
+    /// A Prometheus HTTP API (`/api/v1/query`) that holds the mesh's request counters.
+    pub prometheus: PrometheusCounts,
+}
+
+/// A PromQL query for each service's calls per second over one interval.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusCounts {
+    /// Base URL, e.g. `http://prometheus.monitoring:9090`.
+    pub url: String,
+    /// An instant query with one series per service, evaluated at the end of each interval;
+    /// `$interval` becomes the interval (`30s`). With Istio: `sum by (destination_workload)
+    /// (rate(istio_requests_total{reporter="destination", destination_workload_namespace="shop"}[$interval]))`.
+    #[schemars(length(min = 1))]
+    pub query: String,
+    /// The label that names the service (as traces name it) in the query's series.
+    #[serde(default = "default_service_label")]
+    pub service_label: String,
+}
+
+fn default_service_label() -> String {
+    "destination_workload".into()
 }
 
 /// OTLP/HTTP push: traces arrive at the adapter's receiver.
@@ -353,6 +385,20 @@ impl DermAppSpec {
             }
             (None, Some(_)) => {}
         }
+        if let Some(CallCounts { prometheus: p }) = &self.call_counts {
+            if !(p.url.starts_with("http://") || p.url.starts_with("https://")) {
+                bad("spec.callCounts.prometheus.url".into(), "must be an http:// or https:// URL");
+            }
+            if p.query.trim().is_empty() {
+                bad("spec.callCounts.prometheus.query".into(), "must not be empty");
+            }
+            let label = p.service_label.as_bytes();
+            let valid = label.first().is_some_and(|c| c.is_ascii_alphabetic() || *c == b'_')
+                && label.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+            if !valid {
+                bad("spec.callCounts.prometheus.serviceLabel".into(), "must be a Prometheus label name");
+            }
+        }
         let ratio = self.trace_source.sampling_ratio;
         if !(ratio > 0.0 && ratio <= 1.0) {
             bad("spec.traceSource.samplingRatio".into(), "must be in (0, 1], the share of requests traced");
@@ -454,6 +500,12 @@ mod tests {
         // The safety knobs default to the simulator's evaluated settings.
         assert_eq!((app.spec.load_headroom, app.spec.tail_margin), (0.1, 0.4));
         app.spec.validate().unwrap();
+        assert_eq!(app.spec.call_counts, None);
+        let mut value = serde_json::to_value(&app.spec).unwrap();
+        value["callCounts"] = serde_json::json!({"prometheus": {"url": "http://prometheus:9090", "query": "q"}});
+        let counted: DermAppSpec = serde_json::from_value(value).unwrap();
+        counted.validate().unwrap();
+        assert_eq!(counted.call_counts.unwrap().prometheus.service_label, "destination_workload");
     }
 
     #[test]
@@ -468,6 +520,13 @@ mod tests {
         spec.staleness.hold_seconds = 9999;
         spec.load_headroom = -0.5;
         spec.tail_margin = 1.0;
+        spec.call_counts = Some(CallCounts {
+            prometheus: PrometheusCounts {
+                url: "prometheus:9090".into(),
+                query: " ".into(),
+                service_label: "1x".into(),
+            },
+        });
         let err = spec.validate().unwrap_err();
         let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
@@ -475,6 +534,9 @@ mod tests {
             [
                 "spec.sla.percentile",
                 "spec.traceSource",
+                "spec.callCounts.prometheus.url",
+                "spec.callCounts.prometheus.query",
+                "spec.callCounts.prometheus.serviceLabel",
                 "spec.argumentTags[0].buckets",
                 "spec.services[1].scaleTargetRef.kind",
                 "spec.services[1].maxReplicas",

@@ -42,18 +42,16 @@ mod tests;
 
 pub use client::{Client, REQUEST_TIMEOUT};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use derm_core::trace::{self, Skips, Trace};
 use http::StatusCode;
-use kube::ResourceExt as _;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::controller::Apps;
@@ -421,56 +419,29 @@ async fn run(key: (String, String), mut poller: Poller, apps: Apps) {
 pub struct Pollers {
     client: Client,
     metrics: Metrics,
-    running: BTreeMap<(String, String), (Source, JoinHandle<()>)>,
+    tasks: crate::tasks::Tasks<Source>,
 }
 
 impl Pollers {
     pub fn new(client: Client, metrics: Metrics) -> Self {
-        Pollers { client, metrics, running: BTreeMap::new() }
+        Pollers { client, metrics, tasks: crate::tasks::Tasks::default() }
     }
 
     /// Runs one poller per valid Jaeger-sourced DermApp in `list` (a changed source restarts
     /// its poller); stops the others.
     pub fn sync(&mut self, apps: &Apps, list: &[DermApp]) {
-        let mut want = BTreeMap::new();
-        for app in list {
-            if let Some(source) = Source::of(&app.spec)
-                && app.spec.validate().is_ok()
-            {
-                want.insert((app.namespace().unwrap_or_default(), app.name_any()), source);
-            }
-        }
-        self.running.retain(|key, (source, task)| {
-            let keep = want.get(key) == Some(source);
-            if !keep {
-                task.abort();
-            }
-            keep
-        });
-        for (key, source) in want {
-            if self.running.contains_key(&key) {
-                continue;
-            }
+        let (client, metrics) = (&self.client, &self.metrics);
+        self.tasks.sync(list, Source::of, |key, source| {
             let app = format!("{}/{}", key.0, key.1);
             tracing::info!(app, url = %source.url, api = ?source.api, "polling Jaeger");
-            let poller =
-                Poller::new(app.clone(), source.clone(), self.client.clone(), self.metrics.clone(), unix_now_us());
+            let poller = Poller::new(app.clone(), source, client.clone(), metrics.clone(), unix_now_us());
             let span = tracing::info_span!("jaeger", app);
-            let task = tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span));
-            self.running.insert(key, (source, task));
-        }
+            tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
+        });
     }
 
     /// Stops every poller.
     pub fn clear(&mut self) {
-        for (_, (_, task)) in std::mem::take(&mut self.running) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for Pollers {
-    fn drop(&mut self) {
-        self.clear();
+        self.tasks.clear();
     }
 }

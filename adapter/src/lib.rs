@@ -24,6 +24,8 @@
 //! | [`status`] | DermApp status -> published values (timestamped by the solve time) |
 //! | [`demo`] | `derm-adapter demo`: the online loop on the simulated `trainticket` app, served live |
 //! | [`jaeger`] | the Jaeger trace source: a poller per Jaeger-sourced DermApp (api v3 or v1) |
+//! | [`prometheus`] | the call-count source: a Prometheus poller per DermApp with `callCounts` |
+//! | [`tasks`] | the pollers' tasks, one per app, restarted when its source changes |
 //! | [`leader`] | leader election on a coordination.k8s.io Lease |
 //! | [`state`] | each app's learned state in a ConfigMap (restored by a restarted or new leader) |
 //! | [`dermapps`] | the DermApp watch every replica runs (kube-runtime reflector) |
@@ -65,10 +67,12 @@ pub mod leader;
 pub mod metrics;
 pub mod model;
 pub mod online;
+pub mod prometheus;
 pub mod selector;
 pub mod server;
 pub mod state;
 pub mod status;
+pub mod tasks;
 pub mod telemetry;
 #[cfg(test)]
 mod test_pki;
@@ -148,6 +152,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = admin::Metrics::register(&mut registry);
     let loop_metrics = telemetry::LoopMetrics::register(&mut registry);
     let source_metrics = jaeger::Metrics::register(&mut registry, loop_metrics.clone());
+    let count_metrics = prometheus::Metrics::register(&mut registry);
     let upstream = match upstream_config(&args.upstream)? {
         Some(config) => {
             let up = upstream::Upstream::new(config, upstream::Metrics::register(&mut registry))?;
@@ -197,7 +202,10 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
             )
         });
         let http = jaeger::Client::new(jaeger::REQUEST_TIMEOUT).context("Jaeger client TLS configuration")?;
-        let pollers = jaeger::Pollers::new(http, source_metrics);
+        let pollers = controller::Sources {
+            jaeger: jaeger::Pollers::new(http.clone(), source_metrics),
+            counts: prometheus::Pollers::new(http, count_metrics),
+        };
         let tick = tokio::spawn(controller::run(client, apps, std::time::Duration::from_secs(1), lease, pollers));
         Some((serve, tick, _stop))
     } else {

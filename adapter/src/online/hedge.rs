@@ -3,7 +3,8 @@
 //!
 //! A model is only as good as its last windows: traffic drifts away from what it was trained
 //! on. Every interval both predictors are scored on the same recent windows (each window
-//! predicted [`LAG`] windows ahead of the ones before it, as the loop uses them;
+//! predicted as far ahead of the ones before it as the loop plans: [`LAG`] windows for traced
+//! windows, one for counted ones; see [`super::counts`];
 //! [`recent_error`]: mean total variation distance), and the
 //! model's mix is used only when it has been scored on at least [`MIN_SCORED`] windows and is
 //! no worse than the trend there. Scoring from the kept windows, not from remembered predictions,
@@ -18,9 +19,10 @@ use derm_core::graph::Window;
 use derm_core::predict::metrics::recent_error;
 use derm_core::predict::{Predictor, Trend, resolve_other};
 
-/// How far ahead of its newest window the loop plans: that window closed one interval
+/// How far ahead of its newest traced window the loop plans: that window closed one interval
 /// before the tick (slow requests' spans arrive last), and the plan is for the interval that
-/// starts at the tick. Models trained with `derm train --horizon 2` predict exactly that.
+/// starts at the tick. Models trained with `derm train --horizon 2` predict exactly that
+/// (counted windows: `--horizon 1`).
 pub use derm_core::predict::trend::LAG;
 /// Windows each predictor is scored on.
 pub const SCORED: usize = 10;
@@ -57,12 +59,18 @@ impl Hedge {
         Hedge { model }
     }
 
-    /// The mix after `windows` (time order, newest last), predicting from the last `context`.
-    pub fn predict(&self, windows: &[Window], context: usize) -> Result<Choice, derm_core::predict::Error> {
-        let trend = Trend::default();
+    /// The mix `horizon` windows after the newest of `windows` (time order, newest last),
+    /// predicting from the last `context`.
+    pub fn predict(
+        &self,
+        windows: &[Window],
+        context: usize,
+        horizon: usize,
+    ) -> Result<Choice, derm_core::predict::Error> {
+        let trend = Trend::ahead(horizon)?;
         let recent = &windows[windows.len().saturating_sub(context)..];
         let baseline = trend.predict(recent)?;
-        let trend_tv = recent_error(&trend, windows, SCORED, context, LAG);
+        let trend_tv = recent_error(&trend, windows, SCORED, context, horizon);
         let fallback = |note: Option<String>| Choice {
             mix: baseline.clone(),
             predictor: trend.name().into(),
@@ -74,8 +82,8 @@ impl Hedge {
         };
         let model = Resolving(model.as_ref());
         let name = model.name().to_owned();
-        let scored = windows.len().saturating_sub(LAG).min(SCORED);
-        let model_tv = recent_error(&model, windows, SCORED, context, LAG);
+        let scored = windows.len().saturating_sub(horizon).min(SCORED);
+        let model_tv = recent_error(&model, windows, SCORED, context, horizon);
         let Some(model_tv) = model_tv.filter(|_| scored >= MIN_SCORED) else {
             return Ok(fallback(Some(format!("{name}: fewer than {MIN_SCORED} windows scored yet"))));
         };
@@ -171,7 +179,7 @@ mod tests {
 
     #[test]
     fn without_a_model_the_trend_is_used() {
-        let choice = Hedge::new(None).predict(&alternating(8), 20).expect("predicts");
+        let choice = Hedge::new(None).predict(&alternating(8), 20, LAG).expect("predicts");
         assert_eq!(choice.predictor, "trend");
         assert!(choice.recent_tv.is_some() && choice.note.is_none());
     }
@@ -179,9 +187,9 @@ mod tests {
     #[test]
     fn a_better_model_is_used_once_scored() {
         let hedge = Hedge::new(Some(Arc::new(Oracle)));
-        let early = hedge.predict(&alternating(3), 20).expect("predicts");
+        let early = hedge.predict(&alternating(3), 20, LAG).expect("predicts");
         assert_eq!(early.predictor, "trend", "only 1 window scored: {early:?}");
-        let choice = hedge.predict(&alternating(12), 20).expect("predicts");
+        let choice = hedge.predict(&alternating(12), 20, LAG).expect("predicts");
         assert_eq!(choice.predictor, "oracle");
         assert!(choice.recent_tv.is_some_and(|tv| tv < 1e-12), "{choice:?}");
         // The newest window had a = 0.1 (k = 11), so the planned one (k = 13) has 0.1 too.
@@ -189,9 +197,17 @@ mod tests {
     }
 
     #[test]
+    fn the_model_is_scored_at_the_loops_horizon() {
+        // The oracle knows the phase two windows ahead; one window ahead it is always wrong.
+        let choice = Hedge::new(Some(Arc::new(Oracle))).predict(&alternating(12), 20, 1).expect("predicts");
+        assert_eq!(choice.predictor, "trend", "{choice:?}");
+        assert!(choice.note.as_deref().is_some_and(|n| n.contains("above trend")), "{choice:?}");
+    }
+
+    #[test]
     fn a_worse_model_is_not_used_and_other_is_resolved() {
         let bad = Hedge::new(Some(Arc::new(Fixed(mix(&[("c", 1.0)])))));
-        let choice = bad.predict(&alternating(12), 20).expect("predicts");
+        let choice = bad.predict(&alternating(12), 20, LAG).expect("predicts");
         assert_eq!(choice.predictor, "trend");
         assert!(choice.note.as_deref().is_some_and(|n| n.contains("above trend")), "{choice:?}");
 
@@ -205,7 +221,7 @@ mod tests {
             })
             .collect();
         let other = Hedge::new(Some(Arc::new(Fixed(mix(&[("a", 0.5), (derm_core::predict::OTHER, 0.5)])))));
-        let choice = other.predict(&windows, 20).expect("predicts");
+        let choice = other.predict(&windows, 20, LAG).expect("predicts");
         assert_eq!(choice.predictor, "fixed");
         assert_eq!(choice.mix, mix(&[("a", 0.5), ("b", 0.5)]));
     }
