@@ -333,8 +333,8 @@ impl OnlineApp {
         }
         let out = ingest.finish();
         for e in out.windows.graphs.graphs {
-            if !self.catalog.contains_key(&e.id) {
-                self.catalog.insert(e.id, e.root);
+            if let std::collections::btree_map::Entry::Vacant(v) = self.catalog.entry(e.id) {
+                v.insert(e.root);
                 self.catalog_version += 1;
             }
         }

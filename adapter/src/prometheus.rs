@@ -260,3 +260,6 @@ impl Pollers {
         self.tasks.clear();
     }
 }
+
+#[cfg(test)]
+mod tests;

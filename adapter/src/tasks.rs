@@ -49,9 +49,9 @@ impl<S: PartialEq + Clone> Tasks<S> {
             keep
         });
         for (key, source) in want {
-            if !self.running.contains_key(&key) {
-                let task = start(&key, source.clone());
-                self.running.insert(key, (source, task));
+            if let std::collections::btree_map::Entry::Vacant(v) = self.running.entry(key) {
+                let task = start(v.key(), source.clone());
+                v.insert((source, task));
             }
         }
     }
