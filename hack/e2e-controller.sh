@@ -59,8 +59,9 @@ start_adapter() {
   ADAPTER_PID=$!
 }
 start_adapter 1
-JAEGER_PID=
+JAEGER_PID= PROM_PID=
 cleanup() {
+  [[ -z "$PROM_PID" ]] || kill "$PROM_PID" 2>/dev/null || true
   kill -9 "$ADAPTER_PID" 2>/dev/null || true
   [[ -z "$JAEGER_PID" ]] || kill "$JAEGER_PID" 2>/dev/null || true
   "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
@@ -243,7 +244,9 @@ fi
 
 # --- a Jaeger trace source (v1 API: hack/fake-jaeger.py) that goes down ------------------------
 # Live traces: 10 levels of 24 s from the current interval on, so the poller (one interval back,
-# 6 s behind now) fetches them as they "happen".
+# 6 s behind now) fetches them as they "happen". The same app reads call counts from a fake
+# Prometheus (hack/fake-prometheus.py: the traces' spans per service and second, scaled up by
+# the sampling ratio, as a mesh's counters would give them).
 JAEGER_PORT="$(free_port)"
 now=$(date +%s)
 origin=$(((now / 12) * 12))
@@ -253,6 +256,11 @@ python3 "$HACK_DIR/fake-jaeger.py" "$WORK/jaeger.json" "$JAEGER_PORT" >"$WORK/fa
 JAEGER_PID=$!
 eventually curl -sf "http://127.0.0.1:$JAEGER_PORT/api/traces?service=frontend&start=0&end=1" >/dev/null ||
   ko "fake Jaeger not up: $(tail -n 3 "$WORK/fake-jaeger.log")"
+PROM_PORT="$(free_port)"
+python3 "$HACK_DIR/fake-prometheus.py" "$WORK/jaeger.json" 0.25 "$PROM_PORT" >"$WORK/fake-prometheus.log" 2>&1 &
+PROM_PID=$!
+eventually curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query?query=x%5B12s%5D&time=$now" >/dev/null ||
+  ko "fake Prometheus not up: $(tail -n 3 "$WORK/fake-prometheus.log")"
 cat <<YAML | "$K" apply -f - >/dev/null
 apiVersion: derm.dev/v1alpha1
 kind: DermApp
@@ -261,6 +269,10 @@ spec:
   sla: {latencyMs: 40, percentile: 95}
   entryService: frontend
   traceSource: {jaeger: {url: "http://127.0.0.1:$JAEGER_PORT", api: v1}, samplingRatio: 0.25}
+  callCounts:
+    prometheus:
+      url: "http://127.0.0.1:$PROM_PORT"
+      query: 'sum by (destination_workload) (rate(istio_requests_total{reporter="destination"}[\$interval]))'
   intervalSeconds: 12
   staleness: {holdSeconds: 20, errorAfterSeconds: 40}
   services:
@@ -275,6 +287,13 @@ if TIMEOUT=240 eventually jsolved; then
   ok "Jaeger v1 source polled live: solved in $((SECONDS - t0))s, load $(jstatus '{.status.observedLoadRps}') req/s, replicas $(jstatus '{.status.desiredReplicas}')"
 else
   ko "no solve from Jaeger: $(jstatus '{.status.conditions}'); $(grep -i -m 3 jaeger "$WORK/adapter.log")"
+fi
+counted() { jstatus '{.status.conditions[?(@.type=="PredictorReady")].message}' | grep -q 'mix from the call counters, 1 interval(s) ahead'; }
+windows() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep 'derm_adapter_call_count_windows_total' | grep -o '[0-9]*$'; }
+if eventually counted; then
+  ok "call counts read from Prometheus ($(windows) intervals): $(jstatus '{.status.conditions[?(@.type=="PredictorReady")].message}')"
+else
+  ko "call counts not used: $(jstatus '{.status.conditions[?(@.type=="PredictorReady")].message}'); $(grep -i -m 3 'call.count' "$WORK/adapter.log")"
 fi
 ticket="$(jstatus '{.status.desiredReplicas.ticket}')"
 if eventually lands_on "$ticket"; then ok "HPA on the Jaeger-fed app lands on Derm's $ticket"; else
