@@ -58,13 +58,15 @@ pub fn load_all(args: &[ModelArg]) -> anyhow::Result<Models> {
 pub fn load(path: &Path) -> anyhow::Result<Arc<dyn Predictor>> {
     let model = derm_core::predict::lstm::Lstm::load(path, false)
         .map_err(|e| anyhow::anyhow!("--predictor-model {}: {e}", path.display()))?;
+    // The loop plans LAG windows ahead of traced windows and one ahead of counted ones
+    // (`spec.callCounts`); the hedge scores the model at the app's horizon either way.
     let horizon = model.meta().map_or(1, |m| m.horizon);
-    if horizon != crate::online::LAG {
+    if horizon != crate::online::LAG && horizon != 1 {
         tracing::warn!(
             model = %path.display(),
             horizon,
-            lag = crate::online::LAG,
-            "the model predicts {horizon} window(s) ahead, the loop plans {} ahead: retrain with derm train --horizon {}",
+            "the model predicts {horizon} window(s) ahead, the loop plans {} ahead (1 with spec.callCounts): \
+             retrain with derm train --horizon {} (or 1)",
             crate::online::LAG,
             crate::online::LAG
         );
@@ -145,7 +147,7 @@ mod tests {
 
         let models = load_all(&[parse(&format!("shop/ticket={}", path.display())).expect("valid")]).expect("loads");
         let model = models.0[&("shop".to_owned(), "ticket".to_owned())].clone();
-        let choice = crate::online::Hedge::new(Some(model)).predict(&series, 20).expect("predicts");
+        let choice = crate::online::Hedge::new(Some(model)).predict(&series, 20, crate::online::LAG).expect("predicts");
         assert_eq!(choice.predictor, "lstm", "{choice:?}");
         assert!(choice.recent_tv.is_some_and(|tv| tv < 0.1), "{choice:?}");
         // The newest window is t = 239; the planned one, t = 241, is a spike of b.
