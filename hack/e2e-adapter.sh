@@ -300,7 +300,7 @@ step 12 "after the restart, 19 -> 12"
 # --- the online loop stops (trace source down): values age from their solve time ------------
 dermapp 5 30
 publish 12 "$(date -u -d '-15 seconds' +%Y-%m-%dT%H:%M:%SZ)"
-stale_counted() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -q 'derm_adapter_published_series{freshness="Stale"} 2'; }
+stale_counted() { grep -q 'derm_adapter_published_series{freshness="Stale"} 2' <<<"$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")"; }
 if eventually stale_counted && [[ "$(served)" == 12 ]]; then
   ok "solve 15 s old (hold 5 s): the last good value is still served (12), counted as stale"
 else

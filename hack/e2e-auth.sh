@@ -203,7 +203,9 @@ t0=$SECONDS
 if eventually rotated; then ok "serving certificate files replaced: new connections get the new certificate in $((SECONDS - t0))s"; else
   ko "serving certificate not reloaded: $(served_cn)"
 fi
-reloads() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -q 'derm_adapter_reloads_total{source="ServingCertificate",result="Applied"} 1'; }
+# The whole body first: `curl | grep -q` under pipefail fails when grep exits before curl has
+# written the rest (curl: write error 23), which failed this check once in CI-like runs.
+reloads() { grep -q 'derm_adapter_reloads_total{source="ServingCertificate",result="Applied"} 1' <<<"$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")"; }
 if reloads && eventually aggregated_again; then
   ok "after the rotation: reload counted on /metrics, the aggregator still gets [4]"
 else

@@ -302,7 +302,7 @@ fi
 kill "$JAEGER_PID" 2>/dev/null || true
 wait "$JAEGER_PID" 2>/dev/null || true
 solve_time="$(jstatus '{.status.lastSolveTime}')"
-unreachable() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep 'derm_adapter_trace_source_errors_total' | grep -q 'Unreachable'; }
+unreachable() { grep 'derm_adapter_trace_source_errors_total' <<<"$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")" | grep -q 'Unreachable'; }
 jholding() { [[ "$(jstatus '{.status.conditions[?(@.type=="Ready")].reason}')" == Holding ]]; }
 if eventually unreachable && eventually jholding && [[ "$(jstatus '{.status.lastSolveTime}')" == "$solve_time" ]]; then
   ok "Jaeger down: polls counted Unreachable, Ready False/Holding, last solve kept"

@@ -199,6 +199,10 @@ impl OnlineApp {
 
     /// Replaces the spec (a DermApp edit); learned state stays.
     pub fn set_spec(&mut self, spec: DermAppSpec) {
+        // The counted mixes are fitted per entry request: a new entry service refits them.
+        if spec.entry_service != self.spec.entry_service {
+            self.catalog_version += 1;
+        }
         self.spec = spec;
     }
 
@@ -217,6 +221,7 @@ impl OnlineApp {
     pub fn restore(&mut self, state: State) {
         self.profiles = state.profiles;
         self.catalog.extend(state.catalog);
+        self.catalog_version += 1;
         let mut long_run = if state.long_run.requests > 0.0 { state.long_run } else { LongRun::over(&state.windows) };
         for w in &self.windows {
             long_run.add(w);
