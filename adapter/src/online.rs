@@ -318,9 +318,8 @@ impl OnlineApp {
     /// else the windows or why they are not used.
     fn counted(&mut self, plan_s: i64, interval_s: u32) -> Option<Result<Recent, String>> {
         self.spec.call_counts.as_ref()?;
-        let arg_mix = self.windows.last().map(|w| w.arg_mix.clone()).unwrap_or_default();
         let entry = &self.spec.entry_service;
-        Some(self.counts.recent(&self.catalog, self.catalog_version, entry, &arg_mix, plan_s, interval_s))
+        Some(self.counts.recent(&self.catalog, self.catalog_version, entry, &self.windows, plan_s, interval_s))
     }
 
     /// Ingests closed windows; returns the newest one's entry load.
@@ -609,10 +608,12 @@ mod tests {
         0.5 * keys.iter().map(|k| (truth.get(k).unwrap_or(&0.0) - predicted.get(k).unwrap_or(&0.0)).abs()).sum::<f64>()
     }
 
+    /// `spec` with call counts and the scenario's `distance` argument.
     fn counting(mut spec: DermAppSpec) -> DermAppSpec {
         spec.call_counts = Some(
             serde_json::from_value(serde_json::json!({"prometheus": {"url": "http://p:9090", "query": "q"}})).unwrap(),
         );
+        spec.argument_tags = vec![crate::crd::ArgumentTag { name: "distance".into(), buckets: vec![2.0, 4.0, 6.0] }];
         spec
     }
 
@@ -650,9 +651,16 @@ mod tests {
         assert!(n >= 6 && tv_counted < tv_traced, "counted {tv_counted} vs traced {tv_traced}");
         // Each counted window's mix is its level's, exactly (the counts are exact here).
         let plan_s = 10 * i64::from(scenario.level_s);
-        let arg_mix = BTreeMap::new();
-        let recent = app.counts.recent(&app.catalog, app.catalog_version, "frontend", &arg_mix, plan_s, 240).unwrap();
+        let recent =
+            app.counts.recent(&app.catalog, app.catalog_version, "frontend", &app.windows, plan_s, 240).unwrap();
         assert_eq!((recent.windows.len(), recent.horizon, recent.unexplained), (10, 1, 0));
+        // Each takes its own traced window's argument mix; the newest, the newest traced one's.
+        let traced = &app.windows;
+        assert_eq!(traced.len(), 9);
+        for (k, w) in recent.windows.iter().enumerate() {
+            assert_eq!(w.arg_mix, traced[k.min(8)].arg_mix, "level {k}");
+        }
+        assert!(traced.windows(2).all(|p| !p[0].arg_mix.is_empty() && p[0].arg_mix != p[1].arg_mix));
         for (k, w) in recent.windows.iter().enumerate() {
             let mix: Vec<GraphShare> =
                 w.graph_mix.iter().map(|(g, s)| GraphShare { graph: g.clone(), share: *s }).collect();

@@ -78,13 +78,15 @@ impl Counts {
 
     /// The usable counted windows for a plan that starts at `plan_s` (a multiple of
     /// `interval_s`). `version` names the catalog's state: fits of an older one are redone.
-    /// Each window takes `arg_mix` (counters know no arguments; the newest traced window's).
+    /// Counters know no arguments: each window takes the argument mix of the newest of
+    /// `traced` (time order) that starts no later than it (the newest counted window has no
+    /// traced one yet: traced windows are ingested one interval late).
     pub fn recent(
         &mut self,
         catalog: &BTreeMap<String, Node>,
         version: u64,
         entry: &str,
-        arg_mix: &BTreeMap<String, f64>,
+        traced: &[Window],
         plan_s: i64,
         interval_s: u32,
     ) -> Result<Recent, String> {
@@ -96,7 +98,12 @@ impl Counts {
         }
         let mut out = Recent { windows: Vec::new(), horizon: 0, unexplained: 0 };
         let mut failed = None;
+        let empty = BTreeMap::new();
         for (&start_s, w) in self.windows.range_mut(..plan_s) {
+            let arg_mix = match traced.partition_point(|t| t.start_s <= start_s) {
+                0 => &empty,
+                n => &traced[n - 1].arg_mix,
+            };
             let entry_rps = w.calls_rps.get(entry).copied().unwrap_or(0.0);
             if w.fit.as_ref().is_none_or(|(v, _)| *v != version) {
                 let calls = w.calls_rps.iter().map(|(s, r)| (s.as_str(), *r)).collect();
