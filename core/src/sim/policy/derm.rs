@@ -326,6 +326,13 @@ impl Derm {
         for (svc, mut s) in out.windows.samples {
             self.learned.samples.entry(svc).or_default().append(&mut s);
         }
+        // Counted windows carry the newest traced argument mix when they are counted; their
+        // own interval's, once its traced window arrives (an interval later).
+        for w in &out.windows.windows {
+            if let Some(c) = self.counted.iter_mut().find(|c| c.start_s == w.start_s) {
+                c.arg_mix.clone_from(&w.arg_mix);
+            }
+        }
         self.online.extend(out.windows.windows);
         self.since_refit += 1;
         if self.since_refit >= self.config.refit_every {
@@ -408,7 +415,8 @@ impl Derm {
             requests: (view.arrivals_rps * f64::from(interval)).round() as u64,
             graph_mix: estimate.mix,
             // Counters say nothing of arguments: the newest traced window's (a model such as
-            // the LSTM reads them; TrainTicket's long graphs follow its `distance`).
+            // the LSTM reads them; TrainTicket's long graphs follow its `distance`), replaced
+            // by the interval's own when its traced window is ingested (`learn`).
             arg_mix: self.online.last().map(|w| w.arg_mix.clone()).unwrap_or_default(),
             containers: BTreeMap::new(),
             calls_rps: calls.into_iter().map(|(s, r)| (s.to_owned(), r)).collect(),
