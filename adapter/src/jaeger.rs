@@ -52,10 +52,11 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::controller::Apps;
-use crate::crd::{DermApp, DermAppSpec, JaegerApi};
+use crate::crd::{DermAppSpec, JaegerApi};
 
 /// Seconds a trace must be old before it is fetched (at most half the interval).
 pub const LAG_S: i64 = 15;
@@ -413,35 +414,21 @@ async fn run(key: (String, String), mut poller: Poller, apps: Apps) {
     }
 }
 
-/// The running pollers, owned by the controller's loop: started and stopped with the loops
-/// ([`Pollers::sync`]), all stopped when this replica stops leading ([`Pollers::clear`]).
-#[derive(Debug)]
-pub struct Pollers {
-    client: Client,
-    metrics: Metrics,
-    tasks: crate::tasks::Tasks<Source>,
-}
+/// The running Jaeger pollers, owned by the controller's loop.
+pub type Pollers = crate::tasks::Pollers<Source>;
 
-impl Pollers {
-    pub fn new(client: Client, metrics: Metrics) -> Self {
-        Pollers { client, metrics, tasks: crate::tasks::Tasks::default() }
+impl crate::tasks::Source for Source {
+    type Metrics = Metrics;
+
+    fn of(spec: &DermAppSpec) -> Option<Self> {
+        Source::of(spec)
     }
 
-    /// Runs one poller per valid Jaeger-sourced DermApp in `list` (a changed source restarts
-    /// its poller); stops the others.
-    pub fn sync(&mut self, apps: &Apps, list: &[DermApp]) {
-        let (client, metrics) = (&self.client, &self.metrics);
-        self.tasks.sync(list, Source::of, |key, source| {
-            let app = format!("{}/{}", key.0, key.1);
-            tracing::info!(app, url = %source.url, api = ?source.api, "polling Jaeger");
-            let poller = Poller::new(app.clone(), source, client.clone(), metrics.clone(), unix_now_us());
-            let span = tracing::info_span!("jaeger", app);
-            tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
-        });
-    }
-
-    /// Stops every poller.
-    pub fn clear(&mut self) {
-        self.tasks.clear();
+    fn start(self, key: &crate::tasks::Key, client: &Client, metrics: &Metrics, apps: &Apps) -> JoinHandle<()> {
+        let app = format!("{}/{}", key.0, key.1);
+        tracing::info!(app, url = %self.url, api = ?self.api, "polling Jaeger");
+        let poller = Poller::new(app.clone(), self, client.clone(), metrics.clone(), unix_now_us());
+        let span = tracing::info_span!("jaeger", app);
+        tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
     }
 }

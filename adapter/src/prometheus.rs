@@ -28,10 +28,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
+use tokio::task::JoinHandle;
 use tracing::Instrument as _;
 
 use crate::controller::Apps;
-use crate::crd::{CallCounts, DermApp, DermAppSpec};
+use crate::crd::{CallCounts, DermAppSpec};
 use crate::jaeger::{AppLabels, Client, Error, ErrorLabels, Reason};
 
 /// Seconds after an interval's end before it is asked for (at most a quarter interval).
@@ -229,35 +230,22 @@ async fn run(key: (String, String), mut poller: Poller, apps: Apps) {
     }
 }
 
-/// The running pollers, owned by the controller's loop (as [`crate::jaeger::Pollers`]).
-#[derive(Debug)]
-pub struct Pollers {
-    client: Client,
-    metrics: Metrics,
-    tasks: crate::tasks::Tasks<Source>,
-}
+/// The running call-count pollers, owned by the controller's loop.
+pub type Pollers = crate::tasks::Pollers<Source>;
 
-impl Pollers {
-    pub fn new(client: Client, metrics: Metrics) -> Self {
-        Pollers { client, metrics, tasks: crate::tasks::Tasks::default() }
+impl crate::tasks::Source for Source {
+    type Metrics = Metrics;
+
+    fn of(spec: &DermAppSpec) -> Option<Self> {
+        Source::of(spec)
     }
 
-    /// Runs one poller per valid DermApp in `list` with call counts (a changed source
-    /// restarts its poller); stops the others.
-    pub fn sync(&mut self, apps: &Apps, list: &[DermApp]) {
-        let (client, metrics) = (&self.client, &self.metrics);
-        self.tasks.sync(list, Source::of, |key, source| {
-            let app = format!("{}/{}", key.0, key.1);
-            tracing::info!(app, url = %source.url, "reading call counts from Prometheus");
-            let poller = Poller::new(app.clone(), source, client.clone(), metrics.clone(), unix_now_s());
-            let span = tracing::info_span!("call_counts", app);
-            tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
-        });
-    }
-
-    /// Stops every poller.
-    pub fn clear(&mut self) {
-        self.tasks.clear();
+    fn start(self, key: &crate::tasks::Key, client: &Client, metrics: &Metrics, apps: &Apps) -> JoinHandle<()> {
+        let app = format!("{}/{}", key.0, key.1);
+        tracing::info!(app, url = %self.url, "reading call counts from Prometheus");
+        let poller = Poller::new(app.clone(), self, client.clone(), metrics.clone(), unix_now_s());
+        let span = tracing::info_span!("call_counts", app);
+        tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
     }
 }
 

@@ -15,6 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use tokio::sync::watch;
 
 use super::*;
+use crate::crd::DermApp;
 use crate::online::Tick;
 use crate::server::{Limits, Server};
 

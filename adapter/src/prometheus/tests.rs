@@ -13,6 +13,7 @@ use axum::routing::get;
 use tokio::sync::watch;
 
 use super::*;
+use crate::crd::DermApp;
 use crate::jaeger::REQUEST_TIMEOUT;
 use crate::online::counts::KEEP;
 use crate::server::{Limits, Server};
