@@ -49,11 +49,7 @@ use axum::body::Bytes;
 use derm_core::trace::{self, Skips, Trace};
 use http::StatusCode;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use tokio::task::JoinHandle;
-use tracing::Instrument as _;
 
 use crate::controller::Apps;
 use crate::crd::{DermAppSpec, JaegerApi};
@@ -141,8 +137,8 @@ pub struct AppLabels {
 /// The pollers' metrics on the admin registry.
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
-    pub errors: Family<ErrorLabels, Counter>,
-    pub traces: Family<AppLabels, Counter>,
+    /// `derm_adapter_trace_source_errors_total` and `derm_adapter_trace_source_traces_total`.
+    pub polls: crate::tasks::Counters,
     /// Decoded traces and rejected records (source `jaeger`).
     pub decoded: crate::telemetry::LoopMetrics,
 }
@@ -151,15 +147,12 @@ impl Metrics {
     /// Registers `derm_adapter_trace_source_errors_total` and
     /// `derm_adapter_trace_source_traces_total`.
     pub fn register(registry: &mut Registry, decoded: crate::telemetry::LoopMetrics) -> Self {
-        let this = Self { decoded, ..Self::default() };
-        let sub = registry.sub_registry_with_prefix("derm_adapter");
-        sub.register("trace_source_errors", "Failed trace-source polls by app and reason", this.errors.clone());
-        sub.register("trace_source_traces", "Traces fetched from the trace source, by app", this.traces.clone());
-        this
+        let help = ["Failed trace-source polls by app and reason", "Traces fetched from the trace source, by app"];
+        Self { polls: crate::tasks::Counters::register(registry, "trace_source", "traces", help), decoded }
     }
 
     fn error(&self, app: &str, reason: Reason) {
-        self.errors.get_or_create(&ErrorLabels { app: app.to_owned(), reason }).inc();
+        self.polls.error(app, reason);
     }
 }
 
@@ -328,7 +321,7 @@ impl Poller {
         self.cursor_us = end;
         let keep_from = self.cursor_us - 2 * OVERLAP_S * US;
         self.seen.retain(|_, s| *s >= keep_from);
-        self.metrics.traces.get_or_create(&AppLabels { app: self.app.clone() }).inc_by(fresh.len() as u64);
+        self.metrics.polls.delivered(&self.app, fresh.len() as u64);
         Ok(Poll { traces: fresh, caught_up: end >= target })
     }
 
@@ -418,17 +411,21 @@ async fn run(key: (String, String), mut poller: Poller, apps: Apps) {
 pub type Pollers = crate::tasks::Pollers<Source>;
 
 impl crate::tasks::Source for Source {
+    const KIND: &'static str = "Jaeger";
     type Metrics = Metrics;
 
     fn of(spec: &DermAppSpec) -> Option<Self> {
         Source::of(spec)
     }
 
-    fn start(self, key: &crate::tasks::Key, client: &Client, metrics: &Metrics, apps: &Apps) -> JoinHandle<()> {
-        let app = format!("{}/{}", key.0, key.1);
-        tracing::info!(app, url = %self.url, api = ?self.api, "polling Jaeger");
-        let poller = Poller::new(app.clone(), self, client.clone(), metrics.clone(), unix_now_us());
-        let span = tracing::info_span!("jaeger", app);
-        tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
+    fn poll(
+        self,
+        key: crate::tasks::Key,
+        app: String,
+        client: &Client,
+        metrics: &Metrics,
+        apps: Apps,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        run(key, Poller::new(app, self, client.clone(), metrics.clone(), unix_now_us()), apps)
     }
 }

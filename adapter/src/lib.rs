@@ -152,7 +152,7 @@ async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = admin::Metrics::register(&mut registry);
     let loop_metrics = telemetry::LoopMetrics::register(&mut registry);
     let source_metrics = jaeger::Metrics::register(&mut registry, loop_metrics.clone());
-    let count_metrics = prometheus::Metrics::register(&mut registry);
+    let count_metrics = prometheus::register(&mut registry);
     let upstream = match upstream_config(&args.upstream)? {
         Some(config) => {
             let up = upstream::Upstream::new(config, upstream::Metrics::register(&mut registry))?;

@@ -24,43 +24,26 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use tokio::task::JoinHandle;
-use tracing::Instrument as _;
 
 use crate::controller::Apps;
 use crate::crd::{CallCounts, DermAppSpec};
-use crate::jaeger::{AppLabels, Client, Error, ErrorLabels, Reason};
+use crate::jaeger::{Client, Error, Reason};
 
 /// Seconds after an interval's end before it is asked for (at most a quarter interval).
 pub const LAG_S: i64 = 3;
 /// Most intervals asked for in one period while catching up.
 const CATCH_UP: usize = 8;
 
-/// The pollers' metrics on the admin registry.
-#[derive(Debug, Clone, Default)]
-pub struct Metrics {
-    pub errors: Family<ErrorLabels, Counter>,
-    pub windows: Family<AppLabels, Counter>,
-}
+/// The pollers' metrics on the admin registry: `derm_adapter_call_count_errors_total` and
+/// `derm_adapter_call_count_windows_total` (intervals read).
+pub type Metrics = crate::tasks::Counters;
 
-impl Metrics {
-    /// Registers `derm_adapter_call_count_errors_total` and
-    /// `derm_adapter_call_count_windows_total`.
-    pub fn register(registry: &mut Registry) -> Self {
-        let this = Self::default();
-        let sub = registry.sub_registry_with_prefix("derm_adapter");
-        sub.register("call_count_errors", "Failed call-count queries by app and reason", this.errors.clone());
-        sub.register("call_count_windows", "Intervals whose call rates were read, by app", this.windows.clone());
-        this
-    }
-
-    fn error(&self, app: &str, reason: Reason) {
-        self.errors.get_or_create(&ErrorLabels { app: app.to_owned(), reason }).inc();
-    }
+/// Registers the pollers' metrics.
+pub fn register(registry: &mut Registry) -> Metrics {
+    let help = ["Failed call-count queries by app and reason", "Intervals whose call rates were read, by app"];
+    crate::tasks::Counters::register(registry, "call_count", "windows", help)
 }
 
 /// What a poller asks for, from a DermApp's spec; a change restarts the poller.
@@ -155,7 +138,7 @@ impl Poller {
             self.metrics.error(&self.app, Reason::Decode);
         }
         self.cursor_s = end;
-        self.metrics.windows.get_or_create(&AppLabels { app: self.app.clone() }).inc();
+        self.metrics.delivered(&self.app, 1);
         Ok(Some(Counted { start_s: end - interval, calls_rps }))
     }
 }
@@ -234,18 +217,22 @@ async fn run(key: (String, String), mut poller: Poller, apps: Apps) {
 pub type Pollers = crate::tasks::Pollers<Source>;
 
 impl crate::tasks::Source for Source {
+    const KIND: &'static str = "call-count";
     type Metrics = Metrics;
 
     fn of(spec: &DermAppSpec) -> Option<Self> {
         Source::of(spec)
     }
 
-    fn start(self, key: &crate::tasks::Key, client: &Client, metrics: &Metrics, apps: &Apps) -> JoinHandle<()> {
-        let app = format!("{}/{}", key.0, key.1);
-        tracing::info!(app, url = %self.url, "reading call counts from Prometheus");
-        let poller = Poller::new(app.clone(), self, client.clone(), metrics.clone(), unix_now_s());
-        let span = tracing::info_span!("call_counts", app);
-        tokio::spawn(run(key.clone(), poller, apps.clone()).instrument(span))
+    fn poll(
+        self,
+        key: crate::tasks::Key,
+        app: String,
+        client: &Client,
+        metrics: &Metrics,
+        apps: Apps,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        run(key, Poller::new(app, self, client.clone(), metrics.clone(), unix_now_s()), apps)
     }
 }
 

@@ -6,23 +6,63 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use kube::ResourceExt as _;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
+use tracing::Instrument as _;
 
 use crate::controller::Apps;
 use crate::crd::{DermApp, DermAppSpec};
-use crate::jaeger::Client;
+use crate::jaeger::{AppLabels, Client, ErrorLabels, Reason};
 
 /// An app's (namespace, name).
 pub type Key = (String, String);
 
 /// A kind of source a poller reads for an app.
-pub trait Source: PartialEq + Clone + Sized {
+pub trait Source: PartialEq + Clone + std::fmt::Debug + Sized {
+    /// Names its pollers in logs.
+    const KIND: &'static str;
     /// The metrics its pollers report to.
     type Metrics: Clone + std::fmt::Debug;
     /// The app's source of this kind, if its spec has one.
     fn of(spec: &DermAppSpec) -> Option<Self>;
-    /// Spawns the poller of the app `key`, feeding `apps`.
-    fn start(self, key: &Key, client: &Client, metrics: &Self::Metrics, apps: &Apps) -> JoinHandle<()>;
+    /// The poller of app `key` (`app`: `namespace/name`), feeding `apps` until aborted.
+    fn poll(
+        self,
+        key: Key,
+        app: String,
+        client: &Client,
+        metrics: &Self::Metrics,
+        apps: Apps,
+    ) -> impl Future<Output = ()> + Send + 'static;
+}
+
+/// Poll failures by app and reason, and what the polls delivered by app: each source's
+/// `derm_adapter_<name>_errors_total` and `derm_adapter_<name>_<delivered>_total`.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub errors: Family<ErrorLabels, Counter>,
+    pub delivered: Family<AppLabels, Counter>,
+}
+
+impl Counters {
+    /// Registers the two families; `help` describes the errors' polls and what is delivered.
+    pub fn register(registry: &mut Registry, name: &str, delivered: &str, help: [&str; 2]) -> Self {
+        let this = Self::default();
+        let sub = registry.sub_registry_with_prefix("derm_adapter");
+        sub.register(format!("{name}_errors"), help[0], this.errors.clone());
+        sub.register(format!("{name}_{delivered}"), help[1], this.delivered.clone());
+        this
+    }
+
+    pub fn error(&self, app: &str, reason: Reason) {
+        self.errors.get_or_create(&ErrorLabels { app: app.to_owned(), reason }).inc();
+    }
+
+    pub fn delivered(&self, app: &str, n: u64) {
+        self.delivered.get_or_create(&AppLabels { app: app.to_owned() }).inc_by(n);
+    }
 }
 
 /// The running pollers of one kind of source, owned by the controller's loop.
@@ -58,8 +98,11 @@ impl<S: Source> Pollers<S> {
         });
         for (key, source) in want {
             if let Entry::Vacant(v) = self.running.entry(key) {
-                let task = source.clone().start(v.key(), &self.client, &self.metrics, apps);
-                v.insert((source, task));
+                let app = format!("{}/{}", v.key().0, v.key().1);
+                tracing::info!(app, ?source, "starting the {} poller", S::KIND);
+                let span = tracing::info_span!("poller", kind = S::KIND, app);
+                let poll = source.clone().poll(v.key().clone(), app, &self.client, &self.metrics, apps.clone());
+                v.insert((source, tokio::spawn(poll.instrument(span))));
             }
         }
     }

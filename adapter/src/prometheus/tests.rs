@@ -124,7 +124,7 @@ async fn reads_the_history_then_each_interval_and_loses_none_to_an_outage() {
     let source = Source::of(&app.spec).unwrap();
     assert!(source.query.contains("[30s]") && !source.query.contains("$interval"), "{}", source.query);
     let mut registry = Registry::default();
-    let metrics = Metrics::register(&mut registry);
+    let metrics = register(&mut registry);
     let client = Client::new(REQUEST_TIMEOUT).unwrap();
     // One second past a boundary: that interval is not due yet (lag 3 s).
     let mut poller = Poller::new("default/shop".into(), source, client, metrics.clone(), ORIGIN_S + 1);
