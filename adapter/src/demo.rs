@@ -1,9 +1,10 @@
 //! `derm-adapter demo`: the whole Derm loop on a simulated application, served as the real
 //! metrics API, without a cluster.
 //!
-//! The simulator's `trainticket` app emits sampled traces; Derm's online loop (the `derm`
-//! policy of [`derm_core::sim`]: trace pipeline -> windows -> profile refits -> mix
-//! prediction -> KKT solve -> integer plan) decides replicas every interval; each decision is
+//! The simulator's `trainticket` app emits sampled traces and per-service call counters;
+//! Derm's online loop (the `derm` policy of [`derm_core::sim`]: trace pipeline -> windows ->
+//! profile refits -> the mix fitted to the counters and forecast -> KKT solve -> integer
+//! plan, as a DermApp with `spec.callCounts`) decides replicas every interval; each decision is
 //! published to the same [`Store`] the `serve` command answers from, on
 //! `https://127.0.0.1:6443` (self-signed). Simulated time runs `--speed` times faster than
 //! wall time. A live table (indicatif) shows load, the planned graph mix and replicas per
