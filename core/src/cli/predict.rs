@@ -1,5 +1,8 @@
 //! `derm predict`: the next window's graph mix from a trained model, or (`--evaluate`) the
-//! accuracy table of the LSTM and the baselines on a time split of windows.json files.
+//! accuracy table of the LSTM and the baselines on a time split of windows.json files, for
+//! one history length or (`--sweep-window`, [`sweep`]) several.
+
+mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +54,11 @@ pub struct Args {
     /// Print the evaluation as JSON.
     #[arg(long)]
     json: bool,
+    /// With --evaluate: repeat it for each history length l (`1..10` or `1,2,5`), the LSTMs
+    /// trained with `--window l`, the moving average over l windows and ARIMA of order l;
+    /// one accuracy table, models by l.
+    #[arg(long, requires = "evaluate", value_parser = sweep::parse_lengths)]
+    sweep_window: Option<sweep::Lengths>,
     #[command(flatten)]
     lstm: LstmArgs,
 }
@@ -74,6 +82,9 @@ pub(crate) fn read_windows(paths: &[PathBuf]) -> anyhow::Result<Vec<Vec<Window>>
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let series = read_windows(&args.windows)?;
+    if let Some(lengths) = &args.sweep_window {
+        return sweep::run(&args, &series, lengths);
+    }
     if args.evaluate {
         return evaluate_all(&args, &series);
     }
@@ -122,26 +133,52 @@ fn predict(path: &Path, windows: &[Window], args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn baseline(name: &str, horizon: usize) -> Result<Box<dyn Predictor>, Error> {
+/// A baseline by name; `window` sets the moving average's span and ARIMA's order (default
+/// 5 and 3).
+fn baseline(name: &str, horizon: usize, window: Option<usize>) -> Result<Box<dyn Predictor>, Error> {
     Ok(match name {
-        "arima" => Box::new(Arima::new(3)?),
+        "arima" => Box::new(Arima::new(window.unwrap_or(3))?),
         "trend" => Box::new(Trend::ahead(horizon)?),
         "loadmix" => Box::new(LoadMix::ahead(horizon)?),
         "ewma" => Box::new(Ewma::new(0.5)?),
-        "ma" => Box::new(MovingAverage::new(5)?),
+        "ma" => Box::new(MovingAverage::new(window.unwrap_or(5))?),
         _ => Box::new(Last),
     })
 }
 
-fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
-    let mut rows: Vec<Row> = Vec::new();
-    let mut notes: Vec<String> = Vec::new();
+/// One model's row: an LSTM trained with `lstm`, or a baseline (`window`: see [`baseline`]).
+/// `None`: an LSTM in a build without libtorch.
+fn model_row(
+    args: &Args,
+    lstm: &LstmArgs,
+    series: &[Vec<Window>],
+    name: &str,
+    window: Option<usize>,
+) -> anyhow::Result<Option<Row>> {
+    Ok(match name {
+        "lstm" | "lstm-noattn" => lstm_row(args, lstm, series, name == "lstm")?,
+        _ => {
+            let ahead = args.lstm.horizon as usize;
+            let mut make = || baseline(name, ahead, window);
+            Some(evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv, ahead)?)
+        }
+    })
+}
+
+/// `--models` without repeats, in order.
+fn model_names(args: &Args) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for m in &args.models {
         if !names.contains(&m.as_str()) {
             names.push(m);
         }
     }
+    names
+}
+
+fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut noise_ceiling = None;
     if !args.truth.is_empty() {
         if args.truth.len() != series.len() {
@@ -166,19 +203,10 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
         ));
         noise_ceiling = Some(ceiling);
     }
-    for name in names {
-        let row = match name {
-            "lstm" | "lstm-noattn" => match lstm_row(args, series, name == "lstm")? {
-                Some(row) => row,
-                None => {
-                    notes.push(format!("{name}: {NO_LSTM}"));
-                    continue;
-                }
-            },
-            _ => {
-                let ahead = args.lstm.horizon as usize;
-                evaluate::evaluate(&mut || baseline(name, ahead), series, args.train_fraction, args.changed_tv, ahead)?
-            }
+    for name in model_names(args) {
+        let Some(row) = model_row(args, &args.lstm, series, name, None)? else {
+            notes.push(format!("{name}: {NO_LSTM}"));
+            continue;
         };
         if !row.fitted.is_empty() {
             notes.push(format!("{name}: fitted {}", row.fitted.join("; ")));
@@ -219,18 +247,18 @@ fn evaluate_all(args: &Args, series: &[Vec<Window>]) -> anyhow::Result<()> {
 }
 
 #[cfg(not(feature = "lstm"))]
-fn lstm_row(_: &Args, _: &[Vec<Window>], _: bool) -> anyhow::Result<Option<Row>> {
+fn lstm_row(_: &Args, _: &LstmArgs, _: &[Vec<Window>], _: bool) -> anyhow::Result<Option<Row>> {
     Ok(None)
 }
 
 #[cfg(feature = "lstm")]
-fn lstm_row(args: &Args, series: &[Vec<Window>], attention: bool) -> anyhow::Result<Option<Row>> {
+fn lstm_row(args: &Args, lstm: &LstmArgs, series: &[Vec<Window>], attention: bool) -> anyhow::Result<Option<Row>> {
     let started = std::time::Instant::now();
     let mut make = || -> Result<Box<dyn Predictor>, Error> {
         // `evaluate` hands each series' training range to `fit`; train here with progress.
-        Ok(Box::new(Trained { args: args.lstm.clone(), attention, model: None }))
+        Ok(Box::new(Trained { args: lstm.clone(), attention, model: None }))
     };
-    let row = evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv, args.lstm.horizon as usize)?;
+    let row = evaluate::evaluate(&mut make, series, args.train_fraction, args.changed_tv, lstm.horizon as usize)?;
     eprintln!("{}: trained and scored in {:.1} s", row.name, started.elapsed().as_secs_f64());
     Ok(Some(row))
 }
