@@ -8,8 +8,9 @@
 # source goes quiet: the next intervals hold (Ready False/Holding) and keep the values and their
 # solve time, the value is served while it ages, then errors once older than errorAfterSeconds,
 # and the HPA keeps its replicas (ScalingActive False) without scaling down; a new leader
-# (kill -9 of the first) restores the learned state, solves again and the HPA scales again.
-# Prints "N passed, N failed".
+# (kill -9 of the first) restores the learned state, solves again and the HPA scales again;
+# then a Jaeger-sourced app with call counts from a fake Prometheus (its mix from the
+# counters), whose Jaeger goes down. Prints "N passed, N failed".
 #   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
 #   DERM_PROBE_TIMEOUT seconds per wait (default 120)
 set -euo pipefail
