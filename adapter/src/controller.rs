@@ -57,9 +57,6 @@ struct Slot {
     online: OnlineApp,
     next_tick_s: i64,
     feed: Feed,
-    /// With `spec.callCounts`: the end of the newest interval counted (`Some(i64::MIN)`:
-    /// none yet); `None` without call counts.
-    counted_to_s: Option<i64>,
 }
 
 /// How a loop gets its traces.
@@ -133,8 +130,6 @@ impl Apps {
             && let Some(slot) = slots.get_mut(key)
         {
             slot.online.add_counts(start_s, duration_s, calls_rps);
-            let end = start_s + i64::from(duration_s);
-            slot.counted_to_s = Some(slot.counted_to_s.map_or(end, |t| t.max(end)));
         }
     }
 
@@ -158,13 +153,9 @@ impl Apps {
             let interval = i64::from(spec.interval_seconds.max(1));
             let feed =
                 if spec.trace_source.jaeger.is_some() { Feed::Polled { fetched_to_us: None } } else { Feed::Pushed };
-            let counting = spec.call_counts.is_some();
             slots
                 .entry(key)
                 .and_modify(|s| {
-                    if s.counted_to_s.is_some() != counting {
-                        s.counted_to_s = counting.then_some(i64::MIN);
-                    }
                     s.entry = spec.entry_service.clone();
                     s.online.set_spec(spec.clone());
                     // A new source starts unfetched (its poller restarts too).
@@ -182,7 +173,6 @@ impl Apps {
                         online,
                         next_tick_s: (now_s.div_euclid(interval) + 1) * interval,
                         feed,
-                        counted_to_s: counting.then_some(i64::MIN),
                     }
                 });
         }
@@ -224,7 +214,7 @@ impl Apps {
             // The counts of the interval that just ended, for a while.
             let wait = COUNT_WAIT_S.min(i64::from(interval) / 2);
             let boundary = now_s.div_euclid(i64::from(interval)) * i64::from(interval);
-            if slot.counted_to_s.is_some_and(|t| t < boundary) && now_s < boundary + wait {
+            if slot.online.awaits_counts(boundary) && now_s < boundary + wait {
                 continue;
             }
             slot.next_tick_s = (now_s.div_euclid(i64::from(interval)) + 1) * i64::from(interval);

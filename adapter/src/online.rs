@@ -44,7 +44,7 @@ use derm_core::trace::Trace;
 
 use crate::crd::{CallAffinity, DermAppSpec, GraphShare};
 
-pub use counts::{Counts, MAX_AHEAD, Recent};
+use counts::{Counts, Recent};
 pub use hedge::{Choice, Hedge, LAG};
 pub use long_run::LongRun;
 pub use refit::{CONFIRM, Refits};
@@ -245,6 +245,12 @@ impl OnlineApp {
     /// Call rates (service -> calls per second) counted in `[start_s, start_s + duration_s)`.
     pub fn add_counts(&mut self, start_s: i64, duration_s: u32, calls_rps: BTreeMap<String, f64>) {
         self.counts.add(start_s, duration_s, calls_rps);
+    }
+
+    /// Whether a tick at `boundary_s` (an interval's end) should wait for that interval's
+    /// counts: the spec has call counts and none reach `boundary_s` yet.
+    pub fn awaits_counts(&self, boundary_s: i64) -> bool {
+        self.spec.call_counts.is_some() && self.counts.counted_to_s().is_none_or(|t| t < boundary_s)
     }
 
     /// Profiles learned so far.

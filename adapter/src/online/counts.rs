@@ -71,9 +71,9 @@ impl Counts {
         }
     }
 
-    /// Whether any window was counted.
-    pub fn is_empty(&self) -> bool {
-        self.windows.is_empty()
+    /// The end of the newest counted interval (`None`: none yet).
+    pub fn counted_to_s(&self) -> Option<i64> {
+        self.windows.last_key_value().map(|(start, _)| start + i64::from(self.duration_s))
     }
 
     /// The usable counted windows for a plan that starts at `plan_s` (a multiple of
