@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 OUT ?= out
 
-.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down manifests libtorch unit-lstm
+.PHONY: all build lint fmt test unit e2e bench demo pipeline help cluster-build cluster-up cluster-down manifests libtorch unit-lstm prometheus-build
 
 all: build
 
@@ -34,13 +34,16 @@ unit-lstm: libtorch ## derm-core and derm-adapter tests with the attention LSTM 
 cluster-build: ## Build kube-apiserver, controller-manager, scheduler, kubectl, etcd from Go modules (cached)
 	./hack/build-control-plane.sh
 
+prometheus-build: ## Build a Prometheus server from Go modules (cached; e2e-controller's call counts)
+	./hack/build-prometheus.sh >/dev/null
+
 cluster-up: ## Start a loopback control plane (env file: /tmp/derm-cluster/env)
 	./hack/cluster-up.sh
 
 cluster-down: ## Stop it
 	./hack/cluster-down.sh
 
-e2e: cluster-build ## End-to-end checks against a real local control plane (builds or reuses it)
+e2e: cluster-build prometheus-build ## End-to-end checks against a real local control plane and Prometheus (builds or reuses them)
 	./hack/probe-all.sh
 
 test: lint unit unit-lstm e2e ## Every test (what CI runs)

@@ -9,8 +9,10 @@
 # solve time, the value is served while it ages, then errors once older than errorAfterSeconds,
 # and the HPA keeps its replicas (ScalingActive False) without scaling down; a new leader
 # (kill -9 of the first) restores the learned state, solves again and the HPA scales again;
-# then a Jaeger-sourced app with call counts from a fake Prometheus (its mix from the
-# counters), whose Jaeger goes down. Prints "N passed, N failed".
+# then a Jaeger-sourced app with call counts from a real Prometheus (hack/build-prometheus.sh)
+# scraping mesh-like request counters (its mix from the counters); Prometheus goes down (the
+# mix falls back to the traces) and comes back (the counters again), then Jaeger goes down.
+# Prints "N passed, N failed".
 #   DERM_CLUSTER_DIR   run dir (default /tmp/derm-cluster)
 #   DERM_PROBE_TIMEOUT seconds per wait (default 120)
 set -euo pipefail
@@ -60,9 +62,10 @@ start_adapter() {
   ADAPTER_PID=$!
 }
 start_adapter 1
-JAEGER_PID= PROM_PID=
+JAEGER_PID= PROM_PID= MESH_PID=
 cleanup() {
   [[ -z "$PROM_PID" ]] || kill "$PROM_PID" 2>/dev/null || true
+  [[ -z "$MESH_PID" ]] || kill "$MESH_PID" 2>/dev/null || true
   kill -9 "$ADAPTER_PID" 2>/dev/null || true
   [[ -z "$JAEGER_PID" ]] || kill "$JAEGER_PID" 2>/dev/null || true
   "$K" delete apiservice "$APISERVICE" --ignore-not-found >/dev/null 2>&1 || true
@@ -245,9 +248,12 @@ fi
 
 # --- a Jaeger trace source (v1 API: hack/fake-jaeger.py) that goes down ------------------------
 # Live traces: 10 levels of 24 s from the current interval on, so the poller (one interval back,
-# 6 s behind now) fetches them as they "happen". The same app reads call counts from a fake
-# Prometheus (hack/fake-prometheus.py: the traces' spans per service and second, scaled up by
-# the sampling ratio, as a mesh's counters would give them).
+# 6 s behind now) fetches them as they "happen". The same app reads call counts from a real
+# Prometheus (built from Go modules) scraping hack/mesh-counters.py every second: Istio's
+# istio_requests_total by destination workload over the same traces' spans, scaled up by the
+# sampling ratio, as a mesh counts every call.
+PROMETHEUS="$("$HACK_DIR/build-prometheus.sh" 2>"$WORK/build-prometheus.log")" ||
+  { tail -n 20 "$WORK/build-prometheus.log" >&2; exit 1; }
 JAEGER_PORT="$(free_port)"
 now=$(date +%s)
 origin=$(((now / 12) * 12))
@@ -257,11 +263,23 @@ python3 "$HACK_DIR/fake-jaeger.py" "$WORK/jaeger.json" "$JAEGER_PORT" >"$WORK/fa
 JAEGER_PID=$!
 eventually curl -sf "http://127.0.0.1:$JAEGER_PORT/api/traces?service=frontend&start=0&end=1" >/dev/null ||
   ko "fake Jaeger not up: $(tail -n 3 "$WORK/fake-jaeger.log")"
-PROM_PORT="$(free_port)"
-python3 "$HACK_DIR/fake-prometheus.py" "$WORK/jaeger.json" 0.25 "$PROM_PORT" >"$WORK/fake-prometheus.log" 2>&1 &
-PROM_PID=$!
-eventually curl -sf "http://127.0.0.1:$PROM_PORT/api/v1/query?query=x%5B12s%5D&time=$now" >/dev/null ||
-  ko "fake Prometheus not up: $(tail -n 3 "$WORK/fake-prometheus.log")"
+MESH_PORT="$(free_port)" PROM_PORT="$(free_port)"
+python3 "$HACK_DIR/mesh-counters.py" "$WORK/jaeger.json" 0.25 "$MESH_PORT" >"$WORK/mesh-counters.log" 2>&1 &
+MESH_PID=$!
+cat >"$WORK/prometheus.yml" <<YAML
+global: {scrape_interval: 1s}
+scrape_configs:
+  - job_name: mesh
+    static_configs: [{targets: ["127.0.0.1:$MESH_PORT"]}]
+YAML
+start_prometheus() { # keeps its TSDB across restarts, as a Prometheus with a volume does
+  "$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prometheus-data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >>"$WORK/prometheus.log" 2>&1 &
+  PROM_PID=$!
+}
+start_prometheus
+prom_ready() { curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null; }
+eventually prom_ready || ko "Prometheus not ready: $(tail -n 3 "$WORK/prometheus.log")"
 cat <<YAML | "$K" apply -f - >/dev/null
 apiVersion: derm.dev/v1alpha1
 kind: DermApp
@@ -300,6 +318,29 @@ ticket="$(jstatus '{.status.desiredReplicas.ticket}')"
 if eventually lands_on "$ticket"; then ok "HPA on the Jaeger-fed app lands on Derm's $ticket"; else
   ko "Jaeger-fed HPA: want $ticket, got (desired, spec) = ($(hpa_state))"
 fi
+
+# Prometheus goes down: the polls fail (counted Unreachable) and, once the newest counted
+# interval is too old, the mix comes from the traces again; the HPA follows the new solves.
+# Back with its TSDB, the counters are read again and give the mix.
+kill "$PROM_PID" 2>/dev/null || true
+wait "$PROM_PID" 2>/dev/null || true
+predictor() { jstatus '{.status.conditions[?(@.type=="PredictorReady")].message}'; }
+prom_unreachable() { grep 'derm_adapter_call_count_errors_total' <<<"$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")" | grep -q 'Unreachable'; }
+traced() { predictor | grep -q 'mix from the traces: call counters not used: the newest counted interval ended'; }
+if eventually prom_unreachable && eventually traced; then
+  ok "Prometheus down: polls counted Unreachable; $(predictor)"
+else
+  ko "Prometheus down: $(predictor); $(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep call_count_errors | head -n 3)"
+fi
+ticket="$(jstatus '{.status.desiredReplicas.ticket}')"
+if eventually lands_on "$ticket"; then ok "Prometheus down: the HPA lands on Derm's $ticket"; else
+  ko "Prometheus down: want $ticket, got (desired, spec) = ($(hpa_state))"
+fi
+start_prometheus
+if eventually counted; then ok "Prometheus back: $(predictor)"; else
+  ko "Prometheus back, counters not used: $(predictor); $(tail -n 3 "$WORK/prometheus.log")"
+fi
+
 kill "$JAEGER_PID" 2>/dev/null || true
 wait "$JAEGER_PID" 2>/dev/null || true
 solve_time="$(jstatus '{.status.lastSolveTime}')"
