@@ -12,7 +12,9 @@
 //!
 //! Missing data never lowers a count: an interval without traces, a solve that fails, or
 //! services without profiles give [`Tick::Hold`] (the caller leaves the status alone, so the
-//! published values age and the HPA keeps its replicas once they expire).
+//! published values age and the HPA keeps its replicas once they expire). While configured call
+//! counts are not used (Prometheus down), the traces' plans go on but no service goes below the
+//! newest counted plan (kept in the stored state), until the counts are back.
 //!
 //! The load planned for is the simulator's: the last window's rate (the counted entry calls
 //! when counted windows are used) plus its rising trend over consecutive windows
@@ -101,6 +103,9 @@ pub struct State {
     /// Absent from states stored before it existed: rebuilt from their windows.
     #[serde(default)]
     pub long_run: LongRun,
+    /// The replicas of the newest plan made from the call counters ([`OnlineApp::tick`]).
+    #[serde(default)]
+    pub counted_plan: BTreeMap<String, u32>,
 }
 
 /// A graph leaves the catalog and the long-run mix once no kept window names it and its
@@ -132,6 +137,10 @@ pub struct OnlineApp {
     /// (bumped whenever a graph joins or leaves).
     counts: Counts,
     catalog_version: u64,
+    /// The replicas of the newest plan made from the call counters: while they are configured
+    /// but not used (Prometheus down, counts the traced graphs cannot explain), no service is
+    /// planned below these, so a fault of the counters' source never lowers a count.
+    counted_plan: BTreeMap<String, u32>,
 }
 
 /// What the loop knows of its own readiness, for the ProfilesReady and Feasible conditions.
@@ -170,6 +179,7 @@ impl OnlineApp {
             infeasible: None,
             counts: Counts::default(),
             catalog_version: 0,
+            counted_plan: BTreeMap::new(),
         }
     }
 
@@ -203,6 +213,9 @@ impl OnlineApp {
         if spec.entry_service != self.spec.entry_service {
             self.catalog_version += 1;
         }
+        if spec.call_counts.is_none() {
+            self.counted_plan.clear();
+        }
         self.spec = spec;
     }
 
@@ -214,6 +227,7 @@ impl OnlineApp {
             catalog: self.catalog.clone(),
             windows: self.windows[self.windows.len().saturating_sub(RECENT)..].to_vec(),
             long_run: self.long_run.clone(),
+            counted_plan: self.counted_plan.clone(),
         }
     }
 
@@ -230,6 +244,9 @@ impl OnlineApp {
         let mut windows = state.windows;
         windows.append(&mut self.windows);
         self.windows = windows;
+        if self.counted_plan.is_empty() && self.spec.call_counts.is_some() {
+            self.counted_plan = state.counted_plan;
+        }
     }
 
     /// Seconds between decisions (the spec's `intervalSeconds`).
@@ -317,7 +334,37 @@ impl OnlineApp {
         };
         let planned = planned_load(windows);
         let report = PredictorReport { name: choice.predictor, recent_tv: choice.recent_tv, note: choice.note, counts };
-        self.solve(&choice.mix, load, planned, &calls, report)
+        let used = counted.as_ref().map(Result::is_ok);
+        let mut tick = self.solve(&choice.mix, load, planned, &calls, report);
+        if let Tick::Plan(u) = &mut tick {
+            match used {
+                Some(true) => self.counted_plan = u.desired_replicas.clone(),
+                Some(false) => self.keep_counted_plan(u),
+                None => {}
+            }
+        }
+        tick
+    }
+
+    /// Raises `u` to the newest counted plan's replicas (within each service's max), and
+    /// says so in the predictor's report when that raised any.
+    fn keep_counted_plan(&self, u: &mut Update) {
+        let mut raised = 0;
+        for s in &self.spec.services {
+            let (Some(n), Some(&floor)) = (u.desired_replicas.get_mut(&s.name), self.counted_plan.get(&s.name)) else {
+                continue;
+            };
+            let floor = floor.min(s.max_replicas.max(1));
+            if *n < floor {
+                *n = floor;
+                raised += 1;
+            }
+        }
+        if raised > 0
+            && let Some(note) = &mut u.predictor.counts
+        {
+            note.push_str(&format!("; {raised} service(s) kept at the last counted plan's replicas"));
+        }
     }
 
     /// The counted windows for a plan starting at `plan_s`: `None` without `spec.callCounts`,
@@ -708,6 +755,61 @@ mod tests {
         let Tick::Plan(u) = app.tick((last + 2) * level, scenario.level_s) else { panic!("no plan") };
         let note = u.predictor.counts.unwrap_or_default();
         assert!(note.contains("newest counted interval ended 480 s before the plan"), "{note}");
+    }
+
+    #[test]
+    fn a_counters_outage_never_lowers_a_count_and_their_return_lifts_the_floor() {
+        // Load falling level by level, so the traces' plans after the counts stop are lower.
+        let mut scenario = Scenario::acceptance(3);
+        scenario.levels_rps.reverse();
+        let level = i64::from(scenario.level_s);
+        let (stop, last) = (5, scenario.levels_rps.len());
+        let mut app = OnlineApp::new(counting(spec(40.0)), scenario.sampling);
+        let mut traced = OnlineApp::new(spec(40.0), scenario.sampling);
+        let mut traces = scenario.traces(0).into_iter().peekable();
+        app.add_counts(0, scenario.level_s, counted(&scenario, 0));
+        let (mut floor, mut kept, mut below) = (BTreeMap::new(), 0, 0);
+        for k in 0..last - 1 {
+            while let Some(t) = traces.next_if(|t| t.spans[0].start_us < (k as i64 + 1) * level * 1_000_000) {
+                app.add(t.clone());
+                traced.add(t);
+            }
+            // The counts stop after level `stop` and come back for the last level.
+            if k < stop || k == last - 2 {
+                app.add_counts((k as i64 + 1) * level, scenario.level_s, counted(&scenario, k + 1));
+            }
+            let now_s = (k as i64 + 2) * level;
+            let (Tick::Plan(u), Tick::Plan(t)) =
+                (app.tick(now_s, scenario.level_s), traced.tick(now_s, scenario.level_s))
+            else {
+                continue;
+            };
+            let note = u.predictor.counts.clone().unwrap_or_default();
+            if note.starts_with("mix from the call counters") {
+                if k == last - 2 {
+                    // Back: the floor is lifted.
+                    assert!(
+                        u.desired_replicas.iter().any(|(s, n)| *n < floor[s]),
+                        "{:?} vs {floor:?}",
+                        u.desired_replicas
+                    );
+                }
+                floor = u.desired_replicas.clone();
+                continue;
+            }
+            assert!(note.contains("newest counted interval ended"), "level {k}: {note}");
+            for (s, n) in &u.desired_replicas {
+                assert!(*n >= floor[s] && *n >= t.desired_replicas[s], "level {k}, {s}: {n} vs {floor:?}");
+            }
+            below += t.desired_replicas.iter().filter(|(s, n)| **n < floor[*s]).count();
+            kept += usize::from(note.contains("kept at the last counted plan's replicas"));
+        }
+        // Without the floor, the traces' plans would have lowered some services.
+        assert!(below > 0 && kept > 0, "below {below}, kept {kept}");
+        // The floor survives a restart.
+        let mut restored = OnlineApp::new(counting(spec(40.0)), scenario.sampling);
+        restored.restore(app.state());
+        assert_eq!(restored.counted_plan, app.counted_plan);
     }
 
     #[test]
