@@ -18,24 +18,12 @@ DURATION="${1:-200}"
 INTERVAL=12
 WORK="$(mktemp -d)"
 (cd "$ROOT" && cargo build --release -q -p derm-core --bin derm)
-PROMETHEUS="$("$HACK_DIR/build-prometheus.sh")"
 origin=$((($(date +%s) / INTERVAL) * INTERVAL))
 "$ROOT/target/release/derm" generate --format jaeger --level-s 24 --origin-s "$origin" --sampling 0.25 \
   --load-scale 0.5 --seed 9 -o "$WORK/traces.json" 2>/dev/null
-MESH_PORT="$(free_port)" PROM_PORT="$(free_port)"
-python3 "$HACK_DIR/mesh-counters.py" "$WORK/traces.json" 0.25 "$MESH_PORT" >"$WORK/mesh-counters.log" 2>&1 &
-MESH_PID=$!
-cat >"$WORK/prometheus.yml" <<YAML
-global: {scrape_interval: 1s}
-scrape_configs:
-  - job_name: mesh
-    static_configs: [{targets: ["127.0.0.1:$MESH_PORT"]}]
-YAML
-"$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/data" \
-  --web.listen-address="127.0.0.1:$PROM_PORT" >"$WORK/prometheus.log" 2>&1 &
-PROM_PID=$!
-trap 'kill "$PROM_PID" "$MESH_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-eventually curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" || { tail -n 5 "$WORK/prometheus.log" >&2; exit 1; }
+MESH_PID= PROM_PID=
+trap 'kill $PROM_PID $MESH_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+mesh_prometheus "$WORK" "$WORK/traces.json" 0.25
 echo "measuring for $DURATION s (Prometheus on 127.0.0.1:$PROM_PORT)" >&2
 # The measurement period: real time for the counters to move, not a synchronisation.
 sleep "$DURATION"

@@ -252,8 +252,6 @@ fi
 # Prometheus (built from Go modules) scraping hack/mesh-counters.py every second: Istio's
 # istio_requests_total by destination workload over the same traces' spans, scaled up by the
 # sampling ratio, as a mesh counts every call.
-PROMETHEUS="$("$HACK_DIR/build-prometheus.sh" 2>"$WORK/build-prometheus.log")" ||
-  { tail -n 20 "$WORK/build-prometheus.log" >&2; exit 1; }
 JAEGER_PORT="$(free_port)"
 now=$(date +%s)
 origin=$(((now / 12) * 12))
@@ -263,23 +261,7 @@ python3 "$HACK_DIR/fake-jaeger.py" "$WORK/jaeger.json" "$JAEGER_PORT" >"$WORK/fa
 JAEGER_PID=$!
 eventually curl -sf "http://127.0.0.1:$JAEGER_PORT/api/traces?service=frontend&start=0&end=1" >/dev/null ||
   ko "fake Jaeger not up: $(tail -n 3 "$WORK/fake-jaeger.log")"
-MESH_PORT="$(free_port)" PROM_PORT="$(free_port)"
-python3 "$HACK_DIR/mesh-counters.py" "$WORK/jaeger.json" 0.25 "$MESH_PORT" >"$WORK/mesh-counters.log" 2>&1 &
-MESH_PID=$!
-cat >"$WORK/prometheus.yml" <<YAML
-global: {scrape_interval: 1s}
-scrape_configs:
-  - job_name: mesh
-    static_configs: [{targets: ["127.0.0.1:$MESH_PORT"]}]
-YAML
-start_prometheus() { # keeps its TSDB across restarts, as a Prometheus with a volume does
-  "$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prometheus-data" \
-    --web.listen-address="127.0.0.1:$PROM_PORT" >>"$WORK/prometheus.log" 2>&1 &
-  PROM_PID=$!
-}
-start_prometheus
-prom_ready() { curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" >/dev/null; }
-eventually prom_ready || ko "Prometheus not ready: $(tail -n 3 "$WORK/prometheus.log")"
+mesh_prometheus "$WORK" "$WORK/jaeger.json" 0.25 || ko "Prometheus not ready: $(tail -n 3 "$WORK/prometheus.log")"
 cat <<YAML | "$K" apply -f - >/dev/null
 apiVersion: derm.dev/v1alpha1
 kind: DermApp

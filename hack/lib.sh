@@ -129,3 +129,32 @@ spec:
       policies: [{type: Pods, value: 100, periodSeconds: 1}, {type: Percent, value: 100, periodSeconds: 1}]
 YAML
 }
+
+# mesh_prometheus DIR TRACES SAMPLING: hack/mesh-counters.py over TRACES (a `derm generate
+# --format jaeger` file) and a Prometheus from hack/build-prometheus.sh scraping it every
+# second, on free loopback ports, logs and TSDB in DIR. Sets MESH_PID, PROM_PORT and PROM_PID;
+# `start_prometheus` starts it again on the same port and TSDB (as a Prometheus with a volume
+# restarts). Returns non-zero when the build fails or Prometheus is not ready within TIMEOUT.
+mesh_prometheus() {
+  local dir=$1 traces=$2 sampling=$3 here mesh_port
+  here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+  PROMETHEUS="$("$here/build-prometheus.sh" 2>"$dir/build-prometheus.log")" ||
+    { tail -n 20 "$dir/build-prometheus.log" >&2; return 1; }
+  mesh_port="$(free_port)" PROM_PORT="$(free_port)"
+  python3 "$here/mesh-counters.py" "$traces" "$sampling" "$mesh_port" >"$dir/mesh-counters.log" 2>&1 &
+  MESH_PID=$!
+  cat >"$dir/prometheus.yml" <<YAML
+global: {scrape_interval: 1s}
+scrape_configs:
+  - job_name: mesh
+    static_configs: [{targets: ["127.0.0.1:$mesh_port"]}]
+YAML
+  PROM_DIR="$dir"
+  start_prometheus
+  eventually curl -sf "http://127.0.0.1:$PROM_PORT/-/ready" || { tail -n 3 "$dir/prometheus.log" >&2; return 1; }
+}
+start_prometheus() {
+  "$PROMETHEUS" --config.file="$PROM_DIR/prometheus.yml" --storage.tsdb.path="$PROM_DIR/prometheus-data" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" >>"$PROM_DIR/prometheus.log" 2>&1 &
+  PROM_PID=$!
+}
