@@ -38,7 +38,11 @@ def run(derm: str, scenario: str, seed: int, sla_ms: float | None, out: Path) ->
                "--policies", ",".join(POLICIES), "--no-plots", "--out-dir", str(out)]
         if sla_ms is not None:
             cmd += ["--sla-ms", f"{sla_ms:.1f}"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            why = next((x for x in lines if x.lower().startswith("error")), lines[-1] if lines else "")
+            raise RuntimeError(f"{' '.join(cmd)}: {why}")
     return json.loads(results.read_text())
 
 
@@ -75,7 +79,7 @@ def main() -> int:
             jobs = {key: pool.submit(run, args.derm, args.scenario, key[1], None if key[0] == 1.0 else key[0] * sla, d)
                     for key, d in dirs.items()}
             results = {key: job.result() for key, job in jobs.items()}
-    except (OSError, subprocess.CalledProcessError, json.JSONDecodeError, KeyError) as e:
+    except (OSError, RuntimeError, json.JSONDecodeError, KeyError) as e:
         print(f"sla-sweep: {e}", file=sys.stderr)
         return 1
     print(f"{args.scenario}, rule SLA {sla:.0f} ms, seeds {args.seeds}: containers vs hpa-cpu / window violations "
