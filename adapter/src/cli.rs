@@ -1,10 +1,12 @@
 //! Command-line arguments: one [`Args`] for the binary, flattened by concern. Every flag has a
 //! long form and an environment variable.
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// derm-adapter: Derm's aggregated metrics API server.
@@ -203,6 +205,21 @@ pub struct LogArgs {
     /// Filter directives, e.g. `info,derm_adapter=debug`.
     #[arg(long, env = "DERM_LOG", default_value = "info", global = true)]
     pub log: String,
+}
+
+impl LogArgs {
+    /// Installs the global log subscriber (stdout). Colours only on a terminal: a pod's
+    /// output is a file, where escape codes would garble `kubectl logs`.
+    pub fn init(&self) -> anyhow::Result<()> {
+        let filter =
+            tracing_subscriber::EnvFilter::try_new(&self.log).with_context(|| format!("--log {:?}", self.log))?;
+        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal());
+        let result = match self.log_format {
+            LogFormat::Plain => builder.try_init(),
+            LogFormat::Json => builder.json().try_init(),
+        };
+        result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
+    }
 }
 
 /// Log formats.

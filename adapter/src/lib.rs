@@ -88,7 +88,7 @@ use tracing::Instrument;
 
 use crate::admin::Health;
 use crate::auth::{ClientCa, Delegated, Policy, RequestHeader, Trust};
-use crate::cli::{Args, Command, LogArgs, LogFormat, ServeArgs, UpstreamArgs};
+use crate::cli::{Args, Command, ServeArgs, UpstreamArgs};
 use crate::metrics::{StaticWatcher, Store};
 use crate::server::shutdown::{signal, stopped};
 use crate::server::tls::{self, Identity, ServingCert};
@@ -96,7 +96,7 @@ use crate::server::{Limits, Server};
 
 /// Runs the command in `args` until it finishes or the process is signalled.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(&args.log)?;
+    args.log.init()?;
     match args.command {
         Command::Serve(serve) => run_serve(*serve).await,
         Command::Demo(demo) => demo::run(demo).await,
@@ -105,16 +105,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
     }
-}
-
-fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).with_context(|| format!("--log {:?}", args.log))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match args.log_format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
 
 async fn run_serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -42,7 +42,6 @@ pub mod wire;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use derm_adapter::cli::{LogArgs, LogFormat};
 use derm_adapter::server::shutdown::{signal, stopped};
 use derm_adapter::server::tls::{self, Identity};
 use derm_adapter::server::{Limits, Server};
@@ -59,7 +58,7 @@ use crate::score::{Config, Weights};
 
 /// Runs the extender until the process is signalled.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    init_logging(&args.log)?;
+    args.log.init()?;
     // Everything that can fail on bad input happens before anything is spawned.
     let s = &args.scoring;
     let weights = Weights::new(s.weight_affinity, s.weight_spread, s.weight_headroom, s.weight_plan)?;
@@ -123,14 +122,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!("shutdown: not ready, draining in-flight requests (signal again to abort)");
     health.shut_down();
     derm_adapter::server::shutdown::drain(&api_stop, api_task, &admin_stop, admin_task).await
-}
-
-fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log).with_context(|| format!("--log {:?}", args.log))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let result = match args.log_format {
-        LogFormat::Plain => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
-    result.map_err(|e| anyhow::anyhow!("cannot install the log subscriber: {e}"))
 }
