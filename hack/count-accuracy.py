@@ -17,17 +17,8 @@ import json
 import time
 import urllib.parse
 import urllib.request
-from collections import defaultdict
 
-
-def spans(path):
-    """Each service's span starts in microseconds, sorted."""
-    starts = defaultdict(list)
-    for t in json.load(open(path))["data"]:
-        names = {pid: p["serviceName"] for pid, p in t["processes"].items()}
-        for s in t["spans"]:
-            starts[names[s["processID"]]].append(s["startTime"])
-    return {service: sorted(v) for service, v in starts.items()}
+from jaeger_spans import span_starts
 
 
 def query(url, q, at):
@@ -47,7 +38,7 @@ def main():
     p.add_argument("query")
     p.add_argument("--ratio", default="order/frontend")
     a = p.parse_args()
-    calls = spans(a.traces)
+    calls = span_starts(a.traces)
     q = a.query.replace("$interval", f"{a.interval_s}s")
     num, den = a.ratio.split("/")
     errors, ratio_errors, skipped = [], [], False

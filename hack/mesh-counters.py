@@ -11,21 +11,11 @@ Usage: mesh-counters.py TRACES.json SAMPLING PORT
 """
 
 import bisect
-import json
 import sys
 import time
-from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-
-def load(path):
-    """Each service's span starts in microseconds, sorted."""
-    starts = defaultdict(list)
-    for t in json.load(open(path))["data"]:
-        names = {pid: p["serviceName"] for pid, p in t["processes"].items()}
-        for s in t["spans"]:
-            starts[names[s["processID"]]].append(s["startTime"])
-    return {service: sorted(v) for service, v in starts.items()}
+from jaeger_spans import span_starts
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -56,7 +46,7 @@ class Handler(BaseHTTPRequestHandler):
 
 def main():
     path, sampling, port = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-    Handler.starts = load(path)
+    Handler.starts = span_starts(path)
     Handler.sampling = sampling
     server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     print(f"mesh-counters: {len(Handler.starts)} services on 127.0.0.1:{port}", flush=True)
