@@ -8,10 +8,18 @@
 //! when [`CONFIRM`] refits in a row jump too (the service really changed, e.g. a new release).
 //! A transient episode then never moves a profile; a lasting change does, [`CONFIRM`] refits
 //! later.
+//!
+//! The trust region's base (`w_max_rps` of the profile in use, see
+//! [`derm_core::optimize::trust`]) survives a plausible refit and grows only through the
+//! refit's levels that the profile in use predicted ([`trust::supported_load`]): taken as is,
+//! it followed each refit's highest level, down when the refit's samples are only the newest
+//! (after a restart) and up through an overload episode's saturated throughput. A new
+//! service, and a confirmed jump (the service changed), take the refit's own.
 
 use std::collections::BTreeMap;
 
-use derm_core::profile::{Profiles, plausible_refit};
+use derm_core::optimize::trust;
+use derm_core::profile::{Profile, Profiles, plausible_refit};
 
 /// Refits in a row that must jump away from the profile in use before the newest replaces it.
 pub const CONFIRM: u32 = 3;
@@ -38,7 +46,8 @@ impl Refits {
             }
             if plausible_refit(old, &p) {
                 self.jumps.remove(&svc);
-                current.services.insert(svc, p);
+                let w_max_rps = trust::supported_load(old, &p.fit, old.w_max_rps);
+                current.services.insert(svc, Profile { w_max_rps, ..p });
                 continue;
             }
             let n = self.jumps.get(&svc).copied().unwrap_or(0) + 1;
@@ -120,5 +129,30 @@ mod tests {
         assert_eq!(current.services["config"], base);
         assert_eq!(current.services["seat"], base);
         assert_eq!(current.services["new"], fallback);
+    }
+
+    #[test]
+    fn the_trusted_load_grows_where_predicted_and_never_shrinks() {
+        use derm_core::profile::Level;
+        let level = |w_rps: f64, rate_per_ms: f64| Level { w_rps, samples: 300, rate_per_ms, ks: 0.05 };
+        let refit = |top: &[Level]| {
+            let mut fit = vec![level(10.0, 0.039), level(20.0, 0.030)];
+            fit.extend_from_slice(top);
+            let w_max_rps = fit.iter().map(|l| l.w_rps).fold(0.0, f64::max);
+            Profile { fit, ..Profile::line(0.3, -0.00091, 0.048, w_max_rps) }
+        };
+        let mut current = profiles(&[("config", line(-0.00091, 0.048))]);
+        let mut refits = Refits::default();
+        // 37 rps measured at 0.0135/ms, predicted 0.0143: the region's base moves there.
+        refits.merge(&mut current, profiles(&[("config", refit(&[level(37.0, 0.0135)]))]));
+        assert_eq!(current.services["config"].w_max_rps, 37.0);
+        // An overload episode up to 45 rps (its requests took minutes): the line is refitted,
+        // the base stays.
+        refits.merge(&mut current, profiles(&[("config", refit(&[level(37.0, 0.0135), level(45.0, 0.0004)]))]));
+        assert_eq!(current.services["config"].w_max_rps, 37.0);
+        assert_eq!(current.services["config"].fit.len(), 4, "the refit itself was taken");
+        // Only low-load samples since a restart: the base does not shrink.
+        refits.merge(&mut current, profiles(&[("config", refit(&[]))]));
+        assert_eq!(current.services["config"].w_max_rps, 37.0);
     }
 }
