@@ -149,17 +149,19 @@ if eventually lands_on "$ticket"; then ok "HPA on derm_desired_replicas: desired
   ko "HPA: want $ticket, got (desired, spec) = ($(hpa_state)); ScalingActive $(hpa_condition ScalingActive)"
 fi
 # The controller's own series: the published count next to the HPA's own, traces received,
-# interval time.
+# interval time, the trust region.
 own_metrics() {
   local m
   m="$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")"
   grep -qF "derm_adapter_published_replicas{app=\"$NS/tickets\",service=\"ticket\"} $ticket" <<<"$m" &&
     grep -qF "derm_adapter_hpa_desired_replicas{app=\"$NS/tickets\",service=\"ticket\"} $ticket" <<<"$m" &&
     grep -q '^derm_adapter_traces_received_total{source="otlp"} [1-9]' <<<"$m" &&
-    grep -q "^derm_adapter_interval_seconds_count{app=\"$NS/tickets\"} [1-9]" <<<"$m"
+    grep -q "^derm_adapter_interval_seconds_count{app=\"$NS/tickets\"} [1-9]" <<<"$m" &&
+    awk -v k="derm_adapter_trusted_load_rps{app=\"$NS/tickets\",service=\"ticket\"}" \
+      '$1 == k && $2 > 0 { found = 1 } END { exit !found }' <<<"$m"
 }
-if eventually own_metrics; then ok "/metrics: published_replicas = hpa_desired_replicas = $ticket for ticket; traces received; interval time"; else
-  ko "/metrics: $(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E 'published_replicas|hpa_desired|traces_received|interval_seconds_count' | head -n 12)"
+if eventually own_metrics; then ok "/metrics: published_replicas = hpa_desired_replicas = $ticket for ticket; traces received; interval time; trusted load"; else
+  ko "/metrics: $(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | grep -E 'published_replicas|hpa_desired|traces_received|interval_seconds_count|trusted_load' | head -n 14)"
 fi
 audit() { status '{.status.conditions[?(@.type=="HPAsExact")].reason}'; }
 audit_event() { "$K" -n "$NS" get events --field-selector reason=NotExactLanding -o jsonpath='{.items[*].involvedObject.name}' | grep -qw seat; }

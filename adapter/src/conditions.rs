@@ -133,6 +133,7 @@ mod tests {
             held: Vec::new(),
             profiled: 5,
             infeasible: infeasible.map(str::to_owned),
+            trusted_rps: Vec::new(),
         }
     }
 

@@ -387,6 +387,9 @@ pub async fn run(client: Client, apps: Apps, period: Duration, lease: Option<Lea
                 kept.set(&key, conditions::predictor(&u.predictor));
             }
             kept.set(&key, conditions::profiles(&readiness));
+            for (service, rps) in &readiness.trusted_rps {
+                apps.metrics.trusted(&format!("{ns}/{name}"), service, *rps);
+            }
             if let Some(c) = conditions::feasible(&tick, &readiness) {
                 kept.set(&key, c);
             }

@@ -158,6 +158,9 @@ pub struct Readiness {
     pub profiled: usize,
     /// Why the last solve found no plan; `None` when it found one (or none ran yet).
     pub infeasible: Option<String>,
+    /// The highest per-container load (requests/s) the plan may put on each profiled
+    /// service: the trust region (`derm_adapter_trusted_load_rps`).
+    pub trusted_rps: Vec<(String, f64)>,
 }
 
 impl OnlineApp {
@@ -199,7 +202,19 @@ impl OnlineApp {
             fallback,
             held: self.refits.held().map(|(s, n)| (s.to_owned(), n)).collect(),
             infeasible: self.infeasible.clone(),
+            trusted_rps: self
+                .spec
+                .services
+                .iter()
+                .filter_map(|s| Some((s.name.clone(), self.trusted_load(&s.name)?)))
+                .collect(),
         }
+    }
+
+    /// The trust region of `service`: [`TRUST_REGION`] times the load its profile is trusted
+    /// at (see [`refit`]); `None` without a profile.
+    fn trusted_load(&self, service: &str) -> Option<f64> {
+        self.profiles.services.get(service).map(|p| p.w_max_rps * TRUST_REGION)
     }
 
     /// Predicts with `model` (e.g. the attention LSTM from `derm train`), hedged against the trend forecast.
@@ -465,8 +480,7 @@ impl OnlineApp {
         let percentile = 1.0 - (1.0 - self.spec.sla.percentile / 100.0) * (1.0 - self.spec.tail_margin);
         let solve = |graphs: &[Entry]| {
             let demand = trust::demand(graphs, load_rps, &observed);
-            let floors =
-                trust::floors(&demand, |svc| self.profiles.services.get(svc).map(|p| p.w_max_rps * TRUST_REGION));
+            let floors = trust::floors(&demand, |svc| self.trusted_load(svc));
             // Bounds only for services the graphs call (the optimizer refuses others); the
             // rest keep their minimum below.
             let mut called = std::collections::BTreeSet::new();

@@ -1,6 +1,8 @@
 //! The controller's own metrics on the admin registry: traces received and rejected by
 //! reason, the time of each interval's work, and the published count next to what each HPA
-//! decided (a gap that persists means the HPA does not land on Derm's count: see the audit).
+//! decided (a gap that persists means the HPA does not land on Derm's count: see the audit),
+//! and each service's trust region (the highest per-container load a plan may give it: when
+//! the published count sits at `calls / trusted load`, the region, not the SLA, set it).
 //!
 //! Label sets are bounded: sources and reasons are fixed lists, `app` and `service` come from
 //! the DermApps (a handful of series per configured service).
@@ -8,6 +10,8 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
@@ -54,6 +58,7 @@ pub struct LoopMetrics {
     interval: Seconds,
     published: Family<ServiceLabels, Gauge>,
     hpa_desired: Family<ServiceLabels, Gauge>,
+    trusted: Family<ServiceLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl Default for LoopMetrics {
@@ -64,14 +69,15 @@ impl Default for LoopMetrics {
             interval: Family::new_with_constructor(seconds),
             published: Family::default(),
             hpa_desired: Family::default(),
+            trusted: Family::default(),
         }
     }
 }
 
 impl LoopMetrics {
     /// Registers `derm_adapter_traces_received_total`, `derm_adapter_traces_rejected_total`,
-    /// `derm_adapter_interval_seconds`, `derm_adapter_published_replicas` and
-    /// `derm_adapter_hpa_desired_replicas`.
+    /// `derm_adapter_interval_seconds`, `derm_adapter_published_replicas`,
+    /// `derm_adapter_hpa_desired_replicas` and `derm_adapter_trusted_load_rps`.
     pub fn register(registry: &mut Registry) -> Self {
         let this = Self::default();
         let sub = registry.sub_registry_with_prefix("derm_adapter");
@@ -87,6 +93,11 @@ impl LoopMetrics {
             "hpa_desired_replicas",
             "The HPA's own desired replicas for the same workload",
             this.hpa_desired.clone(),
+        );
+        sub.register(
+            "trusted_load_rps",
+            "Highest per-container load (requests/s) a plan may give the service: its trust region",
+            this.trusted.clone(),
         );
         this
     }
@@ -110,6 +121,11 @@ impl LoopMetrics {
         self.published
             .get_or_create(&ServiceLabels { app: app.into(), service: service.into() })
             .set(i64::from(replicas));
+    }
+
+    /// `app`'s `service` is trusted up to `rps` per container.
+    pub fn trusted(&self, app: &str, service: &str, rps: f64) {
+        self.trusted.get_or_create(&ServiceLabels { app: app.into(), service: service.into() }).set(rps);
     }
 
     /// The HPA scaling `app`'s `service` wants `replicas`.
@@ -136,6 +152,7 @@ mod tests {
         m.interval("shop/ticket", 0.02);
         m.published("shop/ticket", "seat", 4);
         m.hpa_desired("shop/ticket", "seat", 3);
+        m.trusted("shop/ticket", "seat", 16.5);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
         for want in [
@@ -144,6 +161,7 @@ mod tests {
             r#"derm_adapter_interval_seconds_count{app="shop/ticket"} 1"#,
             r#"derm_adapter_published_replicas{app="shop/ticket",service="seat"} 4"#,
             r#"derm_adapter_hpa_desired_replicas{app="shop/ticket",service="seat"} 3"#,
+            r#"derm_adapter_trusted_load_rps{app="shop/ticket",service="seat"} 16.5"#,
         ] {
             assert!(text.contains(want), "{want} missing in\n{text}");
         }

@@ -396,8 +396,14 @@ fn holds_without_data_or_when_infeasible() {
     let r = tight.readiness();
     assert!(r.infeasible.as_ref().is_some_and(|e| e.contains("latency")), "{r:?}");
     assert_eq!((r.profiled, r.unprofiled.len()), (7, 0));
+    // The trust region of every profiled service, as the floors use it.
+    assert_eq!(r.trusted_rps.len(), 7);
+    for (svc, rps) in &r.trusted_rps {
+        assert_eq!(*rps, tight.profiles().services[svc].w_max_rps * TRUST_REGION, "{svc}");
+    }
     let fresh = OnlineApp::new(spec(40.0), scenario.sampling).readiness();
     assert_eq!((fresh.profiled, fresh.unprofiled.len(), fresh.fallback.len(), fresh.infeasible), (0, 7, 0, None));
+    assert!(fresh.trusted_rps.is_empty());
 }
 
 #[test]
