@@ -330,7 +330,10 @@ fi
 
 kill "$JAEGER_PID" 2>/dev/null || true
 wait "$JAEGER_PID" 2>/dev/null || true
+# The values to keep are the last solve's: with the counters back, it may have moved the
+# count again since the HPA landed above (a race this check once lost: 3 read, 2 kept).
 solve_time="$(jstatus '{.status.lastSolveTime}')"
+ticket="$(jstatus '{.status.desiredReplicas.ticket}')"
 unreachable() { grep 'derm_adapter_trace_source_errors_total' <<<"$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics")" | grep -q 'Unreachable'; }
 jholding() { [[ "$(jstatus '{.status.conditions[?(@.type=="Ready")].reason}')" == Holding ]]; }
 if eventually unreachable && eventually jholding && [[ "$(jstatus '{.status.lastSolveTime}')" == "$solve_time" ]]; then
