@@ -1,6 +1,7 @@
 //! Replica floors from a trust region: no service is planned at more than [`TRUST_REGION`]
-//! times the highest per-container load its profile observed. The linear rate model is a fit
-//! over the loads seen while profiling; extrapolated far beyond them it overestimates the
+//! times the highest per-container load its profile is trusted at (observed; see below for
+//! how refits raise it). The linear rate model is a fit over the loads seen while
+//! profiling; extrapolated far beyond them it overestimates the
 //! capacity of multi-worker services by 15-35% (measured in the simulator's `trainticket`).
 //! Shared by the simulator's profile-based policies and the adapter's online loop.
 //!
@@ -21,7 +22,8 @@ use std::collections::BTreeMap;
 use crate::graph::catalog::Entry;
 use crate::profile::{Level, Profile, REFIT_FACTOR};
 
-/// Highest per-container load planned for, as a multiple of the highest one observed.
+/// Highest per-container load planned for, as a multiple of the highest one trusted
+/// ([`supported_load`]).
 pub const TRUST_REGION: f64 = 1.1;
 
 /// Calls per second each service receives under a mix at entry `load` (shares renormalised),
