@@ -7,11 +7,11 @@
 //! Label sets are bounded: sources and reasons are fixed lists, `app` and `service` come from
 //! the DermApps (a handful of series per configured service).
 
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use std::sync::atomic::AtomicU64;
-
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;

@@ -11,7 +11,7 @@
 //!
 //! The trust region's base (`w_max_rps` of the profile in use, see
 //! [`derm_core::optimize::trust`]) survives a plausible refit and grows only through the
-//! refit's levels that the profile in use predicted ([`trust::supported_load`]): taken as is,
+//! refit's levels that the profile in use predicted ([`trust::carry`]): taken as is,
 //! it followed each refit's highest level, down when the refit's samples are only the newest
 //! (after a restart) and up through an overload episode's saturated throughput. A new
 //! service, and a confirmed jump (the service changed), take the refit's own.
@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 
 use derm_core::optimize::trust;
-use derm_core::profile::{Profile, Profiles, plausible_refit};
+use derm_core::profile::{Profiles, plausible_refit};
 
 /// Refits in a row that must jump away from the profile in use before the newest replaces it.
 pub const CONFIRM: u32 = 3;
@@ -46,8 +46,8 @@ impl Refits {
             }
             if plausible_refit(old, &p) {
                 self.jumps.remove(&svc);
-                let w_max_rps = trust::supported_load(old, &p.fit, old.w_max_rps);
-                current.services.insert(svc, Profile { w_max_rps, ..p });
+                let carried = trust::carry(old, p);
+                current.services.insert(svc, carried);
                 continue;
             }
             let n = self.jumps.get(&svc).copied().unwrap_or(0) + 1;

@@ -76,6 +76,13 @@ pub fn supported_load(model: &Profile, levels: &[Level], trusted: f64) -> f64 {
     supported
 }
 
+/// `refit`, accepted in place of `model` (the profile in use), with the trust region's base
+/// carried over: `model`'s, raised only through the refit's levels it predicted.
+pub fn carry(model: &Profile, refit: Profile) -> Profile {
+    let w_max_rps = supported_load(model, &refit.fit, model.w_max_rps);
+    Profile { w_max_rps, ..refit }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
